@@ -1,0 +1,188 @@
+"""``compress``: float reference → preservation set → BN folding → quantised training → pruning → artifact."""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from .artifact import FORMAT, FORMAT_VERSION, CompressedModel, freeze
+from .config import CompressConfig
+from .data import Split
+from .errors import ModelError
+from .graph import find_links, fold_batchnorm_, trace
+from .nn import prepare_, quantized_layers
+from .objective import stored_size_bits
+from .preservation import PreservationSetSelector, preservation_sha256
+from .pruning import refresh_in_alive_, remove_dead_channels_
+from .train import (TrainState, accuracy, compress_loop, load_checkpoint, make_optimizer, predict,
+                    save_checkpoint, train_float)
+
+__all__ = ["compress"]
+
+
+def _seed(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    return torch.Generator().manual_seed(seed)
+
+
+def _prepare(model: nn.Module, config: CompressConfig):
+    model.eval()
+    gm = trace(model)
+    folded = fold_batchnorm_(model, gm)
+    left_float = prepare_(model, config)
+    if not quantized_layers(model):
+        raise ModelError("the model has no Conv1d/Conv2d/Linear layer to compress (or all were excluded)")
+    links = find_links(model)
+    n_start = sum(layer.weight.numel() for layer in quantized_layers(model).values())
+    return folded, left_float, links, n_start, gm is not None
+
+
+def compress(
+    model: nn.Module,
+    data: Split,
+    config: CompressConfig | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    model_spec: dict[str, Any] | None = None,
+    pretrained: bool = False,
+    resume: bool = False,
+    progress: bool = False,
+) -> CompressedModel:
+    """Compress ``model`` on ``data`` and return the artifact (also written to ``out_dir`` when given).
+
+    ``model_spec`` (``{"factory": "module:fn" | "file.py:fn", "kwargs": {...}, "source_sha256": ...}``) is
+    how the converters rebuild the architecture; without it the artifact cannot be exported. With
+    ``pretrained`` the float reference is used as given; otherwise it is trained first on the training split.
+    """
+    config = config or CompressConfig()
+    t0 = time.perf_counter()
+    out = Path(out_dir) if out_dir is not None else None
+    ckpt_path = out / "checkpoints" / "last.pt" if out is not None else None
+    ckpt = load_checkpoint(ckpt_path) if (resume and ckpt_path is not None and ckpt_path.is_file()) else None
+    g = _seed(config.seed)
+
+    # 1. the float reference
+    if ckpt is not None:
+        model.load_state_dict(ckpt["float_state"])
+    elif not pretrained:
+        train_float(model, data.x_train, data.y_train, config, progress)
+    model.eval()
+    float_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    # 2. the preservation set, from the training split only
+    if ckpt is not None:
+        pres = {k: ckpt["preservation"][k].numpy() for k in ("indices", "labels", "scores", "criteria")}
+    else:
+        sel = PreservationSetSelector(config.preservation_size, config.preservation_budget,
+                                      random_state=config.seed).fit(model, (data.x_train, data.y_train))
+        pres = {"indices": sel.selected_indices_, "labels": sel.labels(data.y_train),
+                "scores": sel.scores_, "criteria": sel.criteria_}
+    x_pres = data.x_train[pres["indices"]]
+    y_pres = data.y_train[pres["indices"]]
+    float_test = predict(model, data.x_test)
+    float_pres = predict(model, x_pres)
+
+    # 3. fold, quantise, train
+    folded, left_float, links, n_start, traced = _prepare(model, config)
+    optimizer = make_optimizer(model, config)
+    state = TrainState()
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model_state"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        g.set_state(ckpt["generator"])
+        state = TrainState(**ckpt["train_state"])
+
+    def checkpoint(st: TrainState) -> None:
+        if ckpt_path is None:
+            return
+        save_checkpoint(ckpt_path, {
+            "float_state": float_state, "model_state": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "generator": g.get_state(), "train_state": st.__dict__,
+            "preservation": {k: torch.as_tensor(v) for k, v in pres.items()},
+        })
+
+    compress_loop(model, links, n_start, data.x_train, data.y_train, x_pres, y_pres, config,
+                  optimizer=optimizer, state=state, generator=g, checkpoint=checkpoint, progress=progress)
+
+    # 4. prune for real; removal must not change the output
+    before = {n: int(layer.weight.shape[0]) for n, layer in quantized_layers(model).items()}
+    probe = torch.as_tensor(data.x_test[:256])
+    with torch.no_grad():
+        y_before = model(probe)
+        removed = remove_dead_channels_(model, links)
+        refresh_in_alive_(model, links)
+        y_after = model(probe)
+    if not torch.allclose(y_before, y_after, rtol=1e-5, atol=1e-5 * float(y_before.abs().max()) + 1e-6):
+        raise ModelError("removing zero-bit channels changed the model's output; this is a bug, please report it")
+    bits_total = stored_size_bits(model)
+    deploy, quant = freeze(model)
+    comp_test = predict(deploy, data.x_test)
+    comp_pres = predict(deploy, x_pres)
+
+    start_channels = {n: c for n, c in before.items()}
+    layers = []
+    for name, layer in quantized_layers(model).items():
+        bits = quant[f"{name}.bits"].to(torch.int64)
+        layers.append({
+            "name": name, "kind": type(layer).__mro__[1].__name__ if type(layer).__name__.startswith("Q") else type(layer).__name__,
+            "weight_shape": list(layer.weight.shape),
+            "bits": bits.tolist(), "exponents": quant[f"{name}.exponent"].tolist(),
+            "channels_before": start_channels[name], "channels_kept": int(layer.weight.shape[0]),
+            "channels_removed": removed.get(name, 0), "channels_masked": int((bits == 0).sum()),
+            "stored_bits": int((bits.double() * layer.weights_per_channel().double()).sum()),
+        })
+    metrics = {
+        "float": {"test_accuracy": accuracy(float_test, data.y_test), "preservation_accuracy": accuracy(float_pres, y_pres)},
+        "compressed": {"test_accuracy": accuracy(comp_test, data.y_test), "preservation_accuracy": accuracy(comp_pres, y_pres)},
+    }
+    spec = dict(model_spec or {})
+    spec.setdefault("kwargs", {})
+    spec.setdefault("source_sha256", None)
+    spec.update({"input_shape": [1, *data.input_shape], "task": "classification", "num_classes": data.num_classes})
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "model": spec,
+        "dataset": {"name": data.name, "n_train": len(data.x_train), "n_test": len(data.x_test),
+                    "num_classes": data.num_classes},
+        "folded_batchnorm": [list(p) for p in folded],
+        "float_layers": left_float,
+        "traced": traced,
+        "links": {k: {"consumer": v.consumer, "through": v.through, "per_channel": v.per_channel} for k, v in links.items()},
+        "layers": layers,
+        "totals": {"weights_start": n_start, "fp32_bits": 32 * n_start, "quantized_bits": bits_total,
+                   "ratio": bits_total / (32 * n_start)},
+        "metrics": metrics,
+        "preservation": {"size": int(len(pres["indices"])), "indices": pres["indices"].tolist(),
+                         "sha256": preservation_sha256(x_pres, y_pres),
+                         "criteria_counts": np.bincount(pres["criteria"], minlength=3).tolist(),
+                         "criteria": ["uncertainty", "saliency", "diversity"]},
+        "restores": state.restores,
+        "config": config.to_dict(), "seed": config.seed,
+        "versions": {"sgsc_export": __version__, "torch": torch.__version__.split("+")[0],
+                     "numpy": np.__version__, "python": platform.python_version()},
+    }
+    artifact = CompressedModel(
+        manifest=manifest,
+        state={k: v.detach().contiguous() for k, v in deploy.state_dict().items()},
+        quant=quant,
+        preservation={k: np.asarray(v) for k, v in pres.items()},
+        eval={"x_test": data.x_test, "y_test": data.y_test, "x_preservation": x_pres, "y_preservation": y_pres,
+              "logits_test": comp_test, "logits_preservation": comp_pres,
+              "logits_float_test": float_test, "logits_float_preservation": float_pres},
+        history={"records": state.history, "restores": state.restores,
+                 "seconds": time.perf_counter() - t0},
+        _module=deploy,
+    )
+    if out is not None:
+        artifact.save(out)
+        if ckpt_path is not None:
+            checkpoint(state)
+    return artifact

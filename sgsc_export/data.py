@@ -1,0 +1,151 @@
+"""Data sets: scikit-learn's bundled digits (the embedded default), MNIST in IDX files, and a user's ``.npz``.
+
+Every loader returns a :class:`Split` of float32 inputs in the model's layout and int64 class indices. The
+preservation set is later chosen from ``x_train`` only; the test split is never looked at before evaluation.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+
+__all__ = ["Split", "load_dataset", "load_digits", "load_mnist", "load_npz", "read_idx", "DATASETS"]
+
+DATASETS = ("digits", "mnist", "npz:PATH")
+
+
+@dataclass
+class Split:
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    def __post_init__(self) -> None:
+        for part in ("train", "test"):
+            x, y = getattr(self, f"x_{part}"), getattr(self, f"y_{part}")
+            if len(x) == 0:
+                raise DataError(f"{self.name}: the {part} split is empty; provide at least one sample")
+            if len(x) != len(y):
+                raise DataError(f"{self.name}: x_{part} has {len(x)} samples but y_{part} has {len(y)}; they must match")
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise DataError(f"{self.name}: train inputs {self.x_train.shape[1:]} and test inputs "
+                            f"{self.x_test.shape[1:]} differ in shape; they must match")
+        self.x_train = np.ascontiguousarray(self.x_train, np.float32)
+        self.x_test = np.ascontiguousarray(self.x_test, np.float32)
+        self.y_train = np.ascontiguousarray(self.y_train, np.int64)
+        self.y_test = np.ascontiguousarray(self.y_test, np.int64)
+        if self.y_train.min() < 0 or self.y_test.min() < 0:
+            raise DataError(f"{self.name}: labels must be class indices >= 0")
+
+    @property
+    def num_classes(self) -> int:
+        return int(max(self.y_train.max(), self.y_test.max())) + 1
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+def _stratified(x: np.ndarray, y: np.ndarray, test_size: int | float, seed: int, name: str) -> Split:
+    from sklearn.model_selection import train_test_split
+
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=test_size, stratify=y, random_state=seed)
+    return Split(name, xtr, ytr, xte, yte)
+
+
+def load_digits(seed: int = 0) -> Split:
+    """scikit-learn's 1,797 8×8 digits, scaled to [0, 1], split 80/20 stratified with a fixed seed."""
+    from sklearn.datasets import load_digits as _load
+
+    d = _load()
+    x = (d.images.astype(np.float32) / 16.0)[:, None]
+    return _stratified(x, d.target, 0.2, seed, "digits")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read one IDX file (optionally gzip-compressed), the format of LeCun's MNIST distribution."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise DataError(f"cannot read IDX file {path}: {exc}") from exc
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
+    ndim = raw[3]
+    dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DataError(f"{path} is truncated: header says {dims}, found {data.size} values")
+    return data.reshape(dims)
+
+
+def _find(d: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx")):
+        if (d / name).is_file():
+            return d / name
+    return None
+
+
+def load_mnist(data_dir: str | Path, seed: int = 0) -> Split:
+    """MNIST from IDX files in ``data_dir``.
+
+    With the 60k training files present, the standard split is used. With only the 10k test files (as in
+    ``../shared/data/mnist-t10k``) they are split 8,000 train / 2,000 test, stratified, with a fixed seed.
+    """
+    d = Path(data_dir)
+    if not d.is_dir():
+        raise DataError(f"MNIST directory {d} does not exist; pass --data-dir with the IDX files")
+    te_x, te_y = _find(d, "t10k-images-idx3-ubyte"), _find(d, "t10k-labels-idx1-ubyte")
+    tr_x, tr_y = _find(d, "train-images-idx3-ubyte"), _find(d, "train-labels-idx1-ubyte")
+    if te_x is None or te_y is None:
+        raise DataError(f"no t10k-images-idx3-ubyte[.gz] / t10k-labels-idx1-ubyte[.gz] in {d}; "
+                        "point --data-dir at the MNIST IDX files")
+
+    def images(p: Path) -> np.ndarray:
+        return (read_idx(p).astype(np.float32) / 255.0)[:, None]
+
+    if tr_x is not None and tr_y is not None:
+        return Split("mnist", images(tr_x), read_idx(tr_y), images(te_x), read_idx(te_y))
+    return _stratified(images(te_x), read_idx(te_y), 2000, seed, "mnist")
+
+
+def load_npz(path: str | Path) -> Split:
+    """A user's arrays ``x_train, y_train, x_test, y_test`` (x float32 in the model's layout, y class indices)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"npz file {p} does not exist")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
+            if missing:
+                raise DataError(f"{p} lacks array(s) {missing}; it needs x_train, y_train, x_test, y_test")
+            arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - zipfile/pickle/format errors all mean "not a valid npz"
+        raise DataError(f"cannot read {p} as .npz: {exc}") from exc
+    if not np.issubdtype(arrays["y_train"].dtype, np.integer):
+        raise DataError(f"{p}: y_train must hold integer class indices, got {arrays['y_train'].dtype}")
+    return Split(f"npz:{p.name}", **arrays)
+
+
+def load_dataset(spec: str, data_dir: str | Path | None = None, seed: int = 0) -> Split:
+    """``digits`` | ``mnist`` (with ``data_dir``) | ``npz:PATH``."""
+    if spec == "digits":
+        return load_digits(seed)
+    if spec == "mnist":
+        if data_dir is None:
+            raise DataError("--dataset mnist needs --data-dir DIR holding the MNIST IDX files")
+        return load_mnist(data_dir, seed)
+    if spec.startswith("npz:"):
+        return load_npz(spec[4:])
+    raise DataError(f"unknown dataset {spec!r}; choose one of {', '.join(DATASETS)}")

@@ -1,0 +1,105 @@
+"""Built-in models, and loading a user's own from ``file.py:factory``."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .errors import ModelError
+
+__all__ = ["digits_cnn", "mnist_cnn", "resolve_factory", "build_model", "default_factory", "load_weights"]
+
+
+def digits_cnn(num_classes: int = 10) -> nn.Module:
+    """A small CNN for 1×8×8 digits: 15k weights."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 2 * 2, num_classes),
+    )
+
+
+def mnist_cnn(num_classes: int = 10) -> nn.Module:
+    """The SGSC paper's MNIST CNN: Conv5×5 1→32, Conv5×5 32→32, BN, MaxPool, Conv3×3 32→64, Conv3×3 64→64, BN,
+    MaxPool, Linear 576→10 (ReLU after each convolution)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 5), nn.ReLU(),
+        nn.Conv2d(32, 32, 5), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3), nn.ReLU(),
+        nn.Conv2d(64, 64, 3), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(576, num_classes),
+    )
+
+
+_DEFAULTS = {"digits": "sgsc_export.models:digits_cnn", "mnist": "sgsc_export.models:mnist_cnn"}
+
+
+def default_factory(dataset: str) -> str:
+    if dataset not in _DEFAULTS:
+        raise ModelError(f"no built-in model for dataset {dataset!r}; pass --model FILE.py:FACTORY")
+    return _DEFAULTS[dataset]
+
+
+def resolve_factory(spec: str) -> tuple[Callable[..., nn.Module], str | None]:
+    """``package.module:function`` or ``path/to/file.py:function`` → (callable, sha256 of the file or None)."""
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise ModelError(f"model spec {spec!r} must look like path/to/file.py:factory")
+    digest = None
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.is_file():
+                raise ModelError(f"model file {path} does not exist")
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            name = f"_sgsc_user_model_{digest[:16]}"
+            if name in sys.modules:
+                module = sys.modules[name]
+            else:
+                spec_ = importlib.util.spec_from_file_location(name, path)
+                module = importlib.util.module_from_spec(spec_)  # type: ignore[arg-type]
+                spec_.loader.exec_module(module)  # type: ignore[union-attr]
+                sys.modules[name] = module
+        else:
+            module = importlib.import_module(target)
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a user's file can fail in any way
+        raise ModelError(f"cannot load model file {target}: {type(exc).__name__}: {exc}") from exc
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ModelError(f"{target} has no callable {attr!r}; name a function that returns an nn.Module")
+    return fn, digest
+
+
+def build_model(spec: str, kwargs: dict[str, Any] | None = None) -> tuple[nn.Module, str | None]:
+    fn, digest = resolve_factory(spec)
+    try:
+        model = fn(**(kwargs or {}))
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"model factory {spec} failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"model factory {spec} returned {type(model).__name__}, not a torch.nn.Module")
+    return model, digest
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a state dict saved with ``torch.save``; never unpickles arbitrary objects (weights_only=True)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"weights file {p} does not exist")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+        model.load_state_dict(state)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"cannot load weights {p} into the model: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc

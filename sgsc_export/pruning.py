@@ -1,0 +1,95 @@
+"""Pruning for real: zero-bit channels leave the tensors, with the consumer's matching inputs.
+
+A zero-bit channel outputs exactly 0 (its bias is masked, see :mod:`sgsc_export.nn`), and every step on the
+link between producer and consumer maps 0 to 0, so removing the channel and the consumer's inputs that read it
+leaves the network's output unchanged. A BatchNorm on the link is sliced with it. Channels without an
+unambiguous consumer stay in place as masked zero-bit channels.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .graph import Link
+from .nn import is_quantized, quantized_layers
+
+__all__ = ["refresh_in_alive_", "remove_dead_channels_", "revive_"]
+
+
+def _alive(m: nn.Module) -> torch.Tensor:
+    if is_quantized(m):
+        return m.channel_alive()
+    return torch.ones(m.weight.shape[0], dtype=torch.bool, device=m.weight.device)
+
+
+def refresh_in_alive_(model: nn.Module, links: dict[str, Link]) -> None:
+    """Mark, in each consumer's ``in_alive``, the input slots that read a live producer channel."""
+    for link in links.values():
+        consumer = model.get_submodule(link.consumer)
+        if is_quantized(consumer):
+            alive = _alive(model.get_submodule(link.producer)).to(consumer.in_alive.dtype)
+            consumer.in_alive.copy_(alive.repeat_interleave(link.per_channel))
+
+
+def _slice_param(module: nn.Module, name: str, index: torch.Tensor, dim: int) -> None:
+    t = getattr(module, name, None)
+    if t is None:
+        return
+    new = t.detach().index_select(dim, index).clone()
+    if isinstance(t, nn.Parameter):
+        setattr(module, name, nn.Parameter(new, requires_grad=t.requires_grad))
+    else:
+        module.register_buffer(name, new)
+
+
+@torch.no_grad()
+def remove_dead_channels_(model: nn.Module, links: dict[str, Link]) -> dict[str, int]:
+    """Physically remove zero-bit channels that have an unambiguous consumer. Returns name → channels removed."""
+    removed: dict[str, int] = {}
+    for name, link in links.items():
+        producer = model.get_submodule(name)
+        alive = _alive(producer)
+        if bool(alive.all()) or not bool(alive.any()):
+            continue  # nothing to remove, or removing everything would leave an empty tensor
+        keep = torch.nonzero(alive).reshape(-1)
+        for p in ("weight", "bias", "b", "e"):
+            _slice_param(producer, p, keep, 0)
+        if isinstance(producer, nn.Linear):
+            producer.out_features = len(keep)
+        else:
+            producer.out_channels = len(keep)
+        for bn_name in link.through:
+            bn = model.get_submodule(bn_name)
+            for p in ("weight", "bias", "running_mean", "running_var"):
+                _slice_param(bn, p, keep, 0)
+            bn.num_features = len(keep)
+        consumer = model.get_submodule(link.consumer)
+        cols = (keep[:, None] * link.per_channel + torch.arange(link.per_channel, device=keep.device)).reshape(-1)
+        _slice_param(consumer, "weight", cols, 1)
+        if is_quantized(consumer):
+            _slice_param(consumer, "in_alive", cols, 0)
+        if isinstance(consumer, nn.Linear):
+            consumer.in_features = len(cols)
+        else:
+            consumer.in_channels = len(cols)
+        removed[name] = int((~alive).sum())
+    return removed
+
+
+@torch.no_grad()
+def revive_(model: nn.Module, names: list[str], fraction: float, bits: float, generator: torch.Generator) -> dict[str, int]:
+    """Give ``fraction`` of the zero-bit channels of each named layer ``bits`` bits again. Returns name → revived."""
+    revived: dict[str, int] = {}
+    layers = quantized_layers(model)
+    for name in names:
+        layer = layers[name]
+        dead = torch.nonzero(~layer.channel_alive()).reshape(-1)
+        n = int(round(len(dead) * fraction)) if len(dead) else 0
+        n = max(n, 1) if len(dead) else 0
+        if n == 0:
+            continue
+        pick = dead[torch.randperm(len(dead), generator=generator)[:n]]
+        layer.b.view(-1)[pick] = bits
+        revived[name] = n
+    return revived

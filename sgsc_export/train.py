@@ -1,0 +1,202 @@
+"""The loops: float reference training, and compression with restore, checkpoints and an optional fine-tune.
+
+Compression trains weights at ``lr`` and (b, e) in their own Adam group at ``lr_bits``/``eps_bits`` with no
+weight decay. Every ``restore_every`` steps the preservation accuracy is measured on the whole preservation set;
+when it falls more than τ below its best, a fraction of the zero-bit channels of the layers that lost channels
+since the best are revived (inside ``torch.no_grad()``, on the parameter's data — never into a leaf that
+autograd tracks). A checkpoint of everything needed to continue — model, optimiser, step, generator, history —
+is written atomically every ``checkpoint_every`` steps; ``resume`` continues it bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import CompressConfig
+from .graph import Link
+from .nn import quantized_layers
+from .objective import sgsc_loss, size_term, stored_size_bits
+from .pruning import refresh_in_alive_, revive_
+
+__all__ = ["TrainState", "train_float", "compress_loop", "predict", "accuracy", "save_checkpoint", "load_checkpoint"]
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = 512) -> np.ndarray:
+    """Logits of ``model`` in eval mode, float32 numpy."""
+    was = model.training
+    model.eval()
+    xt = torch.as_tensor(x)
+    out = [model(xt[s : s + batch_size]) for s in range(0, len(xt), batch_size)]
+    model.train(was)
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+    return float((logits.argmax(1) == y).mean()) if len(y) else float("nan")
+
+
+def _progress(total: int, desc: str, enabled: bool, initial: int = 0):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, initial=initial, leave=False, dynamic_ncols=True)
+
+
+def train_float(model: nn.Module, x: np.ndarray, y: np.ndarray, config: CompressConfig, progress: bool = False) -> None:
+    """Train the float reference model in place: Adam, ``float_epochs`` epochs, cosine learning rate."""
+    g = torch.Generator().manual_seed(config.seed)
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    steps_per_epoch = max(1, int(np.ceil(len(xt) / config.batch_size)))
+    total = config.float_epochs * steps_per_epoch
+    if total == 0:
+        return
+    opt = torch.optim.Adam(model.parameters(), lr=config.float_lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
+    model.train()
+    with _progress(total, "float", progress) as bar:
+        for _ in range(config.float_epochs):
+            perm = torch.randperm(len(xt), generator=g)
+            for s in range(0, len(xt), config.batch_size):
+                idx = perm[s : s + config.batch_size]
+                loss = F.cross_entropy(model(xt[idx]), yt[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+
+
+@dataclass
+class TrainState:
+    """What the compression loop carries between steps and across a checkpoint."""
+
+    step: int = 0
+    best_preservation: float = -1.0
+    best_alive: dict[str, int] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    restores: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _param_groups(model: nn.Module, config: CompressConfig) -> list[dict[str, Any]]:
+    be_ids = set()
+    bits_params = []
+    for layer in quantized_layers(model).values():
+        for p in (layer.b, layer.e):
+            bits_params.append(p)
+            be_ids.add(id(p))
+    weights = [p for p in model.parameters() if id(p) not in be_ids]
+    return [
+        {"params": weights, "lr": config.lr, "weight_decay": config.weight_decay},
+        {"params": bits_params, "lr": config.lr_bits, "eps": config.eps_bits, "weight_decay": 0.0},
+    ]
+
+
+def make_optimizer(model: nn.Module, config: CompressConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(_param_groups(model, config))
+
+
+def _alive_counts(model: nn.Module) -> dict[str, int]:
+    return {n: int(layer.channel_alive().sum()) for n, layer in quantized_layers(model).items()}
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Atomic ``torch.save``: a temp file in the same directory, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def compress_loop(
+    model: nn.Module,
+    links: dict[str, Link],
+    n_start: int,
+    x: np.ndarray,
+    y: np.ndarray,
+    x_pres: np.ndarray,
+    y_pres: np.ndarray,
+    config: CompressConfig,
+    *,
+    optimizer: torch.optim.Optimizer,
+    state: TrainState,
+    generator: torch.Generator,
+    checkpoint: Any = None,
+    progress: bool = False,
+) -> TrainState:
+    """Run compression steps ``state.step .. steps + finetune_steps`` on a prepared model, in place.
+
+    ``checkpoint(state)`` is called every ``checkpoint_every`` steps (the caller decides what to save).
+    """
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    xp, yp = torch.as_tensor(x_pres), torch.as_tensor(y_pres)
+    fp32_bits = 32 * n_start
+    total_steps = config.steps + config.finetune_steps
+    layers = quantized_layers(model)
+    model.train()
+    refresh_in_alive_(model, links)
+    with _progress(total_steps, "compress", progress, initial=state.step) as bar:
+        while state.step < total_steps:
+            finetune = state.step >= config.steps
+            for layer in layers.values():
+                layer.b.requires_grad_(not finetune)
+            idx = torch.randint(len(xt), (config.batch_size,), generator=generator)
+            pidx = torch.randint(len(xp), (min(config.preservation_batch_size, len(xp)),), generator=generator)
+            logits = model(xt[idx])
+            q = size_term(model, n_start)
+            pres_logits = model(xp[pidx]) if config.lam > 0 else None
+            parts = sgsc_loss(logits, yt[idx], q, 0.0 if finetune else config.gamma, config.lam, pres_logits, yp[pidx])
+            optimizer.zero_grad(set_to_none=True)
+            parts.total.backward()
+            optimizer.step()
+            with torch.no_grad():
+                for layer in layers.values():
+                    layer.b.clamp_(-1.0, config.max_bits)
+            refresh_in_alive_(model, links)
+            state.step += 1
+            bar.update(1)
+
+            if state.step % config.restore_every == 0 or state.step == total_steps:
+                pres_acc = accuracy(predict(model, xp), y_pres)
+                bits = stored_size_bits(model)
+                record = {
+                    "step": state.step, "loss": parts.total.item(), "task_loss": parts.task, "q": parts.q,
+                    "preservation_loss": parts.preservation,
+                    "train_accuracy": float((logits.argmax(1) == yt[idx]).float().mean()),
+                    "preservation_accuracy": pres_acc, "quantized_bits": bits,
+                    "avg_bits": bits / n_start, "ratio": bits / fp32_bits, "alive": _alive_counts(model),
+                    "finetune": finetune,
+                }
+                state.history.append(record)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", pres=f"{pres_acc:.3f}",
+                                bits=f"{record['avg_bits']:.2f}", ratio=f"{record['ratio']:.4f}")
+                if pres_acc >= state.best_preservation:
+                    state.best_preservation = pres_acc
+                    state.best_alive = record["alive"]
+                elif (not finetune and config.restore_fraction > 0
+                      and pres_acc < state.best_preservation - config.restore_tolerance):
+                    lost = [n for n, k in record["alive"].items() if k < state.best_alive.get(n, k)]
+                    revived = revive_(model, lost, config.restore_fraction, config.restore_bits, generator)
+                    if revived:
+                        refresh_in_alive_(model, links)
+                        state.restores.append({"step": state.step, "preservation_accuracy": pres_acc,
+                                               "best": state.best_preservation, "revived": revived})
+            if checkpoint is not None and state.step % config.checkpoint_every == 0 and state.step < total_steps:
+                checkpoint(state)
+    for layer in layers.values():
+        layer.b.requires_grad_(True)
+    model.eval()
+    return state

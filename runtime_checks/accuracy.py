@@ -1,0 +1,85 @@
+"""Task metrics of one split at one provider and optimisation level.
+
+The task comes from the model's metadata (``sgsc.task``). Only ``classification`` is evaluated today: accuracy
+plus parity with the reference. The hook for language models is :data:`TASK_EVALUATORS`: a later issue adds
+``"language_model": evaluate_language_model`` returning a :class:`SplitResult` whose ``metrics`` hold ``loss``,
+``perplexity`` and ``next_token_agreement``; the gate reads ``SplitResult.metrics`` by name, so it needs no
+change beyond its thresholds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sgsc_export.errors import ValidationError
+
+from .parity import ParityResult, compare_logits
+
+__all__ = ["TASK_EVALUATORS", "SplitResult", "evaluate_classification", "evaluate_split", "worst_of"]
+
+
+@dataclass
+class SplitResult:
+    """One split (``test`` / ``preservation``) of one run: size, task metrics and parity with the reference."""
+
+    split: str
+    n: int
+    task: str = "classification"
+    accuracy: float | None = None
+    parity: ParityResult | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        out: dict = {"n": self.n, "accuracy": self.accuracy}
+        parity = self.parity.to_dict() if self.parity else {
+            "agreement": None, "flipped": [], "max_abs_logit_diff": None, "mean_abs_logit_diff": None,
+            "reference": None}
+        out.update(parity)
+        out.update(self.metrics)
+        return out
+
+
+def evaluate_classification(split: str, logits: np.ndarray, labels: np.ndarray, reference: np.ndarray | None,
+                            reference_name: str) -> SplitResult:
+    """Top-1 accuracy against the labels, and parity with the reference logits when there are any."""
+    if logits.ndim != 2:
+        raise ValidationError(f"{split}: classification expects [N, classes] logits, got shape {logits.shape}")
+    accuracy = float(np.mean(logits.argmax(axis=1) == labels)) if len(labels) else None
+    parity = compare_logits(logits, reference, reference_name) if reference is not None else None
+    return SplitResult(split, len(labels), "classification", accuracy, parity)
+
+
+Evaluator = Callable[[str, np.ndarray, np.ndarray, "np.ndarray | None", str], SplitResult]
+TASK_EVALUATORS: dict[str, Evaluator] = {"classification": evaluate_classification}
+
+
+def evaluate_split(task: str, split: str, logits: np.ndarray, labels: np.ndarray, reference: np.ndarray | None,
+                   reference_name: str) -> SplitResult:
+    """Dispatch on the task; an unsupported task is an error (the validation cannot judge it)."""
+    evaluator = TASK_EVALUATORS.get(task)
+    if evaluator is None:
+        raise ValidationError(f"task {task!r} (model metadata sgsc.task) is not supported by runtime_checks yet; "
+                              f"supported: {', '.join(TASK_EVALUATORS)}")
+    return evaluator(split, logits, labels, reference, reference_name)
+
+
+def worst_of(results: list[SplitResult]) -> SplitResult | None:
+    """The worst case over optimisation levels: lowest accuracy and agreement, every flipped sample, largest
+    |Δlogit|. This is the per-provider summary of the report."""
+    if not results:
+        return None
+    first = results[0]
+    accs = [r.accuracy for r in results if r.accuracy is not None]
+    parities = [r.parity for r in results if r.parity is not None]
+    parity = None
+    if parities:
+        parity = ParityResult(
+            agreement=min(p.agreement for p in parities),
+            flipped=sorted(set().union(*(p.flipped for p in parities))),
+            max_abs_logit_diff=max(p.max_abs_logit_diff for p in parities),
+            mean_abs_logit_diff=max(p.mean_abs_logit_diff for p in parities),
+            reference=parities[0].reference)
+    return SplitResult(first.split, first.n, first.task, min(accs) if accs else None, parity)

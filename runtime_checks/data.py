@@ -1,0 +1,140 @@
+"""The data a validation runs on: the test split, the preservation set, and optional references.
+
+Two sources: the artifact directory of ``sgsc compress`` (``eval.npz`` + ``manifest.json``), or a user's ``.npz``
+with arrays ``x``, ``y`` and optionally ``preservation_indices`` (test = all samples, preservation = those indices)
+and ``logits`` (reference logits for all samples). The preservation set's identity is its SHA-256:
+
+    sha256(float32(x_pres).tobytes() + int64(y_pres).tobytes())
+
+over the preservation samples in order; a model exported from an artifact carries it in its metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sgsc_export.errors import ValidationError
+
+__all__ = ["EvalData", "preservation_sha256"]
+
+
+def preservation_sha256(x: np.ndarray, y: np.ndarray) -> str:
+    """The preservation set's SHA-256 (the contract shared with the artifact and the ONNX metadata)."""
+    return hashlib.sha256(np.ascontiguousarray(x, np.float32).tobytes()
+                          + np.ascontiguousarray(y, np.int64).tobytes()).hexdigest()
+
+
+@dataclass
+class EvalData:
+    """Inputs (float32, model layout), labels (int64) and optional reference logits of both splits.
+
+    ``float_test_accuracy`` / ``float_preservation_accuracy`` are the float model's accuracies (fractions), the
+    baseline of ``--max-accuracy-drop``; ``source`` says where the data came from, for the report.
+    """
+
+    x_test: np.ndarray
+    y_test: np.ndarray
+    x_preservation: np.ndarray
+    y_preservation: np.ndarray
+    ref_test: np.ndarray | None = None
+    ref_preservation: np.ndarray | None = None
+    float_test_accuracy: float | None = None
+    float_preservation_accuracy: float | None = None
+    source: str = "arrays"
+    run_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.x_test = np.ascontiguousarray(self.x_test, np.float32)
+        self.x_preservation = np.ascontiguousarray(self.x_preservation, np.float32)
+        self.y_test = np.asarray(self.y_test).astype(np.int64)
+        self.y_preservation = np.asarray(self.y_preservation).astype(np.int64)
+        if len(self.x_test) == 0:
+            raise ValidationError(f"{self.source}: the test split is empty; provide at least one sample")
+        for split in ("test", "preservation"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if len(x) != len(y):
+                raise ValidationError(f"{self.source}: x_{split} has {len(x)} samples but y_{split} has {len(y)}")
+            if y.ndim != 1:
+                raise ValidationError(f"{self.source}: y_{split} must be 1-D class indices, got shape {y.shape}")
+            ref = getattr(self, f"ref_{split}")
+            if ref is not None:
+                ref = np.asarray(ref, np.float32)
+                if ref.ndim != 2 or len(ref) != len(x):
+                    raise ValidationError(f"{self.source}: ref_{split} must be [{len(x)}, classes], "
+                                          f"got shape {ref.shape}")
+                setattr(self, f"ref_{split}", ref)
+        if len(self.x_preservation) and self.x_preservation.shape[1:] != self.x_test.shape[1:]:
+            raise ValidationError(f"{self.source}: preservation inputs {self.x_preservation.shape[1:]} and test "
+                                  f"inputs {self.x_test.shape[1:]} differ in shape")
+        for name in ("float_test_accuracy", "float_preservation_accuracy"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValidationError(f"{self.source}: {name} must be a fraction in [0, 1], got {value}")
+
+    @property
+    def preservation_sha256(self) -> str:
+        return preservation_sha256(self.x_preservation, self.y_preservation)
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float | None]:
+        """``(x, y, reference logits, float accuracy)`` of split ``"test"`` or ``"preservation"``."""
+        return (getattr(self, f"x_{name}"), getattr(self, f"y_{name}"), getattr(self, f"ref_{name}"),
+                getattr(self, f"float_{name}_accuracy"))
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path) -> EvalData:
+        """Load ``DIR/eval.npz`` and ``DIR/manifest.json``; check the preservation set against the manifest."""
+        run_dir = Path(run_dir)
+        manifest_path, eval_path = run_dir / "manifest.json", run_dir / "eval.npz"
+        if not manifest_path.is_file():
+            raise ValidationError(f"{run_dir}: no manifest.json; not a complete sgsc artifact directory")
+        if not eval_path.is_file():
+            raise ValidationError(f"{run_dir}: no eval.npz; the artifact holds no evaluation data")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            with np.load(eval_path, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError) as exc:
+            raise ValidationError(f"{run_dir}: cannot read the artifact: {exc}") from exc
+        missing = [k for k in ("x_test", "y_test", "x_preservation", "y_preservation") if k not in arrays]
+        if missing:
+            raise ValidationError(f"{eval_path}: missing arrays {missing}")
+        metrics = (manifest.get("metrics") or {}).get("float") or {}
+        data = cls(arrays["x_test"], arrays["y_test"], arrays["x_preservation"], arrays["y_preservation"],
+                   ref_test=arrays.get("logits_test"), ref_preservation=arrays.get("logits_preservation"),
+                   float_test_accuracy=metrics.get("test_accuracy"),
+                   float_preservation_accuracy=metrics.get("preservation_accuracy"),
+                   source=f"run:{run_dir}", run_dir=run_dir)
+        expected = (manifest.get("preservation") or {}).get("sha256")
+        if not expected:
+            raise ValidationError(f"{manifest_path}: no preservation.sha256; cannot identify the preservation set")
+        if expected != data.preservation_sha256:
+            raise ValidationError(f"{eval_path}: the preservation set's SHA-256 {data.preservation_sha256[:12]}… "
+                                  f"does not match the manifest's {expected[:12]}…")
+        return data
+
+    @classmethod
+    def from_npz(cls, path: str | Path) -> EvalData:
+        """Load a user's ``.npz``: ``x``, ``y``, optional ``preservation_indices`` and ``logits``."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError) as exc:
+            raise ValidationError(f"{path}: cannot read the data file: {exc}") from exc
+        for key in ("x", "y"):
+            if key not in arrays:
+                raise ValidationError(f"{path}: missing array {key!r} (expected x, y, optional "
+                                      f"preservation_indices, logits)")
+        x, y, logits = arrays["x"], arrays["y"], arrays.get("logits")
+        idx = np.asarray(arrays.get("preservation_indices", np.zeros(0, np.int64)))
+        if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
+            raise ValidationError(f"{path}: preservation_indices must be 1-D integers, got {idx.dtype} {idx.shape}")
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(x)):
+            raise ValidationError(f"{path}: preservation_indices out of range [0, {len(x)})")
+        return cls(x, y, x[idx], np.asarray(y)[idx], ref_test=logits,
+                   ref_preservation=None if logits is None else logits[idx], source=f"npz:{path}")

@@ -1,0 +1,117 @@
+"""The gate: thresholds → a list of checks, each passed / failed / skipped with its reason → one status.
+
+Status is ``error`` if anything could not run, else ``failed`` if any check failed, else ``passed``. It fails
+closed: a run in which no check was evaluated at all is an ``error``, never a pass.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from .accuracy import SplitResult
+
+__all__ = ["CheckResult", "Thresholds", "decide", "layer_check", "split_checks"]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """``max_accuracy_drop`` in percentage points (against the float model's accuracy, per split);
+    ``min_agreement`` as a fraction of samples whose top-1 equals the reference's; ``max_layer_error_steps`` the
+    largest per-layer error, in quantisation steps, allowed under ``layers=True``."""
+
+    max_accuracy_drop: float = 1.0
+    min_agreement: float = 0.99
+    max_layer_error_steps: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.max_accuracy_drop) and 0.0 <= self.max_accuracy_drop <= 100.0):
+            raise ValueError(f"max_accuracy_drop must be in [0, 100] percentage points, got {self.max_accuracy_drop}")
+        if not 0.0 <= self.min_agreement <= 1.0:
+            raise ValueError(f"min_agreement must be a fraction in [0, 1], got {self.min_agreement}")
+        if not (math.isfinite(self.max_layer_error_steps) and self.max_layer_error_steps >= 0.0):
+            raise ValueError(f"max_layer_error_steps must be >= 0, got {self.max_layer_error_steps}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check: ``status`` is passed / failed / skipped; ``reason`` says why, always."""
+
+    name: str
+    status: str
+    reason: str
+    value: float | None = None
+    threshold: float | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    @classmethod
+    def ok(cls, name: str, reason: str, value: float | None = None, threshold: float | None = None) -> CheckResult:
+        return cls(name, "passed", reason, value, threshold)
+
+    @classmethod
+    def fail(cls, name: str, reason: str, value: float | None = None, threshold: float | None = None) -> CheckResult:
+        return cls(name, "failed", reason, value, threshold)
+
+    @classmethod
+    def skip(cls, name: str, reason: str) -> CheckResult:
+        return cls(name, "skipped", reason)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def split_checks(prefix: str, result: SplitResult, baseline: float | None, baseline_name: str,
+                 thresholds: Thresholds) -> list[CheckResult]:
+    """Accuracy drop against ``baseline`` and agreement with the reference, for one split of one run."""
+    checks = []
+    name = f"{prefix}/accuracy_drop"
+    if result.n == 0 or result.accuracy is None:
+        checks.append(CheckResult.skip(name, f"the {result.split} split is empty"))
+    elif baseline is None:
+        checks.append(CheckResult.skip(name, f"no baseline accuracy for the {result.split} split"))
+    else:
+        drop = (baseline - result.accuracy) * 100.0
+        text = (f"accuracy {result.accuracy:.4f} vs {baseline_name} {baseline:.4f}: drop {drop:.2f} pp "
+                f"(max {thresholds.max_accuracy_drop:.2f})")
+        make = CheckResult.ok if drop <= thresholds.max_accuracy_drop + 1e-9 else CheckResult.fail
+        checks.append(make(name, text, drop, thresholds.max_accuracy_drop))
+    name = f"{prefix}/agreement"
+    parity = result.parity
+    if result.n == 0:
+        checks.append(CheckResult.skip(name, f"the {result.split} split is empty"))
+    elif parity is None:
+        checks.append(CheckResult.skip(name, "no reference logits"))
+    else:
+        shown = ", ".join(map(str, parity.flipped[:20])) + (" …" if len(parity.flipped) > 20 else "")
+        text = (f"top-1 agreement with {parity.reference} {parity.agreement:.4f} (min {thresholds.min_agreement}); "
+                f"{len(parity.flipped)} flipped" + (f": [{shown}]" if parity.flipped else ""))
+        make = CheckResult.ok if parity.agreement >= thresholds.min_agreement else CheckResult.fail
+        checks.append(make(name, text, parity.agreement, thresholds.min_agreement))
+    return checks
+
+
+def layer_check(worst_layer: str | None, worst_steps: float | None, thresholds: Thresholds) -> CheckResult:
+    """The largest per-layer error, in quantisation steps, against ``max_layer_error_steps``."""
+    if worst_layer is None or worst_steps is None:
+        return CheckResult.skip("layers/max_error_steps", "no quantised layer could be compared")
+    text = (f"largest error {worst_steps:.3g} steps in layer {worst_layer} "
+            f"(max {thresholds.max_layer_error_steps:g})")
+    make = CheckResult.ok if worst_steps <= thresholds.max_layer_error_steps else CheckResult.fail
+    return make("layers/max_error_steps", text, worst_steps, thresholds.max_layer_error_steps)
+
+
+def decide(checks: list[CheckResult], errors: list[str]) -> str:
+    """``error`` / ``failed`` / ``passed``; no evaluated check is an error (fail closed)."""
+    if errors:
+        return "error"
+    if any(c.status == "failed" for c in checks):
+        return "failed"
+    if not any(c.passed for c in checks):
+        return "error"
+    return "passed"

@@ -1,0 +1,204 @@
+"""``validate``: run an ONNX model on every asked provider and optimisation level and judge it.
+
+Bad input (a missing or invalid file, a preservation set that is not the model's, an unknown provider, a required
+provider that is missing) raises :class:`ValidationError` before anything runs. A failure while running (a session
+that cannot be created, a kernel error) is recorded in ``Report.errors``: the report is still produced, and its
+status is ``error``. Thresholds that are not met make it ``failed``. Only a clean run is ``passed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from sgsc_export.errors import ValidationError
+
+from .accuracy import TASK_EVALUATORS, evaluate_split
+from .data import EvalData
+from .fusion import fusion_report
+from .gate import CheckResult, Thresholds, decide, layer_check, split_checks
+from .graph import ModelInfo, load_model
+from .latency import LatencyConfig, measure_latency
+from .layers import layer_parity
+from .reports import SPLITS, ProviderResult, Report
+from .sessions import (
+    ProviderUnavailable,
+    make_session,
+    parse_opt_levels,
+    plan_session,
+    resolve_providers,
+    run_batched,
+)
+
+__all__ = ["load_data", "validate"]
+
+DEFAULT_THRESHOLDS = Thresholds()
+LayerReference = str | Path | Mapping[str, np.ndarray] | None
+
+
+def load_data(spec: EvalData | str | Path) -> EvalData:
+    """``EvalData`` as is; a directory → :meth:`EvalData.from_run_dir`; ``npz:PATH`` or a file → ``from_npz``."""
+    if isinstance(spec, EvalData):
+        return spec
+    text = str(spec)
+    if text.startswith("npz:"):
+        return EvalData.from_npz(text[4:])
+    return EvalData.from_run_dir(text) if Path(text).is_dir() else EvalData.from_npz(text)
+
+
+def _model_summary(info: ModelInfo) -> dict:
+    return {"path": str(info.path), "sha256": hashlib.sha256(info.path.read_bytes()).hexdigest(),
+            "opset": info.opset, "task": info.task, "metadata": info.metadata,
+            "quantized_layers": [layer.name for layer in info.layers], "weight_bits": info.weight_bits,
+            "activation_qdq": info.has_activation_qdq}
+
+
+def _check_preservation(info: ModelInfo, data: EvalData, report: Report) -> None:
+    expected, actual = info.preservation_sha256, data.preservation_sha256
+    report.data["preservation_sha256"] = actual
+    if expected is None:
+        report.data["preservation_check"] = "not checked: the model has no sgsc.preservation_sha256 metadata"
+        report.notes.append("model metadata has no sgsc.preservation_sha256 (made elsewhere?): the preservation "
+                            "set was not checked against the model")
+    elif expected != actual:
+        raise ValidationError(f"wrong preservation set: the data's SHA-256 {actual[:12]}… does not match the "
+                              f"model's sgsc.preservation_sha256 {expected[:12]}…")
+    else:
+        report.data["preservation_check"] = "matched"
+
+
+def _artifact_weights(run_dir: Path | None) -> tuple[dict | None, list[str]]:
+    """The artifact's float state dict and layer names, when ``--run DIR`` has them (read with numpy only)."""
+    if run_dir is None or not (run_dir / "model.safetensors").is_file():
+        return None, []
+    import json
+
+    from safetensors.numpy import load_file
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    return load_file(str(run_dir / "model.safetensors")), [layer["name"] for layer in manifest.get("layers", [])]
+
+
+def validate(onnx_path: str | Path, data: EvalData | str | Path, *, providers: Sequence[str] = ("cpu",),
+             opt_levels: Sequence[str] = ("disabled", "all"), thresholds: Thresholds = DEFAULT_THRESHOLDS,
+             layers: bool = False, latency: bool = True, require_providers: bool = False, threads: int = 1,
+             batch_sizes: Sequence[int] = (1, 64), batch_size: int = 256, safe_session_options: bool = True,
+             layer_reference: LayerReference = None, layer_samples: int = 256,
+             available_providers: Sequence[str] | None = None) -> Report:
+    """Validate ``onnx_path`` on ``data``; see the module docstring for what raises and what is reported.
+
+    ``layer_reference``: a reference ONNX path or ``{layer name: activations}`` on the first ``layer_samples``
+    preservation samples (test samples if the preservation set is empty); by default the artifact's float weights
+    when ``data`` came from a run directory, else the model's own dequantized weights.
+    """
+    if threads < 1 or batch_size < 1:
+        raise ValidationError(f"threads and batch_size must be >= 1, got {threads} and {batch_size}")
+    info = load_model(onnx_path)
+    data = load_data(data)
+    report = Report(thresholds=thresholds, model=_model_summary(info))
+    report.data = {"source": data.source, "n_test": len(data.y_test), "n_preservation": len(data.y_preservation)}
+    _check_preservation(info, data, report)
+    if info.task not in TASK_EVALUATORS:
+        raise ValidationError(f"task {info.task!r} (sgsc.task) is not supported yet; supported: "
+                              f"{', '.join(TASK_EVALUATORS)}")
+    plans, report.skipped_providers = resolve_providers(providers, available_providers, require_providers)
+    levels = parse_opt_levels(opt_levels)
+    session_plan = plan_session(info, safe_session_options)
+    report.workarounds = dict(session_plan.workarounds)
+    report.session = {"threads": threads, "batch_size": batch_size, "safe_session_options": safe_session_options,
+                      "config_entries": session_plan.config, "disabled_optimizers": session_plan.disabled_optimizers}
+
+    logits: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    for plan in list(plans):
+        result = ProviderResult(plan.name, plan.ep)
+        for level in levels:
+            try:
+                session = make_session(info, plan, level, session_plan, threads)
+                result.assigned = session.get_providers()
+                logits[plan.name, level] = {s: run_batched(session, data.split(s)[0], batch_size)[0] for s in SPLITS}
+            except ProviderUnavailable as exc:
+                if require_providers:
+                    report.errors.append(str(exc))
+                else:
+                    report.skipped_providers[plan.name] = str(exc)
+                    plans.remove(plan)
+                break
+            except Exception as exc:  # noqa: BLE001 - fail closed: anything onnxruntime raises is a run error
+                report.errors.append(f"{plan.name}/{level}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+        if plan in plans:
+            report.providers[plan.name] = result
+
+    if not logits and not report.errors:
+        report.errors.append("no provider produced outputs")
+    if logits:
+        _judge(info, data, logits, report)
+    plan_by_name = {p.name: p for p in plans}
+    if not report.errors:
+        try:
+            _extras(info, data, plan_by_name, levels, session_plan, threads, batch_sizes, latency, report)
+            if layers:
+                _layers(info, data, plans[0], levels, session_plan, threads, layer_reference, layer_samples, report)
+        except Exception as exc:  # noqa: BLE001 - fail closed
+            report.errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+    report.status = decide(report.checks, report.errors)
+    if report.status == "error" and not report.errors:
+        report.errors.append("no check could be evaluated (empty splits, no reference, no baseline)")
+    return report
+
+
+def _judge(info: ModelInfo, data: EvalData, logits: dict, report: Report) -> None:
+    """Accuracy and parity for every run, then the threshold checks."""
+    first = next(iter(logits))
+    for split in SPLITS:
+        _, y, ref, float_acc = data.split(split)
+        ref_name = "pytorch"
+        if ref is None:
+            ref, ref_name = logits[first][split], f"onnx:{first[0]}/{first[1]}"
+            if len(y):
+                report.notes.append(f"{split}: no PyTorch reference logits; agreement is measured against "
+                                    f"{ref_name}")
+        results = {key: evaluate_split(info.task, split, out[split], y, ref, ref_name) for key, out in logits.items()}
+        baseline, baseline_name = float_acc, "the float model"
+        if baseline is None and len(y):
+            baseline, baseline_name = results[first].accuracy, f"onnx:{first[0]}/{first[1]}"
+            report.notes.append(f"{split}: no float accuracy recorded; the accuracy drop is measured against "
+                                f"{baseline_name}")
+        for (provider, level), result in results.items():
+            report.providers[provider].levels.setdefault(level, {})[split] = result
+            report.checks += split_checks(f"{provider}/{level}/{split}", result, baseline, baseline_name,
+                                          report.thresholds)
+
+
+def _extras(info, data, plans, levels, session_plan, threads, batch_sizes, latency, report) -> None:
+    """Fusion report (every provider and level) and latency (every provider, at the last level)."""
+    sample = data.x_test[:8]
+    for name, plan in plans.items():
+        if name not in report.providers:
+            continue
+        report.fusion[name] = {lvl: fusion_report(info, plan, lvl, session_plan, threads, sample) for lvl in levels}
+        if latency:
+            session = make_session(info, plan, levels[-1], session_plan, threads)
+            report.latency[name] = measure_latency(session, data.x_test, name, levels[-1], threads,
+                                                   LatencyConfig(tuple(batch_sizes)))
+
+
+def _layers(info, data, plan, levels, session_plan, threads, reference, samples, report) -> None:
+    """Per-layer parity on the first provider, and its check."""
+    x = data.x_preservation if len(data.x_preservation) else data.x_test
+    x = x[:samples]
+    kwargs: dict = {}
+    if isinstance(reference, Mapping):
+        kwargs["activations"] = reference
+    elif reference is not None:
+        kwargs["reference_model"] = str(reference)
+    else:
+        kwargs["artifact_state"], kwargs["artifact_layers"] = _artifact_weights(data.run_dir)
+    result = layer_parity(info, x, levels, session_plan, threads, provider=plan, **kwargs)
+    report.layers = result
+    worst = result.worst
+    report.checks.append(layer_check(worst.layer if worst else None, worst.max_error_steps if worst else None,
+                                     report.thresholds)
+                         if result.layers or info.layers else
+                         CheckResult.skip("layers/max_error_steps", "; ".join(result.notes) or "no layers"))

@@ -1,0 +1,65 @@
+"""Per-layer parity: local twins, activation references, steps, and weight matching by name."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from conftest import make_data, make_model, run_onnx
+
+from runtime_checks.graph import load_model
+from runtime_checks.layers import _channel_steps, expose_outputs, layer_parity, match_weights
+from runtime_checks.sessions import plan_session
+
+
+def _info(tmp_path, model):
+    onnx.save(model, tmp_path / "m.onnx")
+    return load_model(tmp_path / "m.onnx")
+
+
+def test_own_dequantized_reference_is_exact_at_every_level(tmp_path):
+    info = _info(tmp_path, make_model())
+    x = make_data(32, 0)["x_test"]
+    result = layer_parity(info, x, ["disabled", "all"], plan_session(info), 1)
+    assert result.mode == "local" and result.reference == "dequantized"
+    assert len(result.layers) == 4 and max(e.max_error_steps for e in result.layers) < 1e-3
+
+
+def test_unsafe_options_show_the_matmulnbits_error_in_steps(tmp_path):
+    info = _info(tmp_path, make_model())
+    x = make_data(32, 0)["x_test"]
+    result = layer_parity(info, x, ["all"], plan_session(info, safe=False), 1)
+    assert result.worst.layer == "fc" and result.worst.max_error_steps > 1
+
+
+def test_activation_reference_names_the_layer(tmp_path):
+    good = make_model()
+    info = _info(tmp_path, good)
+    x = make_data(16, 0)["x_test"]
+    exposed = expose_outputs(good, ["conv.out", "fc.mm"])
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # exact reference
+    conv, fc = ort.InferenceSession(exposed.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(
+        ["conv.out", "fc.mm"], {"x": x})
+    fc = fc.copy()
+    fc[:, 3] += 1.0
+    result = layer_parity(info, x, ["disabled"], plan_session(info), 1, activations={"conv": conv, "fc": fc})
+    assert result.mode == "end_to_end" and result.worst.layer == "fc" and result.worst.worst_channel == 3
+    assert run_onnx(good, x).shape == (16, 10)
+
+
+def test_steps_per_channel_scalar_and_blocked():
+    np.testing.assert_array_equal(_channel_steps(np.array(0.5), 3), [0.5, 0.5, 0.5])
+    np.testing.assert_array_equal(_channel_steps(np.array([1.0, 2.0]), 2), [1.0, 2.0])
+    np.testing.assert_array_equal(_channel_steps(np.array([[1.0, 4.0], [2.0, 0.5]]), 2), [1.0, 0.5])
+
+
+def test_match_weights_by_bounded_name_and_transpose(tmp_path):
+    info = _info(tmp_path, make_model())
+    state = {"conv.weight": np.zeros((4, 1, 3, 3)), "fc.weight": np.zeros((10, 144)), "fc.weight_extra": 0,
+             "features.1.weight": np.zeros(1)}
+    shapes = {"conv": (4, 1, 3, 3), "fc": (144, 10)}
+    weights, notes = match_weights(info, state, ["conv", "fc", "features.1"], shapes)
+    assert weights["fc"].shape == (144, 10) and set(weights) == {"conv", "fc"} and not notes
+    weights, notes = match_weights(info, state, ["features.1"], shapes)
+    assert not weights and len(notes) == 2

@@ -1,0 +1,142 @@
+"""``export(compressed, path, profile)``: artifact → one standard ONNX file, written atomically.
+
+Why graph passes over ``onnx_ir`` after a float ``torch.onnx.export`` (and not a custom torch op translated to
+DequantizeLinear): the float export is the one step that must understand the user's model, and torch already
+does it for anything it can export in float (``--model`` included). Everything the compression adds — integer
+containers, exact packing, activation QDQ, metadata — is then a local rewrite of named initializers that is the
+same for every model, can be checked before and after (each pass states its pre/postconditions), and never
+depends on how torch lowers a custom op at a given opset. It also makes the result reproducible: after the
+exporter's stack-trace metadata is stripped, every name and byte depends only on the artifact and the profile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from sgsc_export.errors import ArtifactError, ExportError
+
+from ._table import LayerRow, SizeTable
+from .inspection import inspect_model
+from .passes import ExportContext, required_opset
+from .profiles import get_profile
+
+__all__ = ["TOOLCHAIN_VERSION", "ExportResult", "export", "inspect_model", "write_atomic"]
+
+TOOLCHAIN_VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What ``export`` wrote: the file, its profile and opset, and the per-layer size table."""
+
+    path: Path
+    profile: str
+    opset: int
+    table: SizeTable
+    sha256: str
+    fused: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def file_bytes(self) -> int:
+        return self.table.file_bytes
+
+    @property
+    def float_onnx_bytes(self) -> int:
+        return self.table.float_onnx_bytes
+
+    @property
+    def ratio(self) -> float:
+        return self.table.ratio
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``; nothing is left on error."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ExportError(f"output directory {path.parent} does not exist; create it first")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load(compressed: Any) -> tuple[Any, bytes]:
+    """The CompressedModel and the bytes of its manifest.json."""
+    from sgsc_export.artifact import CompressedModel
+
+    if isinstance(compressed, (str, os.PathLike)):
+        directory = Path(compressed)
+        cm = CompressedModel.load(directory)
+        return cm, (directory / "manifest.json").read_bytes()
+    if not hasattr(compressed, "manifest") or not hasattr(compressed, "to_module"):
+        raise ExportError(f"export() takes an artifact directory or a CompressedModel, not {type(compressed).__name__}")
+    # CompressedModel.save writes json.dumps(manifest, indent=2): the same bytes, without a path to read them from
+    return compressed, json.dumps(compressed.manifest, indent=2).encode()
+
+
+def _numpy(t: Any) -> np.ndarray:
+    return t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
+
+
+def export(compressed: Any, path: str | os.PathLike, profile: str = "portable") -> ExportResult:
+    """Export an artifact (directory or ``CompressedModel``) to ``path`` in ``profile``; see ``converters.profiles``."""
+    prof = get_profile(profile)
+    cm, manifest_bytes = _load(compressed)
+    manifest = cm.manifest
+    layers = manifest.get("layers")
+    if not isinstance(layers, list):
+        raise ArtifactError("manifest.json has no 'layers' list; the artifact is corrupt, re-run `sgsc compress`")
+    quant = {k: _numpy(v) for k, v in cm.quant.items()}
+    bits = [np.asarray(layer.get("bits", []), dtype=np.int64) for layer in layers]
+    opset = required_opset(bits, prof.name)
+
+    from ._torch_export import export_float
+
+    module = cm.to_module()
+    kinds = {layer["name"]: type(module.get_submodule(layer["name"])).__name__
+             for layer in layers if _has_submodule(module, layer["name"])}
+    model = export_float(module, cm.example_input(2), opset)
+    float_bytes = len(ir.serde.serialize_model(model).SerializeToString())
+    calibration = None
+    if prof.needs_calibration:
+        calibration = np.asarray((getattr(cm, "eval", None) or {}).get("x_preservation", np.zeros((0,))))
+    ctx = ExportContext(model=model, profile=prof.name, opset=opset, manifest=manifest,
+                        manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(), version=TOOLCHAIN_VERSION,
+                        float_onnx_bytes=float_bytes, quant=quant, kinds=kinds, calibration=calibration)
+    for step in prof.passes:
+        step(ctx)
+    data = ir.serde.serialize_model(ctx.model).SerializeToString()
+    if len(data) >= 2**31:
+        raise ExportError("the model is over 2 GB; external data is not supported yet, export a smaller model")
+    out = Path(path)
+    write_atomic(out, data)
+    rows = tuple(LayerRow(name=r["name"], shape=tuple(r["shape"]), fp32_bytes=r["fp32_bytes"],
+                          bits_histogram=r["bits_histogram"], learned_bits=r["learned_bits"],
+                          stored_bytes=r["stored_bytes"], container=r["container"], fused=layer.fused)
+                 for r, layer in ((lw.record(), lw) for lw in ctx.layers))
+    table = SizeTable(rows=rows, file_bytes=len(data), float_onnx_bytes=float_bytes, profile=prof.name, opset=opset)
+    return ExportResult(path=out, profile=prof.name, opset=opset, table=table,
+                        sha256=hashlib.sha256(data).hexdigest(), fused=dict(ctx.fused))
+
+
+def _has_submodule(module: Any, name: str) -> bool:
+    try:
+        module.get_submodule(name)
+        return True
+    except AttributeError:
+        return False

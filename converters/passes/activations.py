@@ -1,0 +1,141 @@
+"""Pass (``ort-int8``): 8-bit activation QDQ, calibrated on the artifact's preservation set, and int32 biases.
+
+Layout, chosen so that onnxruntime's CPU QDQ fusions fire (Conv → QLinearConv, Gemm → QGemm, MatMul →
+QLinearMatMul): a ``QuantizeLinear → DequantizeLinear`` pair (uint8, per tensor, min/max range) on the graph input and
+on every float activation that a node consumes; the logits stay float. Tensors that only feed a Relu take the
+Relu's range (zero point 0), and Relu / MaxPool / Reshape / Flatten / Transpose outputs reuse their input's
+parameters, so onnxruntime drops those QDQ pairs and the Relu instead of requantising. A bias of a Conv or Gemm
+becomes int32 with scale ``s_x · s_w[c]`` (the form QLinearConv / QGemm take).
+
+Precondition: ``weights_to_int8`` ran (weights are INT8 → DequantizeLinear); ``ctx.calibration`` holds the
+preservation inputs. Calibration runs the graph in onnxruntime (imported here, not at package import), one
+thread, optimisations off, so the ranges — and the file — are reproducible.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from sgsc_export.errors import ExportError
+
+from ._context import ExportContext, GraphEditor
+
+__all__ = ["activation_qdq", "calibrate"]
+
+_SAME_PARAMS = {"Relu", "MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity"}
+_WITH_BIAS = {"Conv", "Gemm"}
+
+
+def calibrate(proto: onnx.ModelProto, names: list[str], x: np.ndarray) -> dict[str, tuple[float, float]]:
+    """min / max of each tensor in ``names`` over the inputs ``x``, running the float graph in onnxruntime."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:  # pragma: no cover - onnxruntime is a dependency
+        raise ExportError("the ort-int8 profile calibrates in onnxruntime, which is not installed; "
+                          "pip install onnxruntime") from exc
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    have = {o.name for o in model.graph.output}
+    for name in names:
+        if name not in have:
+            model.graph.output.append(onnx.ValueInfoProto(name=name))
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    ranges = {n: (np.inf, -np.inf) for n in names}
+    for start in range(0, len(x), 256):
+        outs = session.run(names, {session.get_inputs()[0].name: x[start : start + 256]})
+        for n, o in zip(names, outs):
+            lo, hi = ranges[n]
+            ranges[n] = (min(lo, float(o.min())), max(hi, float(o.max())))
+    return ranges
+
+
+def _uint8_params(lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = np.float32((hi - lo) / 255.0) if hi > lo else np.float32(1.0)
+    zp = np.uint8(np.clip(np.round(-lo / float(scale)), 0, 255))
+    return np.array(scale, dtype=np.float32), np.array(zp, dtype=np.uint8)
+
+
+def activation_qdq(ctx: ExportContext) -> None:
+    if ctx.calibration is None or len(ctx.calibration) == 0:
+        raise ExportError("ort-int8 needs calibration data: the artifact's eval.npz has no x_preservation; "
+                          "re-run `sgsc compress`")
+    graph = ctx.model.graph
+    dq_outputs = {id(n.outputs[0]) for n in graph if n.op_type == "DequantizeLinear"}
+    outputs = {id(v) for v in graph.outputs}
+
+    def is_activation(v: ir.Value) -> bool:
+        return (v.const_value is None and id(v) not in dq_outputs and id(v) not in outputs
+                and bool(v.uses()) and (v.type is None or v.type.dtype == ir.DataType.FLOAT))
+
+    targets = [v for v in graph.inputs if is_activation(v)]
+    targets += [o for n in graph if n.op_type != "DequantizeLinear" for o in n.outputs if is_activation(o)]
+    proto = ir.serde.serialize_model(ctx.model)
+    ranges = calibrate(proto, [v.name for v in targets], ctx.calibration.astype(np.float32))
+
+    params: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for v in targets:
+        producer = v.producer()
+        src = producer.inputs[0] if producer is not None and producer.inputs else None
+        if producer is not None and producer.op_type in _SAME_PARAMS and src is not None and id(src) in params:
+            params[id(v)] = params[id(src)]
+            continue
+        lo, hi = ranges[v.name]
+        users = [u.node for u in v.uses()]
+        if users and all(u.op_type == "Relu" for u in users):
+            lo = 0.0
+        params[id(v)] = _uint8_params(lo, hi)
+
+    editor = GraphEditor(graph, "qdq.")
+    scale_of: dict[int, np.ndarray] = {}
+    consts: dict[tuple[bytes, bytes], tuple[ir.Value, ir.Value]] = {}
+    for i, v in enumerate(targets):
+        scale, zp = params[id(v)]
+        key = (scale.tobytes(), zp.tobytes())
+        if key not in consts:
+            consts[key] = (editor.constant(scale, f"s{i}"), editor.constant(zp, f"z{i}"))
+        s_v, z_v = consts[key]
+        users = [u for u in v.uses()]
+        anchor = min((u.node for u in users), key=lambda n: _position(graph, n))
+        q = editor.op("QuantizeLinear", [v, s_v, z_v], anchor)
+        dq = editor.op("DequantizeLinear", [q, s_v, z_v], anchor)
+        for use in users:
+            use.node.replace_input_with(use.idx, dq)
+        scale_of[id(dq)] = scale
+    _bias_to_int32(ctx, scale_of)
+
+
+def _position(graph: ir.Graph, node: ir.Node) -> int:
+    for i, n in enumerate(graph):
+        if n is node:
+            return i
+    return -1
+
+
+def _bias_to_int32(ctx: ExportContext, scale_of: dict[int, np.ndarray]) -> None:
+    graph = ctx.model.graph
+    for layer in ctx.layers:
+        for use in list(layer.value.uses()):
+            node = use.node
+            if node.op_type not in _WITH_BIAS or len(node.inputs) < 3 or node.inputs[2] is None:
+                continue
+            bias = node.inputs[2]
+            x = node.inputs[0]
+            if bias.const_value is None or x is None or id(x) not in scale_of:
+                continue
+            s = (np.float32(scale_of[id(x)]) * layer.scale.astype(np.float32)).astype(np.float32)
+            b = bias.const_value.numpy().astype(np.float64)
+            q = np.clip(np.round(b / s.astype(np.float64)), -(2**31), 2**31 - 1).astype(np.int32)
+            editor = GraphEditor(graph, f"{layer.name}.")
+            q_v = editor.constant(q, "bias_int")
+            s_v = editor.constant(s, "bias_scale")
+            dq = editor.op("DequantizeLinear", [q_v, s_v], node, axis=0)
+            node.replace_input_with(2, dq)
+            if not bias.uses():
+                graph.initializers.pop(bias.name, None)

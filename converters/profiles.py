@@ -1,0 +1,40 @@
+"""The three export profiles, each an ordered list of passes (see ``converters.passes``).
+
+* ``portable`` — each layer in the smallest ONNX container for its widest channel (INT2 / INT4 / INT8).
+* ``compact``  — exact per-channel widths in one uint8 blob, unpacked in the graph (folded by onnxruntime).
+* ``ort-int8`` — INT8 weights plus calibrated 8-bit activation QDQ, for onnxruntime's integer CPU kernels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sgsc_export.errors import ExportError
+
+from . import passes as P
+
+__all__ = ["PROFILES", "Profile", "get_profile"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    passes: tuple[P.Pass, ...]
+    needs_calibration: bool = False
+
+
+_TAIL = (P.remove_unused, P.check_opset)
+
+PROFILES: dict[str, Profile] = {
+    "portable": Profile("portable", (P.locate_weights, P.weights_to_dq, *_TAIL, P.add_metadata, P.check_model)),
+    "compact": Profile("compact", (P.locate_weights, P.weights_to_packed, *_TAIL, P.add_metadata, P.check_model)),
+    "ort-int8": Profile("ort-int8", (P.locate_weights, P.weights_to_int8, P.activation_qdq, *_TAIL,
+                                     P.report_fusion, P.add_metadata, P.check_model), needs_calibration=True),
+}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ExportError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None

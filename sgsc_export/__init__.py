@@ -17,7 +17,23 @@ from .nn import QConv1d, QConv2d, QLinear, prepare_
 from .preservation import PreservationSetSelector
 
 __all__ = [
-    "__version__", "compress", "CompressedModel", "CompressConfig", "quantize", "Split", "load_dataset",
-    "prepare_", "QConv1d", "QConv2d", "QLinear", "PreservationSetSelector",
-    "SGSCError", "ConfigError", "DataError", "ModelError", "ArtifactError", "ExportError", "ValidationError",
+    "ArtifactError",
+    "CompressConfig",
+    "CompressedModel",
+    "ConfigError",
+    "DataError",
+    "ExportError",
+    "ModelError",
+    "PreservationSetSelector",
+    "QConv1d",
+    "QConv2d",
+    "QLinear",
+    "SGSCError",
+    "Split",
+    "ValidationError",
+    "__version__",
+    "compress",
+    "load_dataset",
+    "prepare_",
+    "quantize",
 ]

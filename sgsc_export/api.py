@@ -21,8 +21,16 @@ from .nn import prepare_, quantized_layers
 from .objective import stored_size_bits
 from .preservation import PreservationSetSelector, preservation_sha256
 from .pruning import refresh_in_alive_, remove_dead_channels_
-from .train import (TrainState, accuracy, compress_loop, load_checkpoint, make_optimizer, predict,
-                    save_checkpoint, train_float)
+from .train import (
+    TrainState,
+    accuracy,
+    compress_loop,
+    load_checkpoint,
+    make_optimizer,
+    predict,
+    save_checkpoint,
+    train_float,
+)
 
 __all__ = ["compress"]
 
@@ -60,7 +68,8 @@ def compress(
 
     ``model_spec`` (``{"factory": "module:fn" | "file.py:fn", "kwargs": {...}, "source_sha256": ...}``) is
     how the converters rebuild the architecture; without it the artifact cannot be exported. With
-    ``pretrained`` the float reference is used as given; otherwise it is trained first on the training split.
+    ``pretrained`` the float reference is used as given; otherwise it is re-initialised from ``config.seed`` and
+    trained first on the training split.
     """
     config = config or CompressConfig()
     t0 = time.perf_counter()
@@ -73,6 +82,10 @@ def compress(
     if ckpt is not None:
         model.load_state_dict(ckpt["float_state"])
     elif not pretrained:
+        # trained from scratch: re-initialise from the seed, so that the seed alone fixes the run
+        for m in model.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
         train_float(model, data.x_train, data.y_train, config, progress)
     model.eval()
     float_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -160,7 +173,7 @@ def compress(
         "totals": {"weights_start": n_start, "fp32_bits": 32 * n_start, "quantized_bits": bits_total,
                    "ratio": bits_total / (32 * n_start)},
         "metrics": metrics,
-        "preservation": {"size": int(len(pres["indices"])), "indices": pres["indices"].tolist(),
+        "preservation": {"size": len(pres["indices"]), "indices": pres["indices"].tolist(),
                          "sha256": preservation_sha256(x_pres, y_pres),
                          "criteria_counts": np.bincount(pres["criteria"], minlength=3).tolist(),
                          "criteria": ["uncertainty", "saliency", "diversity"]},

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import core
 from .errors import ArtifactError
 from .nn import quantized_layers
-from . import core
 
-__all__ = ["CompressedModel", "freeze", "rebuild_module", "FORMAT", "FORMAT_VERSION", "write_atomic"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "CompressedModel", "freeze", "rebuild_module", "write_atomic"]
 
 FORMAT = "sgsc-artifact"
 FORMAT_VERSION = 1
@@ -170,7 +170,7 @@ class CompressedModel:
         return d
 
     @classmethod
-    def load(cls, directory: str | Path) -> "CompressedModel":
+    def load(cls, directory: str | Path) -> CompressedModel:
         from safetensors.torch import load
 
         d = Path(directory)
@@ -203,7 +203,7 @@ class CompressedModel:
                 pres = {k: z[k] for k in z.files}
             with np.load(io.BytesIO(blobs["eval.npz"]), allow_pickle=False) as z:
                 ev = {k: z[k] for k in z.files}
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ArtifactError(f"cannot read the tensors of {d}: {exc}") from exc
         for layer in manifest.get("layers", []):
             wi = quant.get(f"{layer['name']}.weight_int")

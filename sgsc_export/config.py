@@ -9,7 +9,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["CompressConfig", "CONFIG_VERSION"]
+__all__ = ["CONFIG_VERSION", "CompressConfig"]
 
 CONFIG_VERSION = 1
 
@@ -27,7 +27,8 @@ class CompressConfig:
 
     Quantiser: every channel starts at ``init_bits`` (a few bits, not 32: at 32 nothing can reach zero and
     nothing is ever pruned) and is kept in ``[0, max_bits]``. ``b`` and ``e`` train with Adam at ``lr_bits``,
-    ``eps_bits`` (the self-compression paper's 0.5 and 1e-3) and no weight decay; weights at ``lr``.
+    ``eps_bits`` (the self-compression paper's 0.5 and 1e-3) and no weight decay; weights at ``lr``, decayed
+    along a cosine to ``lr · lr_min_factor`` over the compression steps, and again over the fine-tune steps.
 
     Objective: task loss + ``gamma`` · Q + ``lam`` · task loss on a preservation batch.
 
@@ -39,6 +40,7 @@ class CompressConfig:
     steps: int = 2000
     batch_size: int = 128
     lr: float = 1e-3
+    lr_min_factor: float = 0.1
     weight_decay: float = 0.0
     init_bits: float = 4.0
     max_bits: float = 8.0
@@ -71,6 +73,7 @@ class CompressConfig:
         for name in ("lr", "lr_bits", "eps_bits", "float_lr"):
             _check(name, getattr(self, name), 0.0, 10.0, lo_open=True)
         _check("weight_decay", self.weight_decay, 0.0, 1.0)
+        _check("lr_min_factor", self.lr_min_factor, 0.0, 1.0)
         _check("max_bits", self.max_bits, 1.0, 8.0)
         _check("init_bits", self.init_bits, 0.0, self.max_bits, lo_open=True)
         _check("gamma", self.gamma, 0.0, 1e3)
@@ -98,12 +101,12 @@ class CompressConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CompressConfig":
+    def from_dict(cls, d: dict[str, Any]) -> CompressConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown config key(s) {unknown}; known keys: {sorted(known)}")
         return cls(**d)
 
-    def replace(self, **changes: Any) -> "CompressConfig":
+    def replace(self, **changes: Any) -> CompressConfig:
         return dataclasses.replace(self, **changes)

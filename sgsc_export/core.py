@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["round_ste", "quantize", "quantize_int", "stored_bits", "channel_bits", "size_bits"]
+__all__ = ["channel_bits", "quantize", "quantize_int", "round_ste", "size_bits", "stored_bits"]
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:

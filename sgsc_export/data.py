@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import DataError
 
-__all__ = ["Split", "load_dataset", "load_digits", "load_mnist", "load_npz", "read_idx", "DATASETS"]
+__all__ = ["DATASETS", "Split", "load_dataset", "load_digits", "load_mnist", "load_npz", "read_idx"]
 
 DATASETS = ("digits", "mnist", "npz:PATH")
 
@@ -54,7 +54,7 @@ class Split:
         return tuple(self.x_train.shape[1:])
 
 
-def _stratified(x: np.ndarray, y: np.ndarray, test_size: int | float, seed: int, name: str) -> Split:
+def _stratified(x: np.ndarray, y: np.ndarray, test_size: float, seed: int, name: str) -> Split:
     from sklearn.model_selection import train_test_split
 
     xtr, xte, ytr, yte = train_test_split(x, y, test_size=test_size, stratify=y, random_state=seed)
@@ -131,7 +131,7 @@ def load_npz(path: str | Path) -> Split:
             arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
     except DataError:
         raise
-    except Exception as exc:  # noqa: BLE001 - zipfile/pickle/format errors all mean "not a valid npz"
+    except Exception as exc:
         raise DataError(f"cannot read {p} as .npz: {exc}") from exc
     if not np.issubdtype(arrays["y_train"].dtype, np.integer):
         raise DataError(f"{p}: y_train must hold integer class indices, got {arrays['y_train'].dtype}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["SGSCError", "ConfigError", "DataError", "ModelError", "ArtifactError", "ExportError", "ValidationError"]
+__all__ = ["ArtifactError", "ConfigError", "DataError", "ExportError", "ModelError", "SGSCError", "ValidationError"]
 
 
 class SGSCError(Exception):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-__all__ = ["Link", "trace", "find_links", "fold_batchnorm_"]
+__all__ = ["Link", "find_links", "fold_batchnorm_", "trace"]
 
 _POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
           nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
@@ -123,14 +123,10 @@ def _follow(node: fx.Node, name: str, producer: nn.Module, modules: dict[str, nn
                 flattened = True
             else:
                 return None
-        elif nxt.op == "call_function" and nxt.target in _PASS_FUNCTIONS:
-            pass
-        elif nxt.op == "call_method" and nxt.target in _PASS_METHODS:
+        elif nxt.op == "call_function" and nxt.target in _PASS_FUNCTIONS or nxt.op == "call_method" and nxt.target in _PASS_METHODS:
             pass
         elif (nxt.op == "call_function" and nxt.target in _FLATTEN_FUNCTIONS and _is_conv(producer)
-              and not flattened and tuple(nxt.args[1:]) in ((1,), (1, -1)) and not nxt.kwargs):
-            flattened = True
-        elif nxt.op == "call_method" and nxt.target == "flatten" and _is_conv(producer) and not flattened \
+              and not flattened and tuple(nxt.args[1:]) in ((1,), (1, -1)) and not nxt.kwargs) or nxt.op == "call_method" and nxt.target == "flatten" and _is_conv(producer) and not flattened \
                 and tuple(nxt.args[1:]) in ((1,), (1, -1)) and not nxt.kwargs:
             flattened = True
         else:

@@ -6,15 +6,16 @@ import hashlib
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from .errors import ModelError
 
-__all__ = ["digits_cnn", "mnist_cnn", "resolve_factory", "build_model", "default_factory", "load_weights"]
+__all__ = ["build_model", "default_factory", "digits_cnn", "load_weights", "mnist_cnn", "resolve_factory"]
 
 
 def digits_cnn(num_classes: int = 10) -> nn.Module:
@@ -72,7 +73,7 @@ def resolve_factory(spec: str) -> tuple[Callable[..., nn.Module], str | None]:
             module = importlib.import_module(target)
     except ModelError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a user's file can fail in any way
+    except Exception as exc:
         raise ModelError(f"cannot load model file {target}: {type(exc).__name__}: {exc}") from exc
     fn = getattr(module, attr, None)
     if not callable(fn):
@@ -84,7 +85,7 @@ def build_model(spec: str, kwargs: dict[str, Any] | None = None) -> tuple[nn.Mod
     fn, digest = resolve_factory(spec)
     try:
         model = fn(**(kwargs or {}))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ModelError(f"model factory {spec} failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(model, nn.Module):
         raise ModelError(f"model factory {spec} returned {type(model).__name__}, not a torch.nn.Module")
@@ -101,5 +102,5 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
         model.load_state_dict(state)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ModelError(f"cannot load weights {p} into the model: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc

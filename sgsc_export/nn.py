@@ -10,7 +10,7 @@ without changing the network's output.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,7 @@ from torch import nn
 from . import core
 from .config import CompressConfig
 
-__all__ = ["QConv1d", "QConv2d", "QLinear", "QUANTISABLE", "prepare_", "quantized_layers", "is_quantized"]
+__all__ = ["QUANTISABLE", "QConv1d", "QConv2d", "QLinear", "is_quantized", "prepare_", "quantized_layers"]
 
 
 class _QMixin:

@@ -21,7 +21,7 @@ from torch import nn
 from . import core
 from .nn import quantized_layers
 
-__all__ = ["LossParts", "size_term", "stored_size_bits", "sgsc_loss"]
+__all__ = ["LossParts", "sgsc_loss", "size_term", "stored_size_bits"]
 
 
 @dataclass

@@ -25,7 +25,7 @@ from torch import nn
 
 from .errors import ConfigError, DataError
 
-__all__ = ["PreservationSetSelector", "preservation_sha256", "default_size"]
+__all__ = ["PreservationSetSelector", "default_size", "preservation_sha256"]
 
 CRITERIA = ("uncertainty", "saliency", "diversity")
 
@@ -115,7 +115,7 @@ class PreservationSetSelector:
         return np.concatenate(margins), np.concatenate(saliency), np.concatenate(embeds)
 
     # -- fit ------------------------------------------------------------------------------------------
-    def fit(self, model: nn.Module, dataset: tuple[np.ndarray, np.ndarray]) -> "PreservationSetSelector":
+    def fit(self, model: nn.Module, dataset: tuple[np.ndarray, np.ndarray]) -> PreservationSetSelector:
         """Score every sample of ``dataset = (x_train, y_train)`` and select the set. Returns ``self``."""
         from sklearn.cluster import KMeans
         from sklearn.decomposition import PCA

@@ -26,15 +26,20 @@ from .nn import quantized_layers
 from .objective import sgsc_loss, size_term, stored_size_bits
 from .pruning import refresh_in_alive_, revive_
 
-__all__ = ["TrainState", "train_float", "compress_loop", "predict", "accuracy", "save_checkpoint", "load_checkpoint"]
+__all__ = ["TrainState", "accuracy", "compress_loop", "load_checkpoint", "predict", "save_checkpoint", "train_float"]
 
 
 @torch.no_grad()
 def predict(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = 512) -> np.ndarray:
-    """Logits of ``model`` in eval mode, float32 numpy."""
+    """Logits of ``model`` in eval mode, float32 numpy.
+
+    The input is copied with canonical strides first: numpy may give a size-1 channel axis a stride that
+    makes torch see a channels-last tensor and pick another convolution kernel, which changes the last bits
+    of the result. With the copy, the same values always give the same logits.
+    """
     was = model.training
     model.eval()
-    xt = torch.as_tensor(x)
+    xt = torch.as_tensor(x).clone(memory_format=torch.contiguous_format)
     out = [model(xt[s : s + batch_size]) for s in range(0, len(xt), batch_size)]
     model.train(was)
     return torch.cat(out).numpy().astype(np.float32)
@@ -105,6 +110,14 @@ def make_optimizer(model: nn.Module, config: CompressConfig) -> torch.optim.Opti
     return torch.optim.Adam(_param_groups(model, config))
 
 
+def _cosine_lr(config: CompressConfig, step: int) -> float:
+    """Weights' learning rate at ``step``: a cosine from ``lr`` to ``lr · lr_min_factor`` per phase (stateless)."""
+    start, length = (0, config.steps) if step < config.steps else (config.steps, config.finetune_steps)
+    t = (step - start) / max(1, length)
+    lo = config.lr * config.lr_min_factor
+    return float(lo + (config.lr - lo) * 0.5 * (1 + np.cos(np.pi * t)))
+
+
 def _alive_counts(model: nn.Module) -> dict[str, int]:
     return {n: int(layer.channel_alive().sum()) for n, layer in quantized_layers(model).items()}
 
@@ -151,6 +164,7 @@ def compress_loop(
     with _progress(total_steps, "compress", progress, initial=state.step) as bar:
         while state.step < total_steps:
             finetune = state.step >= config.steps
+            optimizer.param_groups[0]["lr"] = _cosine_lr(config, state.step)
             for layer in layers.values():
                 layer.b.requires_grad_(not finetune)
             idx = torch.randint(len(xt), (config.batch_size,), generator=generator)

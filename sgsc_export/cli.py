@@ -1,0 +1,137 @@
+"""The ``sgsc`` command line: the one place that sees all three packages.
+
+Heavy parts (torch training, onnx, onnxruntime) are imported only when a command runs. Every ``SGSCError``
+becomes one line on stderr and exit code 2; a failed check is exit code 1.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import SGSCError
+
+# name → "module:attribute" of a click.Command, imported on first use
+_LAZY = {
+    "export": "converters._cli:export_cmd",
+    "inspect": "converters._cli:inspect_cmd",
+    "validate": "runtime_checks._cli:validate_cmd",
+}
+
+
+class _Group(click.Group):
+    """Loads the other packages' commands lazily, and turns typed errors into one-line messages."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(_LAZY))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, name)
+        if cmd is not None or name not in _LAZY:
+            return cmd
+        module, _, attr = _LAZY[name].partition(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            return _unavailable(name, f"{module} is not available ({exc})")
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SGSCError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+def _unavailable(name: str, why: str) -> click.Command:
+    @click.command(name, help=f"(unavailable: {why})", context_settings={"ignore_unknown_options": True})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def cmd(args: tuple[str, ...]) -> None:
+        click.echo(f"error: `sgsc {name}` is unavailable: {why}", err=True)
+        sys.exit(2)
+
+    return cmd
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="sgsc")
+def main() -> None:
+    """Safety-Guided Self-Compression: compress PyTorch models, export them to ONNX, validate them in onnxruntime."""
+
+
+def _table(manifest: dict) -> str:
+    rows = [("layer", "kind", "shape", "kept/before", "avg bits", "stored bits", "ratio")]
+    for layer in manifest["layers"]:
+        n = max(1, len(layer["bits"]))
+        rows.append((layer["name"], layer["kind"], "x".join(map(str, layer["weight_shape"])),
+                     f"{layer['channels_kept']}/{layer['channels_before']}", f"{sum(layer['bits']) / n:.2f}",
+                     str(layer["stored_bits"]), ""))
+    t = manifest["totals"]
+    rows.append(("total", "", "", "", f"{t['quantized_bits'] / t['weights_start']:.3f}/w",
+                 str(t["quantized_bits"]), f"{t['ratio']:.4f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+@main.command()
+@click.option("--dataset", default="digits", show_default=True, help="digits | mnist | npz:PATH")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Directory of the data set's files (mnist).")
+@click.option("--model", "model_spec", help="Your model: path/to/file.py:factory (default: built-in for the data set).")
+@click.option("--weights", type=click.Path(path_type=Path), help="Float weights (state dict) for --model; skips float training.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Artifact directory to write.")
+@click.option("--steps", type=int, help="Compression steps.")
+@click.option("--finetune-steps", type=int, help="Steps with bits frozen, after compression.")
+@click.option("--float-epochs", type=int, help="Epochs of float reference training.")
+@click.option("--gamma", type=float, help="γ, weight of the size term Q.")
+@click.option("--lam", type=float, help="λ, weight of the preservation loss (0 = plain self-compression).")
+@click.option("--init-bits", type=float, help="Starting bit-depth of every channel.")
+@click.option("--preservation-size", type=int, help="Samples in the preservation set (default min(10%, 1000)).")
+@click.option("--exclude", multiple=True, help="Layer name to keep in float (repeatable).")
+@click.option("--seed", type=int, help="Seed: same seed, same artifact.")
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def compress(dataset, data_dir, model_spec, weights, out, steps, finetune_steps, float_epochs, gamma, lam,
+             init_bits, preservation_size, exclude, seed, resume, quiet) -> None:
+    """Compress a model with SGSC and write the artifact directory OUT."""
+    from .api import compress as run
+    from .config import CompressConfig
+    from .data import load_dataset
+    from .models import build_model, default_factory, load_weights
+    from .presets import preset
+
+    if resume and not (out / "checkpoints" / "last.pt").is_file():
+        raise click.UsageError(f"--resume: no checkpoint at {out / 'checkpoints' / 'last.pt'}")
+    data = load_dataset(dataset, data_dir, seed=0 if seed is None else seed)
+    spec = model_spec or default_factory(dataset.split(":")[0])
+    model, digest = build_model(spec, {"num_classes": data.num_classes} if model_spec is None else {})
+    if weights is not None:
+        load_weights(model, weights)
+    overrides = {k: v for k, v in dict(steps=steps, finetune_steps=finetune_steps, float_epochs=float_epochs,
+                                       gamma=gamma, lam=lam, init_bits=init_bits, seed=seed,
+                                       preservation_size=preservation_size).items() if v is not None}
+    if exclude:
+        overrides["exclude"] = tuple(exclude)
+    config = CompressConfig.from_dict({**preset(dataset.split(":")[0]).to_dict(), **overrides})
+    factory_spec = spec if model_spec is None else str(Path(spec.rpartition(":")[0]).resolve()) + ":" + spec.rpartition(":")[2]
+    art = run(model, data, config, out_dir=out, pretrained=weights is not None, resume=resume,
+              progress=not quiet and sys.stderr.isatty(),
+              model_spec={"factory": factory_spec,
+                          "kwargs": {"num_classes": data.num_classes} if model_spec is None else {},
+                          "source_sha256": digest})
+    m = art.manifest
+    click.echo(_table(m))
+    f, c = m["metrics"]["float"], m["metrics"]["compressed"]
+    click.echo(f"test accuracy      float {f['test_accuracy']:.4f}  compressed {c['test_accuracy']:.4f}")
+    click.echo(f"preservation acc.  float {f['preservation_accuracy']:.4f}  compressed {c['preservation_accuracy']:.4f}"
+               f"  ({m['preservation']['size']} training samples)")
+    click.echo(f"size               {m['totals']['quantized_bits']} bits of {m['totals']['fp32_bits']} fp32 bits: "
+               f"ratio {m['totals']['ratio']:.4f}; {len(m['restores'])} restore event(s)")
+    click.echo(f"artifact           {out}")
+
+
+if __name__ == "__main__":
+    main()

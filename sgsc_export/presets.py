@@ -1,0 +1,17 @@
+"""Per-data-set defaults: the settings the README's benchmarks measure. Every value can be overridden."""
+
+from __future__ import annotations
+
+from .config import CompressConfig
+
+__all__ = ["PRESETS", "preset"]
+
+PRESETS: dict[str, CompressConfig] = {
+    "digits": CompressConfig(steps=1500, gamma=0.3, float_epochs=20, restore_every=50, checkpoint_every=500),
+    "mnist": CompressConfig(steps=4000, gamma=0.3, float_epochs=8, restore_every=100, checkpoint_every=500),
+}
+
+
+def preset(dataset: str) -> CompressConfig:
+    """The defaults for a data set; a generic CompressConfig for anything else (a user's npz)."""
+    return PRESETS.get(dataset, CompressConfig())

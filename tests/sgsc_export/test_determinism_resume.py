@@ -1,0 +1,36 @@
+"""Same inputs and seed → the same artifact; a run interrupted and resumed → the same artifact too."""
+
+import json
+
+import pytest
+
+from sgsc_export import CompressConfig, api, compress
+from sgsc_export.models import digits_cnn
+
+SPEC = {"factory": "sgsc_export.models:digits_cnn", "kwargs": {"num_classes": 10}}
+SMALL = dict(steps=60, float_epochs=1, restore_every=20, checkpoint_every=30, seed=5, gamma=0.3)
+
+
+def _files(d):
+    return json.loads((d / "manifest.json").read_text())["files"]
+
+
+def test_same_seed_same_artifact_and_resume_is_lossless(tmp_path, digits_split, monkeypatch):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    compress(digits_cnn(), digits_split, CompressConfig(**SMALL), out_dir=a, model_spec=SPEC)
+    compress(digits_cnn(), digits_split, CompressConfig(**SMALL), out_dir=b, model_spec=SPEC)
+    assert _files(a) == _files(b)
+
+    real_save = api.save_checkpoint
+
+    def save_then_interrupt(path, payload):
+        real_save(path, payload)
+        raise KeyboardInterrupt  # Ctrl-C right after the step-30 checkpoint
+
+    monkeypatch.setattr(api, "save_checkpoint", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        compress(digits_cnn(), digits_split, CompressConfig(**SMALL), out_dir=c, model_spec=SPEC)
+    assert not (c / "manifest.json").exists()  # no half-written artifact
+    monkeypatch.setattr(api, "save_checkpoint", real_save)
+    compress(digits_cnn(), digits_split, CompressConfig(**SMALL), out_dir=c, model_spec=SPEC, resume=True)
+    assert _files(c) == _files(a)

@@ -1,0 +1,96 @@
+import pytest
+import torch
+from torch import nn
+
+from sgsc_export import CompressConfig, QConv1d, QConv2d, QLinear, prepare_
+from sgsc_export.nn import quantized_layers
+from sgsc_export.train import make_optimizer
+
+
+class Mixed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.grouped = nn.Conv2d(8, 8, 3, padding=1, groups=4)
+        self.depthwise = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.seq = nn.Conv1d(8, 4, 3)
+        self.attn = nn.MultiheadAttention(4, 2, batch_first=True)
+        self.norm = nn.LayerNorm(4)
+        self.head = nn.Linear(4, 5)
+
+    def forward(self, x):
+        h = self.depthwise(self.grouped(self.conv(x)))
+        h = self.seq(h.mean(2)).transpose(1, 2)
+        h, _ = self.attn(h, h, h)
+        return self.head(self.norm(h).mean(1))
+
+
+def test_prepare_swaps_every_supported_layer_in_place():
+    torch.manual_seed(0)
+    m = Mixed()
+    x = torch.randn(2, 3, 6, 6)
+    left = prepare_(m, CompressConfig(init_bits=8))
+    assert isinstance(m.conv, QConv2d) and isinstance(m.grouped, QConv2d) and isinstance(m.depthwise, QConv2d)
+    assert isinstance(m.seq, QConv1d) and isinstance(m.head, QLinear)
+    # nn.MultiheadAttention reads its projection weights directly (F.multi_head_attention_forward), so a
+    # swapped twin would never run: it stays float and is listed, as does LayerNorm. Attention written with
+    # nn.Linear projections (examples/, the language model) is quantised like any Linear.
+    assert type(m.attn.out_proj) is not QLinear
+    assert "attn" in left and "attn.out_proj" in left and "norm" in left
+    assert m(x).shape == (2, 5)
+    assert m.grouped.b.shape == (8, 1, 1, 1)
+
+
+def test_prepare_keeps_parameters_and_excludes_by_name_and_filter():
+    m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 3), nn.Linear(3, 2))
+    w = m[0].weight
+    left = prepare_(m, CompressConfig(exclude=("2",)), filter_fn=lambda mod, name: name != "3")
+    assert m[0].weight is w  # the same Parameter, not a copy
+    assert type(m[2]) is nn.Linear and type(m[3]) is nn.Linear
+    assert left == ["2", "3"]
+
+
+def test_init_covers_weight_range_at_init_bits():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(64, 16))
+    prepare_(m, CompressConfig(init_bits=8))
+    layer = m[0]
+    err = (layer.qweight() - layer.weight).abs().max()
+    assert err <= torch.exp2(layer.e).max() / 2 + 1e-7
+
+
+def test_zero_bit_channel_outputs_exact_zero():
+    m = nn.Sequential(nn.Conv2d(1, 3, 3))
+    prepare_(m)
+    with torch.no_grad():
+        m[0].bias.fill_(0.7)
+        m[0].b.view(-1)[1] = 0.0
+    out = m(torch.randn(2, 1, 5, 5))
+    assert torch.count_nonzero(out[:, 1]) == 0 and torch.count_nonzero(out[:, 0]) > 0
+
+
+def test_optimizer_groups_separate_bits_without_weight_decay():
+    m = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Flatten(), nn.Linear(27, 2))
+    cfg = CompressConfig(weight_decay=1e-4)
+    prepare_(m, cfg)
+    opt = make_optimizer(m, cfg)
+    weights, bits = opt.param_groups
+    be = {id(p) for layer in quantized_layers(m).values() for p in (layer.b, layer.e)}
+    assert {id(p) for p in bits["params"]} == be
+    assert not be & {id(p) for p in weights["params"]}
+    assert bits["weight_decay"] == 0.0 and bits["lr"] == cfg.lr_bits and bits["eps"] == cfg.eps_bits
+    assert weights["weight_decay"] == 1e-4
+
+
+@pytest.mark.parametrize("bad", [dict(gamma=-1), dict(init_bits=0), dict(max_bits=9), dict(steps=-1),
+                                 dict(preservation_budget=(0, 0, 0)), dict(version=99)])
+def test_config_rejects_out_of_range_naming_the_field(bad):
+    from sgsc_export import ConfigError
+
+    with pytest.raises(ConfigError, match=next(iter(bad))):
+        CompressConfig(**bad)
+
+
+def test_config_json_round_trip():
+    cfg = CompressConfig(gamma=0.2, exclude=("a",))
+    assert CompressConfig.from_dict(cfg.to_dict()) == cfg

@@ -1,0 +1,119 @@
+import torch
+from torch import nn
+
+from sgsc_export import CompressConfig, prepare_
+from sgsc_export.graph import find_links, fold_batchnorm_
+from sgsc_export.nn import quantized_layers
+from sgsc_export.objective import size_term, stored_size_bits
+from sgsc_export.pruning import refresh_in_alive_, remove_dead_channels_
+
+
+def chain():
+    torch.manual_seed(0)
+    m = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 6, 3, padding=1), nn.ReLU(), nn.Flatten(),
+        nn.Linear(6 * 4 * 4, 7), nn.GELU(), nn.Dropout(0.1), nn.Linear(7, 3),
+    )
+    with torch.no_grad():  # non-trivial running statistics
+        m[1].running_mean.uniform_(-1, 1)
+        m[1].running_var.uniform_(0.5, 2)
+        m[1].weight.uniform_(0.5, 1.5)
+        m[1].bias.uniform_(-0.5, 0.5)
+    return m.eval()
+
+
+def test_batchnorm_folding_is_exact_and_replaces_bn():
+    m = chain()
+    x = torch.randn(5, 1, 8, 8)
+    y0 = m(x)
+    assert fold_batchnorm_(m) == [("0", "1")]
+    assert isinstance(m[1], nn.Identity)
+    torch.testing.assert_close(m(x), y0, rtol=1e-5, atol=1e-5)
+
+
+def test_links_follow_unambiguous_chains():
+    m = chain()
+    fold_batchnorm_(m)
+    prepare_(m)
+    links = find_links(m)
+    assert {k: (v.consumer, v.per_channel) for k, v in links.items()} == {"0": ("4", 1), "4": ("7", 16), "7": ("10", 1)}
+
+
+def _kill(m, name, channels):
+    with torch.no_grad():
+        b = dict(quantized_layers(m))[name].b
+        b.view(-1)[channels] = -0.5
+        dict(quantized_layers(m))[name].bias.view(-1)[channels] = 3.0  # a bias that would leak if not masked
+
+
+def test_removal_leaves_outputs_unchanged_and_shrinks_tensors():
+    m = chain()
+    fold_batchnorm_(m)
+    prepare_(m, CompressConfig(init_bits=6))
+    m.eval()
+    links = find_links(m)
+    _kill(m, "0", [1, 5])
+    _kill(m, "4", [0, 2, 3])
+    _kill(m, "7", [6])
+    refresh_in_alive_(m, links)
+    x = torch.randn(9, 1, 8, 8)
+    before_out, before_bits = m(x), stored_size_bits(m)
+    q_before = size_term(m, 1).item()
+    removed = remove_dead_channels_(m, links)
+    refresh_in_alive_(m, links)
+    assert removed == {"0": 2, "4": 3, "7": 1}
+    assert torch.equal(m(x), before_out)
+    assert m[0].weight.shape == (6, 1, 3, 3) and m[4].weight.shape == (3, 6, 3, 3)
+    assert m[7].weight.shape == (6, 48) and m[10].weight.shape == (3, 6)
+    # eq. 5: the consumer's weights that read a pruned channel were already not counted
+    assert stored_size_bits(m) == before_bits
+    assert abs(size_term(m, 1).item() - q_before) < 1e-3
+
+
+def test_bn_on_link_is_sliced_with_the_producer():
+    m = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 2)).eval()
+    prepare_(m)
+    links = find_links(m)
+    assert links["0"].through == ["1"]
+    _kill(m, "0", [2])
+    x = torch.randn(3, 4)
+    # a BN after a masked channel maps its 0 to a constant, so the shift must be neutralised first
+    with torch.no_grad():
+        m[1].running_mean[2] = 0.0
+        m[1].bias[2] = 0.0
+    y = m(x)
+    remove_dead_channels_(m, links)
+    assert m[1].num_features == 5 and m[1].running_mean.shape == (5,)
+    torch.testing.assert_close(m(x), y)
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(2, 4, 3, padding=1)
+        self.b = nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        h = h + torch.relu(self.b(h))
+        return self.head(h.mean((2, 3)))
+
+
+def test_residual_channels_stay_masked_not_removed():
+    m = Residual().eval()
+    prepare_(m)
+    links = find_links(m)
+    assert "a" not in links and "b" not in links  # used twice / feeds an add
+    _kill(m, "a", [0])
+    y = m(torch.ones(1, 2, 5, 5))
+    assert remove_dead_channels_(m, links) == {}
+    assert m.a.weight.shape[0] == 4
+    torch.testing.assert_close(m(torch.ones(1, 2, 5, 5)), y)
+
+
+def test_sigmoid_breaks_the_chain():
+    m = nn.Sequential(nn.Linear(3, 4), nn.Sigmoid(), nn.Linear(4, 2))
+    prepare_(m)
+    assert "0" not in find_links(m)

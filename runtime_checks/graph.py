@@ -1,7 +1,8 @@
 """Read-only facts about an ONNX model: metadata, inputs/outputs and its quantised layers.
 
 A *quantised layer* is a Conv, Gemm or MatMul node whose weight input (input 1) is the output of a
-DequantizeLinear node whose data is an initializer. These are the layers the fusion report and the per-layer
+DequantizeLinear node (its integer data an initializer, or computed in the graph as the ``compact`` profile
+unpacks it). These are the layers the fusion report and the per-layer
 parity talk about; everything else is plain float.
 """
 
@@ -54,11 +55,11 @@ class ModelInfo:
 
     @property
     def task(self) -> str:
-        return self.metadata.get("sgsc.task", "classification")
+        return self.metadata.get("sgsc.task") or "classification"
 
     @property
     def preservation_sha256(self) -> str | None:
-        return self.metadata.get("sgsc.preservation_sha256")
+        return self.metadata.get("sgsc.preservation_sha256") or None
 
     @property
     def weight_bits(self) -> list[int]:
@@ -79,7 +80,7 @@ def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
 
 
 def find_quant_layers(model: onnx.ModelProto) -> list[QuantLayer]:
-    """The Conv/Gemm/MatMul nodes of the main graph whose weight comes from an initializer-fed DequantizeLinear."""
+    """The Conv/Gemm/MatMul nodes of the main graph whose weight comes from a DequantizeLinear."""
     graph = model.graph
     inits = {init.name: init for init in graph.initializer}
     producers = {out: node for node in graph.node for out in node.output}
@@ -88,12 +89,13 @@ def find_quant_layers(model: onnx.ModelProto) -> list[QuantLayer]:
         if node.op_type not in COMPUTE_OPS or len(node.input) < 2:
             continue
         dq = producers.get(node.input[1])
-        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits:
+        if dq is None or dq.op_type != "DequantizeLinear":
             continue
+        data = inits.get(dq.input[0])
         layers.append(QuantLayer(
             name=node.name or node.output[0], op_type=node.op_type, output=node.output[0],
             weight=dq.input[0], scale=dq.input[1], dq_output=dq.output[0], dq_axis=_attr(dq, "axis", 1),
-            bits=_BITS.get(inits[dq.input[0]].data_type, 8), trans_b=bool(_attr(node, "transB", 0))))
+            bits=_BITS.get(data.data_type, 8) if data is not None else 8, trans_b=bool(_attr(node, "transB", 0))))
     return layers
 
 

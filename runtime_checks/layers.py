@@ -93,13 +93,15 @@ def expose_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     return copy
 
 
-def _dequantized_weights(info: ModelInfo, plan: SessionPlan) -> dict[str, np.ndarray]:
-    """Each layer's float weight, as onnxruntime's own DequantizeLinear computes it (unoptimised)."""
-    exposed = expose_outputs(info.model, [layer.dq_output for layer in info.layers])
-    session = make_session(exposed.SerializeToString(), _CPU, "disabled", plan, 1)
+def _dequantized(info: ModelInfo, plan: SessionPlan) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Each layer's float weight and scale, as the graph itself computes them (unoptimised): this covers weights
+    unpacked in the graph (``compact``) as well as initializers."""
+    names = [n for layer in info.layers for n in (layer.dq_output, layer.scale)]
+    session = make_session(expose_outputs(info.model, names).SerializeToString(), _CPU, "disabled", plan, 1)
     shape = [d if isinstance(d, int) else 1 for d in session.get_inputs()[0].shape]
-    values = session.run([layer.dq_output for layer in info.layers], {info.input_name: np.zeros(shape, np.float32)})
-    return {layer.name: v for layer, v in zip(info.layers, values)}
+    values = session.run(names, {info.input_name: np.zeros(shape, np.float32)})
+    weights = {layer.name: values[2 * i] for i, layer in enumerate(info.layers)}
+    return weights, {layer.name: values[2 * i + 1] for i, layer in enumerate(info.layers)}
 
 
 def with_reference_twins(info: ModelInfo, weights: Mapping[str, np.ndarray]) -> onnx.ModelProto:
@@ -131,14 +133,18 @@ def match_weights(info: ModelInfo, state: Mapping[str, np.ndarray], layer_names:
                   shapes: Mapping[str, tuple]) -> tuple[dict[str, np.ndarray], list[str]]:
     """Map artifact layers (``L`` with ``state[L + '.weight']``) to our quantised layers by name.
 
-    ``L`` must occur in the node, weight or DequantizeLinear-output name bounded by ``. / _ :`` or the ends (the
-    longest such ``L`` wins), and its weight must have the layer's shape (or its transpose, for MatMul).
+    First by the converters' naming (the DequantizeLinear's integer data or scale is named ``L.<something>``),
+    else by ``L`` occurring in the node name bounded by ``. / :`` or the ends; the longest such ``L`` wins. Its
+    weight must have the layer's shape (or its transpose, for MatMul/Gemm).
     """
     out, notes = {}, []
     for layer in info.layers:
-        texts = [s.strip("/").replace("/", ".") for s in (layer.name, layer.weight, layer.dq_output)]
-        found = [name for name in layer_names if f"{name}.weight" in state and any(
-            re.search(rf"(^|[./_:]){re.escape(name)}($|[./_:])", t) for t in texts)]
+        candidates = [name for name in layer_names if f"{name}.weight" in state]
+        found = [name for name in candidates if layer.weight.startswith(f"{name}.") or
+                 layer.scale.startswith(f"{name}.")]
+        if not found:
+            text = layer.name.strip("/").replace("/", ".")
+            found = [name for name in candidates if re.search(rf"(^|[.:]){re.escape(name)}($|[.:])", text)]
         if not found:
             notes.append(f"{layer.name}: no artifact layer matched; reference is its own dequantized weight")
             continue
@@ -164,13 +170,13 @@ def _channel_steps(scale: np.ndarray, channels: int) -> np.ndarray:
     return np.full(channels, float(scale.min()))
 
 
-def _errors(layer: QuantLayer, info: ModelInfo, y: np.ndarray, ref: np.ndarray, level: str,
+def _errors(layer: QuantLayer, scale: np.ndarray, y: np.ndarray, ref: np.ndarray, level: str,
             reference: str) -> LayerError:
     if y.shape != ref.shape:
         raise ValidationError(f"layer {layer.name}: output shape {y.shape} but reference {ref.shape}")
     axis = 1 if layer.op_type == "Conv" else y.ndim - 1
     diff = np.moveaxis(np.abs(y.astype(np.float64) - ref), axis, -1).reshape(-1, y.shape[axis])
-    steps = _channel_steps(info.initializer(layer.scale), y.shape[axis])
+    steps = _channel_steps(scale, y.shape[axis])
     in_steps = diff / np.where(steps > 0, steps, 1.0)
     per_channel = in_steps.max(axis=0) if len(in_steps) else np.zeros(y.shape[axis])
     return LayerError(layer.name, layer.op_type, level, float(diff.max(initial=0.0)), float(per_channel.max()),
@@ -216,6 +222,7 @@ def layer_parity(info: ModelInfo, x: np.ndarray, levels: list[str], plan: Sessio
         kind, refs = f"onnx:{reference_model}", _reference_model_outputs(reference_model, info, x, plan, notes)
     else:
         return _local_parity(info, x, levels, plan, threads, provider, artifact_state, artifact_layers, notes)
+    _, scales = _dequantized(info, plan)
     result = LayerParityResult(kind, len(x), notes=notes, mode="end_to_end")
     exposed = expose_outputs(info.model, [layer.output for layer in info.layers]).SerializeToString()
     for level in levels:
@@ -223,7 +230,7 @@ def layer_parity(info: ModelInfo, x: np.ndarray, levels: list[str], plan: Sessio
         values = run_batched(session, x, outputs=[layer.output for layer in info.layers])
         for layer, y in zip(info.layers, values):
             if layer.name in refs:
-                result.layers.append(_errors(layer, info, y, refs[layer.name], level, kind))
+                result.layers.append(_errors(layer, scales[layer.name], y, refs[layer.name], level, kind))
     return result
 
 
@@ -231,7 +238,7 @@ def _local_parity(info: ModelInfo, x: np.ndarray, levels: list[str], plan: Sessi
                   provider: ProviderPlan, artifact_state: Mapping[str, np.ndarray] | None,
                   artifact_layers: list[str] | None, notes: list[str]) -> LayerParityResult:
     """Each layer against its twin with reference weights, on the same input activation, in the same run."""
-    own = _dequantized_weights(info, plan)
+    own, scales = _dequantized(info, plan)
     weights: dict[str, np.ndarray] = {}
     if artifact_state is not None:
         shapes = {name: value.shape for name, value in own.items()}
@@ -244,6 +251,6 @@ def _local_parity(info: ModelInfo, x: np.ndarray, levels: list[str], plan: Sessi
     for level in levels:
         values = run_batched(make_session(model, provider, level, plan, threads), x, outputs=names)
         for i, layer in enumerate(info.layers):
-            result.layers.append(_errors(layer, info, values[2 * i], values[2 * i + 1], level,
+            result.layers.append(_errors(layer, scales[layer.name], values[2 * i], values[2 * i + 1], level,
                                          kind if layer.name in weights or not weights else "dequantized"))
     return result

@@ -63,3 +63,16 @@ def test_match_weights_by_bounded_name_and_transpose(tmp_path):
     assert weights["fc"].shape == (144, 10) and set(weights) == {"conv", "fc"} and not notes
     weights, notes = match_weights(info, state, ["features.1"], shapes)
     assert not weights and len(notes) == 2
+
+
+def test_match_weights_prefers_the_converters_names_over_node_names():
+    """Numeric layer names ("2") must not match a node named node_conv2d_2 (a real dynamo-export name)."""
+    from types import SimpleNamespace
+
+    from runtime_checks.graph import QuantLayer
+    layers = [QuantLayer("node_conv2d_2", "Conv", "y6", "6.weight_int", "6.scale", "w6", 0, 8),
+              QuantLayer("node_conv2d", "Conv", "y0", "u0.20", "0.scale", "w0", 0, 8)]
+    state = {"2.weight": np.zeros((3, 1)), "6.weight": np.ones((4, 1)), "0.weight": np.full((5, 1), 2.0)}
+    weights, notes = match_weights(SimpleNamespace(layers=layers), state, ["0", "2", "6"],
+                                   {"node_conv2d_2": (4, 1), "node_conv2d": (5, 1)})
+    assert weights["node_conv2d_2"][0, 0] == 1.0 and weights["node_conv2d"][0, 0] == 2.0 and not notes

@@ -1,0 +1,236 @@
+"""Each profile's graph: op and container types, checker, agreement with torch / the reference evaluator / ORT,
+pruned channels absent, metadata, reproducibility, and ORT folding the compact unpacking."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from converters import export, inspect_model
+from sgsc_export.artifact import CompressedModel
+from sgsc_export.errors import ArtifactError, ExportError
+
+PROFILES = ("portable", "compact", "ort-int8")
+UNPACK_OPS = {"BitShift", "BitwiseAnd", "Gather", "CumSum", "Range", "ReduceSum", "Where", "Less", "Cast", "Div", "Sub",
+              "Add", "Mul"}
+FLOAT_OPS = {"Conv", "Relu", "MaxPool", "Reshape", "Gemm", "Flatten"}
+
+
+def _session(path, level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL, optimized=None):
+    """A session with the safe options: exact MatMulNBits, and no QDQ selector rewrites of INT2 weights (which
+    onnxruntime turns into an inexact 2-bit MatMulNBits whatever the accuracy level)."""
+    int2 = any(t.data_type == onnx.TensorProto.INT2 for t in onnx.load(str(path)).graph.initializer)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = level
+    opts.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
+    if optimized:
+        opts.optimized_model_filepath = str(optimized)
+    disabled = ["QDQSelectorActionTransformer"] if int2 else None
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
+
+
+def _weight_inits(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    inits = {t.name: t for t in model.graph.initializer}
+    return {n.input[0]: inits[n.input[0]] for n in model.graph.node
+            if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_graph_is_standard_and_checked(exported, profile):
+    model = onnx.load(exported[profile].path)
+    onnx.checker.check_model(model, full_check=True)
+    assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}
+    ops = {n.op_type for n in model.graph.node}
+    assert [i.name for i in model.graph.input] == ["input"]
+    assert [o.name for o in model.graph.output] == ["logits"]
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch kept
+    assert "QuantizeLinear" not in {n.op_type for n in model.graph.node if n.input[0] in
+                                    {t.name for t in model.graph.initializer}}  # no float weight beside a Q
+    floats = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) > 1]
+    assert floats == []  # every weight is stored as integers
+    if profile == "portable":
+        assert ops <= FLOAT_OPS | {"DequantizeLinear"}
+    elif profile == "compact":
+        assert ops <= FLOAT_OPS | UNPACK_OPS | {"DequantizeLinear"}
+        assert {"BitShift", "Gather"} <= ops
+    else:
+        assert ops <= FLOAT_OPS | {"DequantizeLinear", "QuantizeLinear"}
+        assert "QuantizeLinear" in ops
+
+
+def test_containers(exported, artifact_dir):
+    manifest = json.loads((artifact_dir / "manifest.json").read_text())
+    port = onnx.load(exported["portable"].path)
+    types = {name: onnx.TensorProto.DataType.Name(t.data_type) for name, t in _weight_inits(port).items()}
+    for layer in manifest["layers"]:
+        widest = max(layer["bits"])
+        want = "INT2" if widest <= 2 else "INT4" if widest <= 4 else "INT8"
+        assert types[f"{layer['name']}.weight_int"] == want
+    assert exported["portable"].opset == (25 if "INT2" in types.values() else 21)
+    int8 = onnx.load(exported["ort-int8"].path)
+    assert {t.data_type for t in _weight_inits(int8).values()} >= {onnx.TensorProto.INT8}
+    compact = onnx.load(exported["compact"].path)
+    blob = next(t for t in compact.graph.initializer if t.name == "pk.blob")
+    learned = sum(sum(layer["bits"]) * int(np.prod(layer["weight_shape"][1:])) for layer in manifest["layers"])
+    assert numpy_helper.to_array(blob).size <= learned / 8 + len(manifest["layers"])
+
+
+def test_pruned_channels_are_absent(exported, artifact_dir):
+    manifest = json.loads((artifact_dir / "manifest.json").read_text())
+    assert any(layer["channels_removed"] for layer in manifest["layers"])  # the toy run did prune
+    model = onnx.load(exported["portable"].path)
+    inits = {t.name: list(t.dims) for t in model.graph.initializer}
+    for layer in manifest["layers"]:
+        assert inits[f"{layer['name']}.weight_int"] == layer["weight_shape"]
+        assert inits[f"{layer['name']}.scale"] == [layer["weight_shape"][0]]
+    # the consumer's input channels went with the producer's output channels
+    convs = [layer for layer in manifest["layers"] if len(layer["weight_shape"]) == 4]
+    for prod, cons in itertools.pairwise(convs):
+        assert cons["weight_shape"][1] == prod["weight_shape"][0]
+
+
+@pytest.mark.parametrize("profile", ["portable", "compact"])
+def test_agrees_with_pytorch_reference_and_ort(exported, artifact_dir, profile):
+    cm = CompressedModel.load(artifact_dir)
+    x, ref = cm.eval["x_test"][:64], cm.eval["logits_test"][:64]
+    tol = 1e-4 * float(np.abs(ref).max())
+    path = exported[profile].path
+    got = ReferenceEvaluator(str(path)).run(None, {"input": x})[0]
+    assert np.abs(got - ref).max() <= tol
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        out = _session(path, level).run(None, {"input": x})[0]
+        assert np.abs(out - ref).max() <= tol
+        assert np.array_equal(out.argmax(1), ref.argmax(1))
+
+
+def test_ort_int8_fuses_and_agrees(exported, artifact_dir):
+    result = exported["ort-int8"]
+    assert set(result.fused) == {layer["name"] for layer in CompressedModel.load(artifact_dir).layers}
+    assert all(v in ("QLinearConv", "QGemm", "QLinearMatMul") for v in result.fused.values()), result.fused
+    cm = CompressedModel.load(artifact_dir)
+    out = _session(result.path, ort.GraphOptimizationLevel.ORT_ENABLE_ALL).run(None, {"input": cm.eval["x_test"]})[0]
+    agree = (out.argmax(1) == cm.eval["logits_test"].argmax(1)).mean()
+    assert agree >= 0.95  # toy-size model; the benchmark holds the 99.5 % bar on real runs
+
+
+def test_compact_unpacking_is_folded_by_ort(exported, tmp_path):
+    """ORT evaluates the unpacking at session creation: what runs is int8 → DequantizeLinear, like portable."""
+    opt = tmp_path / "compact_opt.onnx"
+    _session(exported["compact"].path, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, opt)
+    folded = onnx.load(opt)
+    assert not {n.op_type for n in folded.graph.node} & {"BitShift", "BitwiseAnd", "Gather", "CumSum", "ReduceSum"}
+    assert "pk.blob" not in {t.name for t in folded.graph.initializer}
+    port = onnx.load(exported["portable"].path)
+    port_ints = {}
+    for name, t in _weight_inits(port).items():
+        port_ints[name.removesuffix("_int").removesuffix(".weight")] = numpy_helper.to_array(t).astype(np.int8)
+    folded_inits = {t.name: t for t in folded.graph.initializer}
+    seen = 0
+    for node in folded.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in folded_inits:
+            arr = numpy_helper.to_array(folded_inits[node.input[0]])
+            if arr.dtype == np.int8 and arr.ndim > 1:
+                layer = node.input[1].removesuffix(".scale")
+                assert np.array_equal(arr, port_ints[layer])
+                seen += 1
+    assert seen == len(port_ints)
+
+
+def test_metadata(exported, artifact_dir):
+    manifest_bytes = (artifact_dir / "manifest.json").read_bytes()
+    manifest = json.loads(manifest_bytes)
+    for profile, result in exported.items():
+        meta = {p.key: p.value for p in onnx.load(result.path).metadata_props}
+        assert meta["sgsc.profile"] == profile
+        assert int(meta["sgsc.opset"]) == result.opset
+        assert meta["sgsc.manifest_sha256"] == hashlib.sha256(manifest_bytes).hexdigest()
+        assert meta["sgsc.preservation_sha256"] == manifest["preservation"]["sha256"]
+        assert meta["sgsc.task"] == manifest["model"]["task"]
+        assert meta["sgsc.version"]
+        layers = json.loads(meta["sgsc.layers"])
+        assert [r["name"] for r in layers] == [layer["name"] for layer in manifest["layers"]]
+        for rec, layer in zip(layers, manifest["layers"]):
+            assert sum(rec["bits_histogram"].values()) == len(layer["bits"])
+            assert rec["learned_bits"] == layer["stored_bits"]
+
+
+def test_reexport_is_byte_identical(exported, artifact_dir, tmp_path):
+    for profile in ("compact", "ort-int8"):
+        again = export(artifact_dir, tmp_path / f"{profile}.onnx", profile=profile)
+        assert again.path.read_bytes() == exported[profile].path.read_bytes(), profile
+
+
+def test_inspect_reads_our_files(exported):
+    for profile, result in exported.items():
+        table = inspect_model(result.path)
+        assert table.profile == profile
+        assert [(r.name, r.stored_bytes, r.learned_bits) for r in table.rows] == \
+               [(r.name, r.stored_bytes, r.learned_bits) for r in result.table.rows]
+        assert table.float_onnx_bytes == result.float_onnx_bytes and not table.float_estimated
+
+
+def test_inspect_foreign_file_without_metadata(exported, tmp_path):
+    """Any ONNX with DQ weights: strip our metadata and the table is rebuilt from the integers alone."""
+    for profile in ("portable", "compact"):
+        model = onnx.load(exported[profile].path)
+        del model.metadata_props[:]
+        path = tmp_path / f"{profile}_foreign.onnx"
+        onnx.save(model, path)
+        table = inspect_model(path)
+        assert table.float_estimated and len(table.rows) == len(exported[profile].table.rows)
+        for got, want in zip(table.rows, exported[profile].table.rows):
+            assert got.shape == want.shape
+            assert got.learned_bits <= want.learned_bits  # a channel may not use its full range
+            assert got.container == want.container
+
+
+@pytest.mark.parametrize(("max_bits", "container", "opset"), [(2, "INT2", 25), (4, "INT4", 21), (7, "INT8", 21)])
+def test_synthetic_containers_matmul_axis_and_parity(tmp_path, fake, max_bits, container, opset):
+    art = fake(max_bits)
+    x = art.eval["x_preservation"]
+    ref = art.module(torch.from_numpy(x)).detach().numpy()
+    for profile in ("portable", "compact"):
+        result = export(art, tmp_path / f"{profile}.onnx", profile=profile)
+        model = onnx.load(result.path)
+        onnx.checker.check_model(model, full_check=True)
+        dq_axes = {n.output[0]: next(a.i for a in n.attribute if a.name == "axis")
+                   for n in model.graph.node if n.op_type == "DequantizeLinear"}
+        records = {r["name"]: r for r in json.loads({p.key: p.value for p in model.metadata_props}["sgsc.layers"])}
+        assert records["fc"]["axis"] == 1 and dq_axes[records["fc"]["weight"]] == 1  # MatMul weight [in, out]
+        assert records["conv"]["axis"] == 0
+        if profile == "portable":
+            assert result.opset == opset
+            assert {r.container for r in result.table.rows} == {container}
+        got = ReferenceEvaluator(str(result.path)).run(None, {"input": x})[0]
+        assert np.abs(got - ref).max() <= 1e-5 * max(1.0, float(np.abs(ref).max()))
+        out = _session(result.path, ort.GraphOptimizationLevel.ORT_ENABLE_ALL).run(None, {"input": x})[0]
+        assert np.abs(out - ref).max() <= 1e-5 * max(1.0, float(np.abs(ref).max()))
+
+
+def test_errors_write_nothing(tmp_path, fake):
+    art = fake(4)
+    art.manifest["layers"][0]["bits"][1] += 1  # manifest no longer matches the state
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ArtifactError, match="differ from the manifest") as info:
+        export(art, out)
+    assert "\n" not in str(info.value)
+    art = fake(4)
+    art.manifest["layers"][0]["kind"] = "LSTM"
+    with torch.no_grad():
+        weight = art.module.conv.weight.clone()
+        art.module.conv = type("LSTM", (torch.nn.Conv1d,), {})(3, 6, 3, padding=1)
+        art.module.conv.weight.copy_(weight)
+    with pytest.raises(ExportError, match="do not support"):
+        export(art, out)
+    with pytest.raises(ExportError, match="unknown profile"):
+        export(fake(4), out, profile="fp16")
+    assert list(tmp_path.iterdir()) == []

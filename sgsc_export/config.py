@@ -27,7 +27,8 @@ class CompressConfig:
 
     Quantiser: every channel starts at ``init_bits`` (a few bits, not 32: at 32 nothing can reach zero and
     nothing is ever pruned) and is kept in ``[0, max_bits]``. ``b`` and ``e`` train with Adam at ``lr_bits``,
-    ``eps_bits`` (the self-compression paper's 0.5 and 1e-3) and no weight decay; weights at ``lr``, decayed
+    ``eps_bits`` (the self-compression paper's 0.5 and 1e-3) and no weight decay (``e`` at ``lr_exponent`` when
+    set); weights at ``lr``, decayed
     along a cosine to ``lr · lr_min_factor`` over the compression steps, and again over the fine-tune steps.
 
     Objective: task loss + ``gamma`` · Q + ``lam`` · task loss on a preservation batch.
@@ -45,6 +46,7 @@ class CompressConfig:
     init_bits: float = 4.0
     max_bits: float = 8.0
     lr_bits: float = 0.5
+    lr_exponent: float | None = None
     eps_bits: float = 1e-3
     gamma: float = 0.05
     lam: float = 1.0
@@ -72,6 +74,8 @@ class CompressConfig:
             _check(name, getattr(self, name), 1, 10_000_000)
         for name in ("lr", "lr_bits", "eps_bits", "float_lr"):
             _check(name, getattr(self, name), 0.0, 10.0, lo_open=True)
+        if self.lr_exponent is not None:
+            _check("lr_exponent", self.lr_exponent, 0.0, 10.0, lo_open=True)
         _check("weight_decay", self.weight_decay, 0.0, 1.0)
         _check("lr_min_factor", self.lr_min_factor, 0.0, 1.0)
         _check("max_bits", self.max_bits, 1.0, 8.0)

@@ -93,17 +93,18 @@ class TrainState:
 
 
 def _param_groups(model: nn.Module, config: CompressConfig) -> list[dict[str, Any]]:
-    be_ids = set()
-    bits_params = []
-    for layer in quantized_layers(model).values():
-        for p in (layer.b, layer.e):
-            bits_params.append(p)
-            be_ids.add(id(p))
+    layers = quantized_layers(model).values()
+    b_params = [layer.b for layer in layers]
+    e_params = [layer.e for layer in layers]
+    be_ids = {id(p) for p in b_params + e_params}
     weights = [p for p in model.parameters() if id(p) not in be_ids]
-    return [
-        {"params": weights, "lr": config.lr, "weight_decay": config.weight_decay},
-        {"params": bits_params, "lr": config.lr_bits, "eps": config.eps_bits, "weight_decay": 0.0},
-    ]
+    groups = [{"params": weights, "lr": config.lr, "weight_decay": config.weight_decay}]
+    if config.lr_exponent is None:
+        groups.append({"params": b_params + e_params, "lr": config.lr_bits, "eps": config.eps_bits, "weight_decay": 0.0})
+    else:
+        groups.append({"params": b_params, "lr": config.lr_bits, "eps": config.eps_bits, "weight_decay": 0.0})
+        groups.append({"params": e_params, "lr": config.lr_exponent, "eps": config.eps_bits, "weight_decay": 0.0})
+    return groups
 
 
 def make_optimizer(model: nn.Module, config: CompressConfig) -> torch.optim.Optimizer:

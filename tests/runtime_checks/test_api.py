@@ -34,9 +34,6 @@ def test_runtime_checks_itself_never_imports_torch():
     assert not _imports_torch(stub)
 
 
-@pytest.mark.xfail(reason="sgsc_export/__init__.py imports torch eagerly, and runtime_checks needs "
-                          "sgsc_export.errors.ValidationError; fixed when sgsc_export imports its API lazily",
-                   strict=False)
 def test_import_runtime_checks_does_not_import_torch():
     assert not _imports_torch("import runtime_checks")
 

@@ -74,7 +74,7 @@ def test_optimizer_groups_separate_bits_without_weight_decay():
     cfg = CompressConfig(weight_decay=1e-4)
     prepare_(m, cfg)
     opt = make_optimizer(m, cfg)
-    weights, bits = opt.param_groups
+    weights, bits = opt.param_groups  # b and e share a group unless lr_exponent is set
     be = {id(p) for layer in quantized_layers(m).values() for p in (layer.b, layer.e)}
     assert {id(p) for p in bits["params"]} == be
     assert not be & {id(p) for p in weights["params"]}

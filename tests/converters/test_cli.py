@@ -75,3 +75,20 @@ def test_inspect_errors(tmp_path):
     junk.write_bytes(b"\x00garbage")
     result = CliRunner().invoke(inspect_cmd, [str(junk)])
     assert result.exit_code == 2 and "not a readable ONNX" in result.stderr
+
+
+def test_sgsc_group_has_the_commands():
+    from sgsc_export.cli import main
+
+    for name in ("export", "inspect"):
+        result = CliRunner().invoke(main, [name, "--help"])
+        assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_import_does_not_need_onnxruntime():
+    import subprocess
+    import sys
+
+    code = "import sys, converters, converters._cli; assert 'onnxruntime' not in sys.modules; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr

@@ -54,7 +54,14 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .config import CompressConfig
     from .core import quantize
     from .data import Split, load_dataset
-    from .errors import (ArtifactError, ConfigError, DataError, ExportError, ModelError, SGSCError,
-                         ValidationError)
+    from .errors import (
+        ArtifactError,
+        ConfigError,
+        DataError,
+        ExportError,
+        ModelError,
+        SGSCError,
+        ValidationError,
+    )
     from .nn import QConv1d, QConv2d, QLinear, prepare_
     from .preservation import PreservationSetSelector

@@ -31,7 +31,8 @@ class CompressConfig:
     set); weights at ``lr``, decayed
     along a cosine to ``lr · lr_min_factor`` over the compression steps, and again over the fine-tune steps.
 
-    Objective: task loss + ``gamma`` · Q + ``lam`` · task loss on a preservation batch.
+    Objective: task loss + ``gamma`` · Q + ``lam`` · task loss on a preservation batch; γ ramps up linearly over
+    the first ``gamma_warmup`` fraction of the compression steps.
 
     Restore: every ``restore_every`` steps the preservation accuracy is measured; when it is more than
     ``restore_tolerance`` below its best, ``restore_fraction`` of the zero-bit channels of the layers that lost
@@ -49,6 +50,7 @@ class CompressConfig:
     lr_exponent: float | None = None
     eps_bits: float = 1e-3
     gamma: float = 0.05
+    gamma_warmup: float = 0.0
     lam: float = 1.0
     preservation_batch_size: int = 128
     restore_every: int = 100
@@ -81,6 +83,7 @@ class CompressConfig:
         _check("max_bits", self.max_bits, 1.0, 8.0)
         _check("init_bits", self.init_bits, 0.0, self.max_bits, lo_open=True)
         _check("gamma", self.gamma, 0.0, 1e3)
+        _check("gamma_warmup", self.gamma_warmup, 0.0, 1.0)
         _check("lam", self.lam, 0.0, 1e3)
         _check("restore_tolerance", self.restore_tolerance, 0.0, 1.0)
         _check("restore_fraction", self.restore_fraction, 0.0, 1.0)

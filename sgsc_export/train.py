@@ -173,7 +173,9 @@ def compress_loop(
             logits = model(xt[idx])
             q = size_term(model, n_start)
             pres_logits = model(xp[pidx]) if config.lam > 0 else None
-            parts = sgsc_loss(logits, yt[idx], q, 0.0 if finetune else config.gamma, config.lam, pres_logits, yp[pidx])
+            warm = min(1.0, (state.step + 1) / max(1.0, config.gamma_warmup * config.steps))
+            gamma = 0.0 if finetune else config.gamma * warm
+            parts = sgsc_loss(logits, yt[idx], q, gamma, config.lam, pres_logits, yp[pidx])
             optimizer.zero_grad(set_to_none=True)
             parts.total.backward()
             optimizer.step()

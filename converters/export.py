@@ -120,12 +120,17 @@ def export(compressed: Any, path: str | os.PathLike, profile: str = "portable") 
                         float_onnx_bytes=float_bytes, quant=quant, kinds=kinds, calibration=calibration)
     for step in prof.passes:
         step(ctx)
-    data = ir.serde.serialize_model(ctx.model).SerializeToString()
+    proto = ir.serde.serialize_model(ctx.model)
+    inits = {t.name for t in proto.graph.initializer}
+    kept = [v for v in proto.graph.value_info if v.name not in inits]  # initializers carry their own type
+    del proto.graph.value_info[:]
+    proto.graph.value_info.extend(kept)
+    data = proto.SerializeToString()
     if len(data) >= 2**31:
         raise ExportError("the model is over 2 GB; external data is not supported yet, export a smaller model")
     out = Path(path)
     write_atomic(out, data)
-    rows = tuple(LayerRow(name=r["name"], shape=tuple(r["shape"]), fp32_bytes=r["fp32_bytes"],
+    rows = tuple(LayerRow(name=r["name"], shape=tuple(int(d) for d in layer.ints.shape), fp32_bytes=r["fp32_bytes"],
                           bits_histogram=r["bits_histogram"], learned_bits=r["learned_bits"],
                           stored_bytes=r["stored_bytes"], container=r["container"], fused=layer.fused)
                  for r, layer in ((lw.record(), lw) for lw in ctx.layers))

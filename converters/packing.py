@@ -6,9 +6,9 @@ bit of byte 0):
 * **Containers** (``pack_container``): ONNX's own layout for INT2 / INT4 ``raw_data`` — 4 or 2 two's-complement
   values a byte, the first element in the low bits, the last byte padded with zeros. INT8 is one value a byte.
 * **Exact streams** (``pack_channels``): the ``compact`` profile's layout. Channel ``c`` of a weight ``[C, K]`` is
-  stored at its own learned width ``b_c`` (0..8), channel after channel, as the offset value
-  ``u = v + 2^(b_c-1)`` (so ``u`` is in ``[0, 2^b_c - 1]``); a zero-bit channel takes no bits at all. The stream
-  is ``ceil(Σ_c b_c·K / 8)`` bytes: no rounding up to a container.
+  stored at its own learned width ``b_c`` (0..8), channel after channel, each value in ``b_c``-bit two's
+  complement; a zero-bit channel takes no bits at all. The stream is ``ceil(Σ_c b_c·K / 8)`` bytes: no rounding
+  up to a container.
 
 Everything is exact integer arithmetic in numpy; the round trips are tested for every width and odd lengths.
 """
@@ -131,7 +131,7 @@ def pack_channels(values: np.ndarray, bits: np.ndarray) -> bytes:
     for c in range(b.size):
         _check_fits(v[c], int(b[c]))
         if b[c]:
-            u = v[c] + (1 << (int(b[c]) - 1))
+            u = v[c] & ((1 << int(b[c])) - 1)
             streams.append(((u[:, None] >> np.arange(b[c])) & 1).astype(np.uint8).reshape(-1))
     if not streams:
         return b""
@@ -152,6 +152,7 @@ def unpack_channels(data: bytes, bits: np.ndarray, shape: tuple[int, ...]) -> np
         w = int(b[c])
         if w:
             chunk = stream[pos : pos + w * per].reshape(per, w).astype(np.int64)
-            out[c] = (chunk << np.arange(w)).sum(axis=1) - (1 << (w - 1))
+            u = (chunk << np.arange(w)).sum(axis=1)
+            out[c] = np.where(u >= 1 << (w - 1), u - (1 << w), u)
             pos += w * per
     return out.astype(np.int8).reshape(shape)

@@ -38,14 +38,11 @@ class LayerWeight:
         return int(self.ints.size) * 4
 
     def record(self) -> dict[str, Any]:
-        """The per-layer entry of the ``sgsc.layers`` metadata."""
+        """The per-layer entry of the ``sgsc.layers`` metadata (shape and axis are in the graph already)."""
         hist = np.bincount(self.bits.astype(np.int64), minlength=9)
         return {
             "name": self.name,
             "weight": self.value.name,
-            "kind": self.kind,
-            "shape": [int(d) for d in self.ints.shape],
-            "axis": self.axis,
             "bits_histogram": {str(b): int(n) for b, n in enumerate(hist) if n},
             "learned_bits": int(self.bits.astype(np.int64).sum()) * (int(self.ints.size) // max(1, len(self.bits))),
             "fp32_bytes": self.fp32_bytes,

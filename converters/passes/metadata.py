@@ -1,8 +1,7 @@
 """Pass: ``metadata_props`` that make the file self-describing (``sgsc inspect`` reads them back).
 
-Keys: ``sgsc.profile``, ``sgsc.opset``, ``sgsc.layers`` (JSON list: per layer its weight name, shape, channel
-axis, bits histogram, learned bits, fp32 / stored bytes and container), ``sgsc.manifest_sha256``,
-``sgsc.version``, ``sgsc.preservation_sha256``, ``sgsc.task``, ``sgsc.float_onnx_bytes`` and, for ``ort-int8``,
+Keys: ``sgsc.profile``, ``sgsc.opset``, ``sgsc.layers`` (JSON list: per layer its weight name, bits histogram,
+learned bits, fp32 / stored bytes and container), ``sgsc.manifest_sha256``, ``sgsc.version``, ``sgsc.preservation_sha256``, ``sgsc.task``, ``sgsc.float_onnx_bytes`` and, for ``ort-int8``,
 ``sgsc.fused`` (layer → the onnxruntime kernel it became). Values are canonical JSON so the file is reproducible.
 """
 

@@ -20,7 +20,7 @@ from .graph import find_links, fold_batchnorm_, trace
 from .nn import prepare_, quantized_layers
 from .objective import stored_size_bits
 from .preservation import PreservationSetSelector, preservation_sha256
-from .pruning import refresh_in_alive_, remove_dead_channels_
+from .pruning import load_state_resizing_, refresh_in_alive_, remove_dead_channels_
 from .train import (
     TrainState,
     accuracy,
@@ -103,30 +103,40 @@ def compress(
     float_test = predict(model, data.x_test)
     float_pres = predict(model, x_pres)
 
+    teacher = None
+    if config.distill > 0:
+        import copy
+
+        teacher = copy.deepcopy(model).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+
     # 3. fold, quantise, train
     folded, left_float, links, n_start, traced = _prepare(model, config)
+    start_channels = {n: int(layer.weight.shape[0]) for n, layer in quantized_layers(model).items()}
     optimizer = make_optimizer(model, config)
     state = TrainState()
     if ckpt is not None:
-        model.load_state_dict(ckpt["model_state"])
+        load_state_resizing_(model, ckpt["model_state"])  # channels may have been removed during training
+        optimizer = make_optimizer(model, config)
         optimizer.load_state_dict(ckpt["optimizer"])
         g.set_state(ckpt["generator"])
         state = TrainState(**ckpt["train_state"])
 
-    def checkpoint(st: TrainState) -> None:
+    def checkpoint(st: TrainState, opt: torch.optim.Optimizer) -> None:
         if ckpt_path is None:
             return
         save_checkpoint(ckpt_path, {
-            "float_state": float_state, "model_state": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "float_state": float_state, "model_state": model.state_dict(), "optimizer": opt.state_dict(),
             "generator": g.get_state(), "train_state": st.__dict__,
             "preservation": {k: torch.as_tensor(v) for k, v in pres.items()},
         })
 
-    compress_loop(model, links, n_start, data.x_train, data.y_train, x_pres, y_pres, config,
-                  optimizer=optimizer, state=state, generator=g, checkpoint=checkpoint, progress=progress)
+    state, optimizer = compress_loop(model, links, n_start, data.x_train, data.y_train, x_pres, y_pres, config,
+                  optimizer=optimizer, state=state, generator=g, checkpoint=checkpoint, progress=progress,
+                  teacher=teacher)
 
     # 4. prune for real; removal must not change the output
-    before = {n: int(layer.weight.shape[0]) for n, layer in quantized_layers(model).items()}
     probe = torch.as_tensor(data.x_test[:256])
     with torch.no_grad():
         y_before = model(probe)
@@ -140,16 +150,15 @@ def compress(
     comp_test = predict(deploy, data.x_test)
     comp_pres = predict(deploy, x_pres)
 
-    start_channels = {n: c for n, c in before.items()}
     layers = []
     for name, layer in quantized_layers(model).items():
         bits = quant[f"{name}.bits"].to(torch.int64)
         layers.append({
-            "name": name, "kind": type(layer).__mro__[1].__name__ if type(layer).__name__.startswith("Q") else type(layer).__name__,
+            "name": name, "kind": next(c for c in type(layer).__mro__ if c.__module__.startswith("torch.nn")).__name__,
             "weight_shape": list(layer.weight.shape),
             "bits": bits.tolist(), "exponents": quant[f"{name}.exponent"].tolist(),
             "channels_before": start_channels[name], "channels_kept": int(layer.weight.shape[0]),
-            "channels_removed": removed.get(name, 0), "channels_masked": int((bits == 0).sum()),
+            "channels_removed": removed.get(name, 0) + state.removed.get(name, 0), "channels_masked": int((bits == 0).sum()),
             "stored_bits": int((bits.double() * layer.weights_per_channel().double()).sum()),
         })
     metrics = {
@@ -190,12 +199,12 @@ def compress(
         eval={"x_test": data.x_test, "y_test": data.y_test, "x_preservation": x_pres, "y_preservation": y_pres,
               "logits_test": comp_test, "logits_preservation": comp_pres,
               "logits_float_test": float_test, "logits_float_preservation": float_pres},
-        history={"records": state.history, "restores": state.restores,
+        history={"records": state.history, "restores": state.restores, "removed_during_training": state.removed,
                  "seconds": time.perf_counter() - t0},
         _module=deploy,
     )
     if out is not None:
         artifact.save(out)
         if ckpt_path is not None:
-            checkpoint(state)
+            checkpoint(state, optimizer)
     return artifact

@@ -24,6 +24,7 @@ from torch import nn
 from . import core
 from .errors import ArtifactError
 from .nn import quantized_layers
+from .pruning import load_state_resizing_
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "CompressedModel", "freeze", "rebuild_module", "write_atomic"]
 
@@ -83,22 +84,6 @@ def freeze(qmodel: nn.Module) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     return module, quant
 
 
-def _set_tensor(module: nn.Module, key: str, value: torch.Tensor) -> None:
-    owner_name, _, attr = key.rpartition(".")
-    owner = module.get_submodule(owner_name)
-    if attr in owner._buffers:
-        owner._buffers[attr] = value.clone()
-    else:
-        owner._parameters[attr] = nn.Parameter(value.clone(), requires_grad=False)
-    w = owner._parameters.get("weight")
-    if isinstance(owner, (nn.Conv1d, nn.Conv2d)) and w is not None:
-        owner.out_channels, owner.in_channels = w.shape[0], w.shape[1] * owner.groups
-    elif isinstance(owner, nn.Linear) and w is not None:
-        owner.out_features, owner.in_features = w.shape
-    elif isinstance(owner, (nn.BatchNorm1d, nn.BatchNorm2d)) and attr == "running_mean":
-        owner.num_features = value.shape[0]
-
-
 def rebuild_module(manifest: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Module:
     """Rebuild the deployable module from its factory, the manifest's structural edits, and the state."""
     from .models import build_model
@@ -117,8 +102,7 @@ def rebuild_module(manifest: dict[str, Any], state: dict[str, torch.Tensor]) -> 
         # a conv whose BatchNorm was folded gains a bias
         if missing or any(not k.endswith(".bias") for k in extra):
             raise ArtifactError(f"model.safetensors does not match the model: missing {missing}, unexpected {extra}")
-    for key, value in state.items():
-        _set_tensor(model, key, value)
+    load_state_resizing_(model, state, trainable=False)
     model.eval()
     return model
 

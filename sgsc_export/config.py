@@ -52,12 +52,15 @@ class CompressConfig:
     gamma: float = 0.05
     gamma_warmup: float = 0.0
     lam: float = 1.0
+    distill: float = 0.0
+    distill_temperature: float = 2.0
     preservation_batch_size: int = 128
     restore_every: int = 100
     restore_tolerance: float = 0.02
     restore_fraction: float = 0.25
     restore_bits: float = 2.0
     finetune_steps: int = 0
+    prune_every: int = 200
     float_epochs: int = 20
     float_lr: float = 2e-3
     preservation_size: int | None = None
@@ -72,7 +75,7 @@ class CompressConfig:
             raise ConfigError(f"version={self.version!r} is not supported; this toolchain reads version {CONFIG_VERSION}")
         for name in ("steps", "finetune_steps", "float_epochs"):
             _check(name, getattr(self, name), 0, 10_000_000)
-        for name in ("batch_size", "preservation_batch_size", "restore_every", "checkpoint_every"):
+        for name in ("batch_size", "preservation_batch_size", "restore_every", "checkpoint_every", "prune_every"):
             _check(name, getattr(self, name), 1, 10_000_000)
         for name in ("lr", "lr_bits", "eps_bits", "float_lr"):
             _check(name, getattr(self, name), 0.0, 10.0, lo_open=True)
@@ -85,6 +88,8 @@ class CompressConfig:
         _check("gamma", self.gamma, 0.0, 1e3)
         _check("gamma_warmup", self.gamma_warmup, 0.0, 1.0)
         _check("lam", self.lam, 0.0, 1e3)
+        _check("distill", self.distill, 0.0, 1e3)
+        _check("distill_temperature", self.distill_temperature, 0.0, 100.0, lo_open=True)
         _check("restore_tolerance", self.restore_tolerance, 0.0, 1.0)
         _check("restore_fraction", self.restore_fraction, 0.0, 1.0)
         _check("restore_bits", self.restore_bits, 0.0, self.max_bits, lo_open=True)

@@ -8,6 +8,9 @@ r"""The SGSC objective.
 ``Q = Σ_layers Σ_c relu(b_c) · n_c / N``, where ``n_c`` counts channel c's weights that read a live input
 (eq. 5) and ``N`` is the number of quantisable weights before compression. ``(x_P, y_P)`` is a batch of the
 preservation set; λ = 0 is plain self-compression.
+
+Optionally (``distill`` = κ > 0) the task loss on the training batch also pulls the compressed model towards
+the float reference's predictions (Hinton et al.'s distillation): κ·T²·KL(p_float^T ‖ p_q^T).
 """
 
 from __future__ import annotations
@@ -46,9 +49,22 @@ def stored_size_bits(model: nn.Module) -> int:
     return total
 
 
+def task_loss(logits: torch.Tensor, y: torch.Tensor, teacher: torch.Tensor | None = None,
+              kappa: float = 0.0, temperature: float = 2.0) -> torch.Tensor:
+    """Cross-entropy, plus κ·T²·KL(teacher ‖ student) at temperature T when a float teacher's logits are given."""
+    loss = F.cross_entropy(logits, y)
+    if teacher is not None and kappa > 0:
+        t = temperature
+        kl = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(teacher / t, 1), log_target=True,
+                      reduction="batchmean")
+        loss = loss + kappa * t * t * kl
+    return loss
+
+
 def sgsc_loss(logits: torch.Tensor, y: torch.Tensor, q: torch.Tensor, gamma: float, lam: float,
-              pres_logits: torch.Tensor | None = None, pres_y: torch.Tensor | None = None) -> LossParts:
-    task = F.cross_entropy(logits, y)
+              pres_logits: torch.Tensor | None = None, pres_y: torch.Tensor | None = None,
+              teacher: torch.Tensor | None = None, kappa: float = 0.0, temperature: float = 2.0) -> LossParts:
+    task = task_loss(logits, y, teacher, kappa, temperature)
     total = task + gamma * q
     pres = torch.zeros((), dtype=task.dtype)
     if lam > 0 and pres_logits is not None:

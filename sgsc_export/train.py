@@ -24,7 +24,7 @@ from .config import CompressConfig
 from .graph import Link
 from .nn import quantized_layers
 from .objective import sgsc_loss, size_term, stored_size_bits
-from .pruning import refresh_in_alive_, revive_
+from .pruning import Plan, refresh_in_alive_, remove_dead_channels_, revive_, slice_like
 
 __all__ = ["TrainState", "accuracy", "compress_loop", "load_checkpoint", "predict", "save_checkpoint", "train_float"]
 
@@ -90,6 +90,8 @@ class TrainState:
     best_alive: dict[str, int] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     restores: list[dict[str, Any]] = field(default_factory=list)
+    dead_prev: dict[str, list[bool]] = field(default_factory=dict)
+    removed: dict[str, int] = field(default_factory=dict)
 
 
 def _param_groups(model: nn.Module, config: CompressConfig) -> list[dict[str, Any]]:
@@ -123,6 +125,36 @@ def _alive_counts(model: nn.Module) -> dict[str, int]:
     return {n: int(layer.channel_alive().sum()) for n, layer in quantized_layers(model).items()}
 
 
+def _prune_during_training(model: nn.Module, links: dict[str, Link], optimizer: torch.optim.Optimizer,
+                           config: CompressConfig, state: TrainState) -> torch.optim.Optimizer:
+    """Remove channels dead at this check and the previous one; carry the optimiser state over, sliced."""
+    layers = quantized_layers(model)
+    only = {}
+    for name, layer in layers.items():
+        dead = ~layer.channel_alive()
+        prev = state.dead_prev.get(name)
+        if prev is not None and len(prev) == len(dead):
+            only[name] = dead & torch.tensor(prev, dtype=torch.bool)
+    old_params = dict(model.named_parameters())
+    plan: Plan = {}
+    removed = remove_dead_channels_(model, links, only, plan)
+    if removed:
+        new_opt = make_optimizer(model, config)
+        for g_new, g_old in zip(new_opt.param_groups, optimizer.param_groups):
+            g_new["lr"] = g_old["lr"]
+        for name, p in model.named_parameters():
+            old = optimizer.state.get(old_params[name])
+            if old:
+                new_opt.state[p] = {k: (slice_like(v, plan[name]) if name in plan and torch.is_tensor(v)
+                                        and v.shape == old_params[name].shape else v) for k, v in old.items()}
+        optimizer = new_opt
+        refresh_in_alive_(model, links)
+        for name, n in removed.items():
+            state.removed[name] = state.removed.get(name, 0) + n
+    state.dead_prev = {name: (~layer.channel_alive()).tolist() for name, layer in quantized_layers(model).items()}
+    return optimizer
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Atomic ``torch.save``: a temp file in the same directory, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,10 +182,14 @@ def compress_loop(
     generator: torch.Generator,
     checkpoint: Any = None,
     progress: bool = False,
-) -> TrainState:
+    teacher: nn.Module | None = None,
+) -> tuple[TrainState, torch.optim.Optimizer]:
     """Run compression steps ``state.step .. steps + finetune_steps`` on a prepared model, in place.
 
-    ``checkpoint(state)`` is called every ``checkpoint_every`` steps (the caller decides what to save).
+    ``checkpoint(state, optimizer)`` is called every ``checkpoint_every`` steps (the caller decides what to
+    save). Pruning during training replaces the optimiser; the one in use at the end is ``state``'s caller's
+    to fetch through the return value.
+    ``teacher`` is the float reference (eval mode) for the optional distillation term.
     """
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
     xp, yp = torch.as_tensor(x_pres), torch.as_tensor(y_pres)
@@ -171,11 +207,16 @@ def compress_loop(
             idx = torch.randint(len(xt), (config.batch_size,), generator=generator)
             pidx = torch.randint(len(xp), (min(config.preservation_batch_size, len(xp)),), generator=generator)
             logits = model(xt[idx])
+            teacher_logits = None
+            if teacher is not None and config.distill > 0:
+                with torch.no_grad():
+                    teacher_logits = teacher(xt[idx])
             q = size_term(model, n_start)
             pres_logits = model(xp[pidx]) if config.lam > 0 else None
             warm = min(1.0, (state.step + 1) / max(1.0, config.gamma_warmup * config.steps))
             gamma = 0.0 if finetune else config.gamma * warm
-            parts = sgsc_loss(logits, yt[idx], q, gamma, config.lam, pres_logits, yp[pidx])
+            parts = sgsc_loss(logits, yt[idx], q, gamma, config.lam, pres_logits, yp[pidx],
+                              teacher_logits, config.distill, config.distill_temperature)
             optimizer.zero_grad(set_to_none=True)
             parts.total.backward()
             optimizer.step()
@@ -211,9 +252,12 @@ def compress_loop(
                         refresh_in_alive_(model, links)
                         state.restores.append({"step": state.step, "preservation_accuracy": pres_acc,
                                                "best": state.best_preservation, "revived": revived})
+            if not finetune and state.step % config.prune_every == 0:
+                optimizer = _prune_during_training(model, links, optimizer, config, state)
+                layers = quantized_layers(model)
             if checkpoint is not None and state.step % config.checkpoint_every == 0 and state.step < total_steps:
-                checkpoint(state)
+                checkpoint(state, optimizer)
     for layer in layers.values():
         layer.b.requires_grad_(True)
     model.eval()
-    return state
+    return state, optimizer

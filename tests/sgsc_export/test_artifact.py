@@ -13,6 +13,7 @@ from sgsc_export.train import predict
 
 def test_manifest_has_the_contract_keys(digits_artifact, digits_split):
     m = json.loads((digits_artifact / "manifest.json").read_text())
+    assert [layer["kind"] for layer in m["layers"]] == ["Conv2d", "Conv2d", "Conv2d", "Linear"]
     for layer in m["layers"]:
         assert {"name", "kind", "weight_shape", "bits", "exponents", "channels_before", "channels_kept"} <= set(layer)
         assert len(layer["bits"]) == layer["weight_shape"][0] == layer["channels_kept"]

@@ -8,7 +8,7 @@ from sgsc_export import CompressConfig, api, compress
 from sgsc_export.models import digits_cnn
 
 SPEC = {"factory": "sgsc_export.models:digits_cnn", "kwargs": {"num_classes": 10}}
-SMALL = dict(steps=60, float_epochs=1, restore_every=20, checkpoint_every=30, seed=5, gamma=0.3)
+SMALL = dict(steps=60, float_epochs=1, restore_every=10, checkpoint_every=30, prune_every=10, seed=5, gamma=1.0)
 
 
 def _files(d):
@@ -34,3 +34,12 @@ def test_same_seed_same_artifact_and_resume_is_lossless(tmp_path, digits_split, 
     monkeypatch.setattr(api, "save_checkpoint", real_save)
     compress(digits_cnn(), digits_split, CompressConfig(**SMALL), out_dir=c, model_spec=SPEC, resume=True)
     assert _files(c) == _files(a)
+
+
+def test_pruning_during_training_removes_channels_and_keeps_optimizer_state(tmp_path, digits_split):
+    art = compress(digits_cnn(), digits_split, CompressConfig(**SMALL), model_spec=SPEC)
+    during = art.history["removed_during_training"]
+    assert sum(during.values()) > 0
+    for layer in art.manifest["layers"]:
+        assert layer["channels_removed"] >= during.get(layer["name"], 0)
+        assert layer["channels_before"] - layer["channels_removed"] == layer["channels_kept"]

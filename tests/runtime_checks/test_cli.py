@@ -9,9 +9,9 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from conftest import make_model, run_onnx, save_artifact_weights, weights_of, write_run
 
 from runtime_checks._cli import validate_cmd
+from tests.runtime_checks.conftest import make_model, run_onnx, save_artifact_weights, weights_of, write_run
 
 FAST = ["--no-latency"]
 

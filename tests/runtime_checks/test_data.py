@@ -6,10 +6,10 @@ import hashlib
 
 import numpy as np
 import pytest
-from conftest import write_run
 
 from runtime_checks import EvalData, preservation_sha256
 from sgsc_export.errors import ValidationError
+from tests.runtime_checks.conftest import write_run
 
 
 def test_hash_is_the_contract_formula():

@@ -9,12 +9,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import make_model
 
 from runtime_checks import EvalData, validate
 from runtime_checks.fusion import fusion_report, parse_profile
 from runtime_checks.graph import load_model
 from runtime_checks.sessions import ProviderPlan, make_session, plan_session, resolve_providers
+from tests.runtime_checks.conftest import make_model
 
 X = np.random.default_rng(0).normal(size=(4, 1, 8, 8)).astype(np.float32)
 AVAILABLE = ort.get_available_providers()

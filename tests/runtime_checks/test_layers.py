@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
-from conftest import make_data, make_model, run_onnx
 
 from runtime_checks.graph import load_model
 from runtime_checks.layers import _channel_steps, expose_outputs, layer_parity, match_weights
 from runtime_checks.sessions import plan_session
+from tests.runtime_checks.conftest import make_data, make_model, run_onnx
 
 
 def _info(tmp_path, model):

@@ -6,7 +6,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import make_model, run_onnx
 from onnx import TensorProto as T
 
 from runtime_checks.graph import load_model
@@ -20,6 +19,7 @@ from runtime_checks.sessions import (
     run_batched,
 )
 from sgsc_export.errors import ValidationError
+from tests.runtime_checks.conftest import make_model, run_onnx
 
 CPU_ONLY = ["CPUExecutionProvider"]
 GPU_BUILD = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]

@@ -31,7 +31,7 @@ from sgsc_export.train import train_float
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 MNIST = ROOT.parent / "shared" / "data" / "mnist-t10k"
-SWEEP = {"digits": (0.1, 0.2, 0.3, 0.5), "mnist": (0.1, 0.2, 0.3, 0.5)}
+SWEEP = {"digits": (0.1, 0.2, 0.3, 0.5, 1.0), "mnist": (0.1, 0.2, 0.3, 0.5)}
 
 
 def _model(dataset: str, num_classes: int):

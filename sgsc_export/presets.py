@@ -7,7 +7,9 @@ from .config import CompressConfig
 __all__ = ["PRESETS", "preset"]
 
 PRESETS: dict[str, CompressConfig] = {
-    "digits": CompressConfig(steps=1500, gamma=0.3, float_epochs=20, restore_every=50, checkpoint_every=500),
+    # measured: benchmarks/results/compress_digits.jsonl
+    "digits": CompressConfig(steps=1000, finetune_steps=300, gamma=0.5, init_bits=6.0, distill=1.0, float_epochs=10,
+                             restore_every=50, checkpoint_every=500),
     # measured: benchmarks/results/compress_mnist.jsonl
     "mnist": CompressConfig(steps=3000, finetune_steps=1000, gamma=0.3, init_bits=6.0, distill=1.0, float_epochs=5,
                             batch_size=64, preservation_batch_size=64, restore_every=100, checkpoint_every=500),

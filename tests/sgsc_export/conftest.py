@@ -1,0 +1,27 @@
+"""A toy-size `sgsc pipeline` run on digits through the real CLI, made once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+TOY_ARGS = ["--dataset", "digits", "--steps", "30", "--float-epochs", "1", "--checkpoint-every", "10",
+            "--no-latency", "--quiet"]
+
+
+def run_cli(*args: str, env: dict | None = None):
+    from sgsc_export.cli import main
+
+    env = {k: None for k in __import__("os").environ if k.startswith("SGSC_")} | (env or {})
+    return CliRunner().invoke(main, [str(a) for a in args], env=env)
+
+
+@pytest.fixture(scope="session")
+def toy_run(tmp_path_factory) -> tuple[Path, object]:
+    """(run directory, click result) of a toy pipeline run with both default profiles."""
+    out = tmp_path_factory.mktemp("pipeline") / "run"
+    result = run_cli("pipeline", *TOY_ARGS, "--out", out)
+    assert result.exit_code in (0, 1), result.output
+    return out, result

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import tomllib
-
 import pytest
+
+from sgsc_export.pipeline.config import tomllib
 
 from ..conftest import run_cli
 

@@ -1,7 +1,7 @@
 """The Python API end to end on scikit-learn's digits: compress → export → validate, no command line.
 
     python examples/cnn_digits_api.py [OUT_DIR]                    # the digits preset (about a minute)
-    STEPS=20 FLOAT_EPOCHS=1 python examples/cnn_digits_api.py      # toy size, as the tests run it
+    STEPS=30 FLOAT_EPOCHS=2 GAMMA=0.05 python examples/cnn_digits_api.py   # toy size, as the tests run it
 
 Exit code: the validation gate's (0 passed, 1 a threshold failed, 2 could not run).
 """
@@ -25,7 +25,8 @@ def main(out_dir: str | Path) -> runtime_checks.Report:
     data = load_dataset("digits")                                   # a Split: x/y train and test, numpy
     config: CompressConfig = preset("digits").replace(              # a typed, validated dataclass
         steps=int(os.environ.get("STEPS", preset("digits").steps)),
-        float_epochs=int(os.environ.get("FLOAT_EPOCHS", preset("digits").float_epochs)))
+        float_epochs=int(os.environ.get("FLOAT_EPOCHS", preset("digits").float_epochs)),
+        gamma=float(os.environ.get("GAMMA", preset("digits").gamma)))
 
     compressed = compress(digits_cnn(), data, config, out_dir=out,  # trains the float model first
                           model_spec={"factory": "sgsc_export.models:digits_cnn", "kwargs": {"num_classes": 10}})

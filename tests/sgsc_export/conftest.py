@@ -1,11 +1,18 @@
-"""A toy-size `sgsc pipeline` run on digits through the real CLI, made once per test session."""
+"""A toy-size `sgsc pipeline` run on digits through the real CLI, made once per test session.
+
+Torch runs on one thread here: the models are tiny, and on a shared 2-core machine two intra-op threads spend
+most of their time waiting for each other (measured: 5x the CPU time of one thread for the toy run).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
+
+torch.set_num_threads(1)
 
 TOY_ARGS = ["--dataset", "digits", "--steps", "30", "--float-epochs", "1", "--checkpoint-every", "10",
             "--no-latency", "--quiet"]

@@ -65,6 +65,8 @@ class PipelineConfig:
                                         "compress")
     exclude: tuple[str, ...] = _opt("Comma list of layer names to keep in float.", (), "compress")
     seed: int = _opt("Seed: same seed, same artifact.", 0, "compress")
+    torch_threads: int = _opt("torch intra-op threads while compressing (0: torch's default). One is fastest for "
+                              "small models on a shared machine.", 1, "compress")
     # export
     profiles: tuple[str, ...] = _opt("Comma list of export profiles: portable, compact, ort-int8.",
                                      ("portable", "compact"), "export")
@@ -104,6 +106,8 @@ class PipelineConfig:
             raise ConfigError(f"max_accuracy_drop={self.max_accuracy_drop!r} is out of range; allowed [0, 100]")
         if not 0.0 <= self.min_agreement <= 1.0:
             raise ConfigError(f"min_agreement={self.min_agreement!r} is out of range; allowed [0, 1]")
+        if self.torch_threads < 0:
+            raise ConfigError(f"torch_threads={self.torch_threads!r} is out of range; allowed [0, 1024]")
         if self.threads < 1:
             raise ConfigError(f"threads={self.threads!r} is out of range; allowed [1, 1024]")
 

@@ -88,13 +88,17 @@ def _compress(cfg: PipelineConfig, out: Path, cache: StageCache, echo: Echo) -> 
     from ..models import build_model, default_factory, load_weights
 
     config = cfg.compress_config()
+    if cfg.torch_threads:
+        import torch
+
+        torch.set_num_threads(cfg.torch_threads)
     data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed)
     spec = cfg.model or default_factory(cfg.dataset.split(":")[0])
     kwargs = {"num_classes": data.num_classes} if cfg.model is None else {}
     model, digest = build_model(spec, kwargs)
     key = hash_json({"data": _data_sha(data), "model": spec, "model_sha256": digest or _module_sha(spec),
                      "weights_sha256": file_sha256(cfg.weights) if cfg.weights else None,
-                     "config": config.to_dict(), "version": __version__})
+                     "config": config.to_dict(), "torch_threads": cfg.torch_threads, "version": __version__})
     if not cfg.force and cache.fresh("compress", key):
         return StageRun("compress", True, 0.0)
     ckpt = out / "checkpoints" / "last.pt"

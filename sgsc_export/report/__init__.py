@@ -29,7 +29,8 @@ FIGURES = {
                      "Preservation-set accuracy by step; red lines are restore events (+n: channels revived), "
                      "the dashed line is the float model, the dotted line the average bits per weight."),
     "export_sizes": ("Size per layer of each exported profile",
-                     "Weight bytes per layer in fp32 and as stored by each ONNX profile (log scale)."),
+                     "Weight bytes per layer in fp32 (of the channels kept after pruning) and as stored by each ONNX "
+                     "profile (log scale); the legend gives each whole file."),
 }
 
 

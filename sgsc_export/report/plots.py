@@ -31,6 +31,15 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _plain_log_axis(axis) -> None:
+    """Log scale with plain numbers on the major ticks and no labels on the minor ones (they overlap)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _label(layer: dict[str, Any]) -> str:
     return f"{layer['name']} ({layer['kind']})"
 
@@ -47,8 +56,7 @@ def bits_heatmap(manifest: dict[str, Any]) -> bytes:
     for i, layer in enumerate(layers):
         grid[i, :len(layer["bits"])] = layer["bits"]
     max_bits = max(8, int(np.nanmax(grid)) if np.isfinite(grid).any() else 8)
-    cmap = ListedColormap(plt.get_cmap("viridis", max_bits + 1)(np.arange(max_bits + 1)))
-    cmap.set_bad("white")
+    cmap = ListedColormap(plt.get_cmap("viridis", max_bits + 1)(np.arange(max_bits + 1))).with_extremes(bad="white")
     fig, ax = plt.subplots(figsize=(min(14, 3 + width * 0.16), 1.2 + 0.55 * len(layers)))
     image = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap=cmap, interpolation="nearest",
                       norm=BoundaryNorm(np.arange(-0.5, max_bits + 1.5), max_bits + 1))
@@ -119,11 +127,12 @@ def accuracy_vs_size(manifest: dict[str, Any], history: dict[str, Any]) -> bytes
     ax.scatter([csize], [metrics["compressed"]["test_accuracy"]], marker="D", s=60, facecolor="white",
                edgecolor="#2b7bba", zorder=3, label="compressed, test")
     ax.set_xscale("log")
+    _plain_log_axis(ax.xaxis)
     ax.set_xlabel("weight size (KB, log scale; stored bits of the quantised layers)")
     ax.set_ylabel("accuracy")
     ax.set_title("Accuracy versus size over training")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="lower right")
     return _png(fig)
 
 
@@ -172,7 +181,7 @@ def export_sizes(exports: dict[str, dict[str, Any]]) -> bytes:
     y = np.arange(len(names))
     fp32 = [row["fp32_bytes"] for row in exports[profiles[0]]["layers"]] if profiles else []
     float_file = exports[profiles[0]]["totals"]["float_onnx_bytes"] if profiles else 0
-    ax.barh(y, fp32, height, color="#d9d9d9", label=f"fp32 (float ONNX file {float_file / 1024:.1f} KB)")
+    ax.barh(y, fp32, height, color="#d9d9d9", label=f"fp32, kept channels (float ONNX file {float_file / 1024:.1f} KB)")
     colours = ["#2b7bba", "#e76f51", "#2a9d8f", "#8d6cab"]
     for k, profile in enumerate(profiles):
         rows = {row["name"]: row for row in exports[profile]["layers"]}
@@ -185,6 +194,7 @@ def export_sizes(exports: dict[str, dict[str, Any]]) -> bytes:
     ax.set_yticks(y + height * len(profiles) / 2, names)
     ax.invert_yaxis()
     ax.set_xscale("log")
+    _plain_log_axis(ax.xaxis)
     ax.set_xlabel("weight bytes per layer (log scale)")
     ax.set_title("Size per layer of each exported profile")
     ax.legend(fontsize=8, loc="lower right")

@@ -64,6 +64,13 @@ class RunData:
 
 def draw(run: RunData) -> dict[str, bytes]:
     """Every picture that the run's data allows, as PNG bytes by file stem."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        from ..errors import SGSCError
+
+        raise SGSCError(f"the report needs matplotlib ({exc}); `pip install matplotlib`, or run with --no-report") \
+            from None
     from . import plots
 
     pictures = {"bits_heatmap": plots.bits_heatmap(run.manifest),

@@ -78,3 +78,15 @@ def test_errors_are_one_line_and_exit_2(tmp_path, args, env, message):
     assert lines[-1].startswith("error: ") and message in lines[-1], result.output
     assert len([line for line in lines if line.startswith("error")]) == 1
     assert not (tmp_path / "o" / "manifest.json").exists()
+
+
+def test_config_and_help_stay_lean():
+    import subprocess
+    import sys
+
+    code = ("import sys; from click.testing import CliRunner; from sgsc_export.cli import main; "
+            "r = CliRunner().invoke(main, ['config', '--print-defaults']); assert r.exit_code == 0, r.output; "
+            "r = CliRunner().invoke(main, ['pipeline', '--help']); assert r.exit_code == 0, r.output; "
+            "print(sorted({'torch', 'onnx', 'onnxruntime', 'matplotlib'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -35,7 +35,7 @@ def _config_options(fn: Callable) -> Callable:
             decl = f"{option_name(f.name)}/--no-{f.name.replace('_', '-')}"
             fn = click.option(decl, f.name, default=None, help=f"{f.metadata['help']}{shown} {where}")(fn)
         else:
-            if f.name in {"steps", "finetune_steps", "float_epochs", "gamma", "lam", "init_bits",
+            if f.name in {"steps", "finetune_steps", "float_epochs", "gamma", "lam", "init_bits", "distill",
                           "preservation_size", "checkpoint_every"}:
                 shown = " (default: the data set's preset)"
             fn = click.option(option_name(f.name), f.name, default=None, metavar=_METAVAR[kind],

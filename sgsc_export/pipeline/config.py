@@ -59,6 +59,7 @@ class PipelineConfig:
     gamma: float | None = _opt("γ, weight of the size term Q.", None, "compress")
     lam: float | None = _opt("λ, weight of the preservation loss (0 = plain self-compression).", None, "compress")
     init_bits: float | None = _opt("Starting bit-depth of every channel.", None, "compress")
+    distill: float | None = _opt("κ, weight of distillation from the float reference (0 = off).", None, "compress")
     preservation_size: int | None = _opt("Samples in the preservation set (default min(10%, 1000)).", None,
                                          "compress")
     checkpoint_every: int | None = _opt("Steps between checkpoints (what --resume continues from).", None,
@@ -117,7 +118,7 @@ class PipelineConfig:
         from ..presets import preset
 
         overrides = {name: getattr(self, name) for name in ("steps", "finetune_steps", "float_epochs", "gamma",
-                                                            "lam", "init_bits", "preservation_size",
+                                                            "lam", "init_bits", "distill", "preservation_size",
                                                             "checkpoint_every", "seed")
                      if getattr(self, name) is not None}
         if self.exclude:

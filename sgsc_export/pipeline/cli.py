@@ -76,9 +76,11 @@ def pipeline_cmd(ctx: click.Context, config_path: Path | None, print_config: boo
         out = Path(config.out or ".")
         remove_partial_files(out)
         ckpt = out / "checkpoints" / "last.pt"
-        where = f"the last complete checkpoint is {ckpt}" if ckpt.is_file() else "no checkpoint was written yet"
-        click.echo(f"\ninterrupted: {where}; no half-written file is left. Run the same command with --resume "
-                   "to continue.", err=True)
+        if ckpt.is_file():
+            advice = f"the last complete checkpoint is {ckpt}; run the same command with --resume to continue"
+        else:
+            advice = "no checkpoint was written yet; run the same command again to start over"
+        click.echo(f"\ninterrupted: {advice}. No half-written file is left.", err=True)
         sys.exit(130)
     click.echo(summary(result))
     sys.exit(result.exit_code)

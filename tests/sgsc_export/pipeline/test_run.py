@@ -77,3 +77,17 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_resume_continues(tmp_path, monkeyp
     assert f"compress: resuming from {out / 'checkpoints' / 'last.pt'}" in resumed.output
     steps = [r["step"] for r in json.loads((out / "history.json").read_text())["records"]]
     assert steps and steps[-1] == 30 and (out / "onnx" / "portable.onnx").is_file()
+
+
+def test_ctrl_c_before_the_first_checkpoint(tmp_path, monkeypatch):
+    import sgsc_export.api as api
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "train_float", interrupted)
+    out = tmp_path / "run"
+    result = run_cli("pipeline", *TOY_ARGS, "--out", out)
+    assert result.exit_code == 130
+    assert "no checkpoint was written yet; run the same command again to start over" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["pipeline.json"]

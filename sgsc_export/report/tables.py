@@ -46,7 +46,7 @@ def overview(manifest: dict[str, Any], exports: dict[str, dict[str, Any]],
     for profile, table in exports.items():
         verdicts = provider_verdicts(validations.get(profile, {}))
         gate = ", ".join(f"{p}: {v.upper()}" for p, v in verdicts.items()) or "not validated"
-        rows.append([f"ONNX file, {profile}", _kb(table["totals"]["float_onnx_bytes"]),
+        rows.append([f"ONNX file, {profile}", _kb(table["totals"]["float_onnx_bytes"]) + " (fp32, pruned)",
                      f"{_kb(table['totals']['file_bytes'])} ({table['totals']['ratio_to_float_onnx']:.3f}×); {gate}"])
     if first is None:
         rows.append(["ONNX file", "-", "not exported"])

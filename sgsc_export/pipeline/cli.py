@@ -89,7 +89,7 @@ def pipeline_cmd(ctx: click.Context, config_path: Path | None, print_config: boo
 @click.command("config")
 @click.option("--print-defaults", is_flag=True, help="Print every key with its default value (TOML) and exit.")
 @click.option("--config", "config_path", metavar="sgsc.toml", type=click.Path(dir_okay=False, path_type=Path),
-              help="Show this file merged with the environment (SGSC_*) and the defaults.")
+              help=f"Show this file merged with the environment (SGSC_*) and the defaults [env {env_name('config')}].")
 @click.option("--dataset", help="Fill the compression values from this data set's preset (default: digits).")
 def config_cmd(print_defaults: bool, config_path: Path | None, dataset: str | None) -> None:
     """Show the pipeline's config as sgsc.toml: the defaults, or what a file and the environment resolve to."""
@@ -97,6 +97,8 @@ def config_cmd(print_defaults: bool, config_path: Path | None, dataset: str | No
     if print_defaults:
         config, sources = resolve_config(cli, {}, None)
     else:
+        if config_path is None and os.environ.get(env_name("config")):
+            config_path = Path(os.environ[env_name("config")])
         if config_path is None and not any(k.startswith("SGSC_") for k in os.environ):
             raise ConfigError("nothing to show: use --print-defaults, or --config FILE (and/or SGSC_* variables)")
         config, sources = resolve_config(cli, os.environ, config_path)

@@ -65,12 +65,11 @@ def bits_heatmap(manifest: dict[str, Any]) -> bytes:
         if before > kept:
             ax.add_patch(Rectangle((kept - 0.5, i - 0.5), before - kept, 1, facecolor="#dddddd", edgecolor="#999999",
                                    hatch="///", linewidth=0.5))
-        ax.text(width - 0.3, i, f" {np.mean(layer['bits']) if kept else 0:.2f} b avg", va="center", ha="left",
-                fontsize=8, clip_on=False)
-    ax.set_yticks(range(len(layers)), [_label(layer) for layer in layers])
+    ax.set_yticks(range(len(layers)), [f"{_label(layer)}\n{np.mean(layer['bits']) if layer['bits'] else 0:.2f} b avg, "
+                                       f"{len(layer['bits'])}/{layer['channels_before']}" for layer in layers])
     ax.set_xlabel("output channel (kept channels in order; removed channels at the right)")
     ax.set_title("Bit-depth of every channel, by layer")
-    bar = fig.colorbar(image, ax=ax, ticks=range(max_bits + 1), pad=0.12)
+    bar = fig.colorbar(image, ax=ax, ticks=range(max_bits + 1), pad=0.02)
     bar.set_label("stored bits (0 = masked)")
     ax.legend(handles=[Patch(facecolor="#dddddd", edgecolor="#999999", hatch="///", label="removed (pruned)")],
               loc="upper left", bbox_to_anchor=(0, -0.35 if len(layers) < 4 else -0.18), fontsize=8, frameon=False)
@@ -197,5 +196,6 @@ def export_sizes(exports: dict[str, dict[str, Any]]) -> bytes:
     _plain_log_axis(ax.xaxis)
     ax.set_xlabel("weight bytes per layer (log scale)")
     ax.set_title("Size per layer of each exported profile")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16 if len(names) > 3 else -0.25),
+              ncol=2, frameon=False)
     return _png(fig)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import platform
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from . import __version__
 from .artifact import FORMAT, FORMAT_VERSION, CompressedModel, freeze
 from .config import CompressConfig
 from .data import Split
-from .errors import ModelError
+from .errors import ConfigError, ModelError
 from .graph import find_links, fold_batchnorm_, trace
 from .nn import prepare_, quantized_layers
 from .objective import stored_size_bits
@@ -76,6 +77,9 @@ def compress(
     out = Path(out_dir) if out_dir is not None else None
     ckpt_path = out / "checkpoints" / "last.pt" if out is not None else None
     ckpt = load_checkpoint(ckpt_path) if (resume and ckpt_path is not None and ckpt_path.is_file()) else None
+    if ckpt is not None and ckpt.get("config") != config.to_json():
+        raise ConfigError(f"--resume: the checkpoint in {out} was made with another configuration; "
+                          "resume with the same options, or start afresh without --resume")
     g = _seed(config.seed)
 
     # 1. the float reference
@@ -105,8 +109,6 @@ def compress(
 
     teacher = None
     if config.distill > 0:
-        import copy
-
         teacher = copy.deepcopy(model).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
@@ -128,7 +130,7 @@ def compress(
             return
         save_checkpoint(ckpt_path, {
             "float_state": float_state, "model_state": model.state_dict(), "optimizer": opt.state_dict(),
-            "generator": g.get_state(), "train_state": st.__dict__,
+            "generator": g.get_state(), "train_state": st.__dict__, "config": config.to_json(),
             "preservation": {k: torch.as_tensor(v) for k, v in pres.items()},
         })
 

@@ -33,7 +33,7 @@ from .train import (
     train_float,
 )
 
-__all__ = ["compress"]
+__all__ = ["compress", "train_reference"]
 
 
 def _seed(seed: int) -> torch.Generator:
@@ -52,6 +52,17 @@ def _prepare(model: nn.Module, config: CompressConfig):
     links = find_links(model)
     n_start = sum(layer.weight.numel() for layer in quantized_layers(model).values())
     return folded, left_float, links, n_start, gm is not None
+
+
+def train_reference(model: nn.Module, data: Split, config: CompressConfig, progress: bool = False) -> nn.Module:
+    """The float reference as ``compress`` trains it: re-initialised from ``config.seed`` (so that the seed alone
+    fixes the run, whatever the caller's random state), then trained on the training split. In place."""
+    _seed(config.seed)
+    for m in model.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    train_float(model, data.x_train, data.y_train, config, progress)
+    return model
 
 
 def compress(
@@ -86,11 +97,7 @@ def compress(
     if ckpt is not None:
         model.load_state_dict(ckpt["float_state"])
     elif not pretrained:
-        # trained from scratch: re-initialise from the seed, so that the seed alone fixes the run
-        for m in model.modules():
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
-        train_float(model, data.x_train, data.y_train, config, progress)
+        train_reference(model, data, config, progress)
     model.eval()
     float_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 

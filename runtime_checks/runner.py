@@ -168,7 +168,7 @@ def _judge(info: ModelInfo, data: EvalData, logits: dict, report: Report) -> Non
         for (provider, level), result in results.items():
             report.providers[provider].levels.setdefault(level, {})[split] = result
             report.checks += split_checks(f"{provider}/{level}/{split}", result, baseline, baseline_name,
-                                          report.thresholds)
+                                          report.thresholds, data.float_perplexity(split))
 
 
 def _extras(info, data, plans, levels, session_plan, threads, batch_sizes, latency, report) -> None:

@@ -8,10 +8,13 @@ __all__ = ["PRESETS", "preset"]
 
 PRESETS: dict[str, CompressConfig] = {
     "digits": CompressConfig(steps=1500, gamma=0.3, float_epochs=20, restore_every=50, checkpoint_every=500),
+    # the character-level language model (issue 5); `text:PATH` uses the same settings
+    "names": CompressConfig(steps=2000, gamma=0.05, float_epochs=6, batch_size=64, lr=5e-4, float_lr=2e-3,
+                            init_bits=6.0, restore_every=100, prune_every=200, checkpoint_every=500, finetune_steps=300),
     "mnist": CompressConfig(steps=4000, gamma=0.3, float_epochs=8, restore_every=100, checkpoint_every=500),
 }
 
 
 def preset(dataset: str) -> CompressConfig:
     """The defaults for a data set; a generic CompressConfig for anything else (a user's npz)."""
-    return PRESETS.get(dataset, CompressConfig())
+    return PRESETS.get("names" if dataset == "text" else dataset, CompressConfig())

@@ -46,7 +46,8 @@ class CausalSelfAttention(nn.Module):
         k = self.k(x).reshape(b, t, nh, hd).transpose(1, 2)
         v = self.v(x).reshape(b, t, nh, hd).transpose(1, 2)
         att = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(hd))
-        att = att.masked_fill(~self.mask[:t, :t], float("-inf"))
+        mask = torch.narrow(torch.narrow(self.mask, 0, 0, t), 1, 0, t)  # traceable by torch.fx (t is a proxy)
+        att = att.masked_fill(~mask, float("-inf"))
         y = torch.matmul(F.softmax(att, dim=-1), v)
         return self.out(y.transpose(1, 2).reshape(b, t, nh * hd))
 
@@ -79,12 +80,11 @@ class CharTransformer(nn.Module):
         self.blocks = nn.Sequential(*[Block(n_embd, n_head, context) for _ in range(n_layer)])
         self.ln_f = nn.LayerNorm(n_embd)
         self.head = nn.Linear(n_embd, vocab_size)
-        self.register_buffer("positions", torch.arange(context), persistent=False)
 
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
         """The final normalised hidden states ``[B, T, n_embd]`` (the head's input)."""
         t = idx.shape[1]
-        x = self.tok(idx) + self.pos(self.positions[:t])
+        x = self.tok(idx) + self.pos(torch.arange(t, device=idx.device))
         return self.ln_f(self.blocks(x))
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:

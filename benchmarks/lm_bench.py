@@ -3,6 +3,8 @@ and the exported ``portable`` model in onnxruntime CPU against PyTorch.
 
     python -m benchmarks.lm_bench                  # needs ../shared/data/names; about 15 minutes on 2 cores
     python -m benchmarks.lm_bench --steps 200      # a quick look (not the acceptance numbers)
+    python -m benchmarks.lm_bench --only sgsc & python -m benchmarks.lm_bench --only lambda0; \
+        python -m benchmarks.lm_bench --merge      # the two runs in two processes (each trains the same reference)
 
 Acceptance (issue 5): compressed validation loss ≤ float validation loss + 0.03 nats at ``ratio`` ≤ 0.12 of the
 fp32 bits; the exported ``portable`` model's next-token agreement with PyTorch ≥ 99.9 % on the validation split and
@@ -68,7 +70,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, help="override the preset's compression steps (quick looks only)")
     ap.add_argument("--float-epochs", type=int)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
+    ap.add_argument("--only", choices=("sgsc", "lambda0"), help="run one of the two (then --merge)")
+    ap.add_argument("--merge", action="store_true", help="merge lm_names.sgsc.json and lm_names.lambda0.json")
     args = ap.parse_args()
+    if args.merge:
+        parts = [json.loads((RESULTS / f"lm_names.{k}.json").read_text()) for k in ("sgsc", "lambda0")]
+        result = dict(parts[0], runs=[r for p in parts for r in p["runs"]], processes=[
+            {k: p[k] for k in ("wall_seconds", "cpu_seconds", "float_training_seconds", "load_average")} for p in parts])
+        result["wall_seconds"] = max(p["wall_seconds"] for p in parts)  # run side by side
+        result["cpu_seconds"] = sum(p["cpu_seconds"] for p in parts)
+        _write(result, "", args.threads)
+        return
     torch.set_num_threads(args.threads)
     wall0, cpu0 = time.perf_counter(), time.process_time()
     data = load_dataset("names", args.data_dir)
@@ -85,6 +97,8 @@ def main() -> None:
     float_seconds = time.perf_counter() - t
     rows = []
     for label, lam in (("sgsc", cfg.lam), ("lambda0", 0.0)):
+        if args.only and label != args.only:
+            continue
         t, c = time.perf_counter(), time.process_time()
         art = compress(copy.deepcopy(reference), data, cfg.replace(lam=lam), model_spec=spec, pretrained=True)
         seconds, cpu = time.perf_counter() - t, time.process_time() - c
@@ -108,8 +122,13 @@ def main() -> None:
               "wall_seconds": time.perf_counter() - wall0, "cpu_seconds": time.process_time() - cpu0,
               "torch_threads": args.threads, "cpus": os.cpu_count(), "load_average": list(os.getloadavg()),
               "python": platform.python_version(), "torch": torch.__version__, "runs": rows}
+    suffix = ("" if args.steps is None and args.float_epochs is None else "_quick") + (f".{args.only}" if args.only else "")
+    _write(result, suffix, args.threads)
+
+
+def _write(result: dict, suffix: str, threads: int) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    suffix = "" if args.steps is None and args.float_epochs is None else "_quick"
+    rows, float_seconds = result["runs"], result["float_training_seconds"]
     (RESULTS / f"lm_names{suffix}.json").write_text(json.dumps(result, indent=1))
     lines = ["| run | λ | ratio | float val loss | compressed val loss | Δ nats | ppl | next-token acc | ORT agreement | "
              "ORT |Δloss| | accepted |", "|" + "---|" * 11]
@@ -120,7 +139,7 @@ def main() -> None:
                      f"{r['compressed']['test_perplexity']:.3f} | {r['compressed']['test_accuracy']:.4f} | "
                      f"{p['next_token_agreement']:.5f} | {p['abs_loss_diff']:.2e} | {r['accepted'] and p['passed']} |")
     lines.append(f"\nwall {result['wall_seconds']:.0f} s, CPU {result['cpu_seconds']:.0f} s "
-                 f"(float reference {float_seconds:.0f} s), torch threads {args.threads}, load average "
+                 f"(float reference {float_seconds:.0f} s), torch threads {threads}, load average "
                  f"{result['load_average'][0]:.1f} on {result['cpus']} CPUs")
     (RESULTS / f"lm_names{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError, DataError
-from .preservation import _last, default_size
+from .preservation import _last, diversity, quotas, take_union
 from .tasks import PAD
 
 __all__ = ["CRITERIA", "TextPreservationSelector"]
@@ -68,20 +68,12 @@ class TextPreservationSelector:
 
     def fit(self, model: nn.Module, dataset: tuple[np.ndarray, np.ndarray]) -> TextPreservationSelector:
         """Score every sequence of ``dataset = (x_train, y_train)`` and select the set. Returns ``self``."""
-        from sklearn.cluster import KMeans
-        from sklearn.decomposition import PCA
-
         x_np, y_np = dataset
         n = len(x_np)
         if n == 0 or len(y_np) != n:
             raise DataError(f"the preservation selector needs a non-empty split with one target row per sequence; "
                             f"got {n} inputs, {len(y_np)} targets")
-        size = default_size(n) if self.size is None else int(self.size)
-        if not 0 < size <= n:
-            raise ConfigError(f"preservation size={size} is out of range; allowed [1, {n}] for this training split")
-        shares = np.asarray(self.budget, dtype=float)
-        quota = np.floor(shares / shares.sum() * size).astype(int)
-        quota[np.argmax(shares)] += size - quota.sum()
+        quota = quotas(self.size, self.budget, n)
         was_training = model.training
         model.eval()
         try:
@@ -89,33 +81,11 @@ class TextPreservationSelector:
                                              torch.as_tensor(np.asarray(y_np, np.int64)))
         finally:
             model.train(was_training)
-        dist = np.zeros(n, dtype=np.float32)
-        div_order = np.array([], dtype=np.int64)
-        if quota[2] > 0:
-            ncomp = int(min(self.n_components, emb.shape[1], n))
-            z = PCA(n_components=ncomp, random_state=self.random_state).fit_transform(emb.astype(np.float64))
-            km = KMeans(n_clusters=min(int(quota[2]), n), n_init=1, random_state=self.random_state).fit(z)
-            d_all = km.transform(z)
-            dist = d_all.min(1).astype(np.float32)
-            div_order = np.argsort(d_all, axis=0, kind="stable").T.reshape(-1)
+        dist, div_order = diversity(emb, int(quota[2]), self.n_components, self.random_state)
         orders = [np.argsort(-loss, kind="stable"), np.argsort(margin, kind="stable"), div_order]
-        chosen: list[int] = []
-        crit: list[int] = []
-        taken = np.zeros(n, dtype=bool)
-        for c, (order, q) in enumerate(zip(orders, quota)):
-            got = 0
-            for i in order:
-                if got == q:
-                    break
-                if not taken[i]:
-                    taken[i] = True
-                    chosen.append(int(i))
-                    crit.append(c)
-                    got += 1
-        self.selected_indices_ = np.asarray(chosen, dtype=np.int64)
-        self.criteria_ = np.asarray(crit, dtype=np.int8)
+        self.selected_indices_, self.criteria_ = take_union(orders, quota, n)
         self.scores_ = np.stack([loss, margin, dist], axis=1).astype(np.float32)
-        self.size_ = len(chosen)
+        self.size_ = len(self.selected_indices_)
         return self
 
     def labels(self, y: np.ndarray) -> np.ndarray:

@@ -63,3 +63,13 @@ def lm_artifact(tmp_path_factory) -> Path:
     compress(char_transformer(**kwargs), data, CompressConfig(**LM_TOY), out_dir=out,
              model_spec={"factory": "sgsc_export.charlm:char_transformer", "kwargs": kwargs})
     return out
+
+
+@pytest.fixture(scope="session")
+def lm_portable(lm_artifact, tmp_path_factory) -> Path:
+    """The toy language model exported in the ``portable`` profile, once per session."""
+    from converters import export
+
+    path = tmp_path_factory.mktemp("lm_portable") / "lm.onnx"
+    export(lm_artifact, path, "portable")
+    return path

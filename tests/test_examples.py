@@ -4,14 +4,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from converters import export
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_sample_names_runs_without_torch(lm_artifact, tmp_path):
-    path = tmp_path / "names.onnx"
-    export(lm_artifact, path, "portable")
+def test_sample_names_runs_without_torch(lm_portable):
+    path = lm_portable
     code = ("import runpy, sys; sys.argv = ['sample_names', sys.argv[1], '-n', '4'];"
             "runpy.run_path(sys.argv[0] if False else %r, run_name='__main__');"
             "assert 'torch' not in sys.modules, 'the example imported torch'" % str(ROOT / "examples" / "sample_names.py"))

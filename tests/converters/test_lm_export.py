@@ -40,10 +40,8 @@ def test_every_profile_runs_in_onnxruntime(lm_artifact, tmp_path, profile, min_a
         assert np.abs(out - ref).max() < 1e-4
 
 
-def test_portable_embedding_is_gathered_from_dequantized_integer_rows(lm_artifact, tmp_path):
-    path = tmp_path / "p.onnx"
-    export(lm_artifact, path, "portable")
-    g = onnx.load(str(path)).graph
+def test_portable_embedding_is_gathered_from_dequantized_integer_rows(lm_portable):
+    g = onnx.load(str(lm_portable)).graph
     producers = {o: n for n in g.node for o in n.output}
     inits = {i.name: i for i in g.initializer}
     gathers = [n for n in g.node if n.op_type == "Gather" and n.input[1] == "input"]
@@ -55,11 +53,10 @@ def test_portable_embedding_is_gathered_from_dequantized_integer_rows(lm_artifac
                    for i in g.initializer)  # no float weight matrix left
 
 
-def test_matmul_weights_become_matmulnbits_exactly(lm_artifact, tmp_path):
+def test_matmul_weights_become_matmulnbits_exactly(lm_artifact, lm_portable, tmp_path):
     """With accuracy level 0, onnxruntime turns the per-channel DQ → MatMul of INT4/INT8 layers into
     MatMulNBits, and the result still equals PyTorch's."""
-    path, opt = tmp_path / "p.onnx", tmp_path / "opt.onnx"
-    export(lm_artifact, path, "portable")
+    path, opt = lm_portable, tmp_path / "opt.onnx"
     art = CompressedModel.load(lm_artifact)
     out = _session(path, optimized=opt).run(None, {"input": art.eval["x_test"][:64]})[0]
     ops = [n.op_type for n in onnx.load(str(opt)).graph.node]

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from converters import export
 from runtime_checks.gate import Thresholds
 from runtime_checks.language_model import evaluate_language_model
 from sgsc_export.cli import main
@@ -34,9 +33,8 @@ def test_thresholds_report_perplexity_ratio_only_when_set():
         Thresholds(max_perplexity_ratio=0.5)
 
 
-def test_validate_reports_lm_metrics_and_gates_on_perplexity(lm_artifact, tmp_path):
-    path = tmp_path / "lm.onnx"
-    export(lm_artifact, path, "portable")
+def test_validate_reports_lm_metrics_and_gates_on_perplexity(lm_artifact, lm_portable, tmp_path):
+    path = lm_portable
     report_path = tmp_path / "r.json"
     args = ["validate", str(path), "--run", str(lm_artifact), "--no-latency", "--opt-levels", "all",
             "--report", str(report_path), "--max-accuracy-drop", "100", "--max-perplexity-ratio", "100"]

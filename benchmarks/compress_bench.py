@@ -3,7 +3,8 @@
     python -m benchmarks.compress_bench --suite digits     # about 2 minutes on 2 cores
     python -m benchmarks.compress_bench --suite mnist      # needs ../shared/data/mnist-t10k; about 40 minutes
 
-Each run is one JSON line in ``benchmarks/results/compress_<suite>.jsonl``; a Markdown table goes beside it.
+Each run is one JSON line in ``benchmarks/results/compress_<suite>_<part>.jsonl`` (parts: default, lambda0,
+sweep — they can run as separate processes); the Markdown table ``compress_<suite>.md`` joins them.
 The default runs are timed end to end (float training included), as `sgsc compress` runs them. The γ-sweep runs
 share one float reference, trained once with the same seed, so they differ only in γ (their time excludes the
 float training, and says so).
@@ -54,7 +55,7 @@ def _row(dataset: str, label: str, cfg: CompressConfig, art, seconds: float, inc
     }
 
 
-def run_suite(dataset: str, seed: int, sweep: bool) -> list[dict]:
+def run_suite(dataset: str, seed: int, parts: set[str]) -> list[dict]:
     data = load_dataset(dataset, MNIST if dataset == "mnist" else None, seed=0)
     base = preset(dataset).replace(seed=seed)
     rows = []
@@ -66,7 +67,10 @@ def run_suite(dataset: str, seed: int, sweep: bool) -> list[dict]:
         print(json.dumps({k: rows[-1][k] for k in ("run", "gamma", "lam", "float_test_accuracy",
                                                    "compressed_test_accuracy", "ratio", "seconds")}), flush=True)
 
-    one("sgsc-default", base, _model(dataset, data.num_classes), pretrained=False)
+    if "default" in parts:
+        one("sgsc-default", base, _model(dataset, data.num_classes), pretrained=False)
+    if not parts & {"lambda0", "sweep"}:
+        return rows
     # λ = 0 and the γ sweep share one float reference, trained exactly as the default run trains it
     torch.manual_seed(seed)
     ref = _model(dataset, data.num_classes)
@@ -81,8 +85,9 @@ def run_suite(dataset: str, seed: int, sweep: bool) -> list[dict]:
         m.load_state_dict(state)
         return m
 
-    one("unsafe-lambda0", base.replace(lam=0.0), from_ref(), pretrained=True)
-    if sweep:
+    if "lambda0" in parts:
+        one("unsafe-lambda0", base.replace(lam=0.0), from_ref(), pretrained=True)
+    if "sweep" in parts:
         for g in SWEEP[dataset]:
             if g != base.gamma:
                 one(f"sgsc-gamma{g}", base.replace(gamma=g), from_ref(), pretrained=True)
@@ -104,16 +109,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", choices=("digits", "mnist"), required=True)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-sweep", action="store_true")
+    ap.add_argument("--parts", default="default,lambda0,sweep",
+                    help="comma list of default, lambda0, sweep; each part writes its own JSONL, the table joins them")
     args = ap.parse_args()
     if args.suite == "mnist" and not MNIST.is_dir():
         raise SystemExit(f"skipped: {MNIST} is absent (the MNIST IDX files live in ../shared/data)")
-    rows = run_suite(args.suite, args.seed, not args.no_sweep)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"compress_{args.suite}.jsonl"
-    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cmd = f"python -m benchmarks.compress_bench --suite {args.suite}"
-    (RESULTS / f"compress_{args.suite}.md").write_text(f"Command: `{cmd}`\n\n" + markdown(rows))
+    for part in args.parts.split(","):
+        rows = run_suite(args.suite, args.seed, {part})
+        (RESULTS / f"compress_{args.suite}_{part}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows = [json.loads(line) for part in ("default", "lambda0", "sweep")
+            if (RESULTS / f"compress_{args.suite}_{part}.jsonl").is_file()
+            for line in (RESULTS / f"compress_{args.suite}_{part}.jsonl").read_text().splitlines()]
+    cmd = f"python -m benchmarks.compress_bench --suite {args.suite} --parts default,lambda0,sweep"
+    (RESULTS / f"compress_{args.suite}.md").write_text(f"Command: `{cmd}` (parts may run as separate processes)\n\n"
+                                                       + markdown(rows))
     print(markdown(rows))
 
 

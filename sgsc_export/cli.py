@@ -91,13 +91,14 @@ def _table(manifest: dict) -> str:
 @click.option("--gamma", type=float, help="γ, weight of the size term Q.")
 @click.option("--lam", type=float, help="λ, weight of the preservation loss (0 = plain self-compression).")
 @click.option("--init-bits", type=float, help="Starting bit-depth of every channel.")
+@click.option("--distill", type=float, help="κ, weight of distillation from the float reference (0 = off).")
 @click.option("--preservation-size", type=int, help="Samples in the preservation set (default min(10%, 1000)).")
 @click.option("--exclude", multiple=True, help="Layer name to keep in float (repeatable).")
 @click.option("--seed", type=int, help="Seed: same seed, same artifact.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def compress(dataset, data_dir, preservation_file, model_spec, weights, out, steps, finetune_steps, float_epochs, gamma, lam,
-             init_bits, preservation_size, exclude, seed, resume, quiet) -> None:
+def compress(dataset, data_dir, preservation_file, model_spec, weights, out, steps, finetune_steps, float_epochs, gamma,
+             lam, init_bits, distill, preservation_size, exclude, seed, resume, quiet) -> None:
     """Compress a model with SGSC and write the artifact directory OUT."""
     from .api import compress as run
     from .config import CompressConfig
@@ -119,7 +120,7 @@ def compress(dataset, data_dir, preservation_file, model_spec, weights, out, ste
     if weights is not None:
         load_weights(model, weights)
     overrides = {k: v for k, v in dict(steps=steps, finetune_steps=finetune_steps, float_epochs=float_epochs,
-                                       gamma=gamma, lam=lam, init_bits=init_bits, seed=seed,
+                                       gamma=gamma, lam=lam, init_bits=init_bits, seed=seed, distill=distill,
                                        preservation_size=preservation_size).items() if v is not None}
     if exclude:
         overrides["exclude"] = tuple(exclude)

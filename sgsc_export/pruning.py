@@ -125,18 +125,22 @@ def remove_dead_channels_(model: nn.Module, links: dict[str, Link], only: dict[s
 
 
 @torch.no_grad()
-def revive_(model: nn.Module, names: list[str], fraction: float, bits: float, generator: torch.Generator) -> dict[str, int]:
-    """Give ``fraction`` of the zero-bit channels of each named layer ``bits`` bits again. Returns name → revived."""
-    revived: dict[str, int] = {}
+def revive_(model: nn.Module, names: list[str], fraction: float, bits: float,
+            generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Give ``fraction`` (at least one) of the zero-bit channels of each named layer ``bits`` bits again.
+
+    Writes into the parameters' data under ``no_grad`` (never into a leaf autograd tracks). Returns
+    name → indices of the revived channels.
+    """
+    revived: dict[str, torch.Tensor] = {}
     layers = quantized_layers(model)
     for name in names:
         layer = layers[name]
         dead = torch.nonzero(~layer.channel_alive()).reshape(-1)
-        n = int(round(len(dead) * fraction)) if len(dead) else 0
-        n = max(n, 1) if len(dead) else 0
-        if n == 0:
+        if len(dead) == 0:
             continue
+        n = max(1, round(len(dead) * fraction))
         pick = dead[torch.randperm(len(dead), generator=generator)[:n]]
         layer.b.view(-1)[pick] = bits
-        revived[name] = n
+        revived[name] = pick
     return revived

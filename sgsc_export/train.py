@@ -115,6 +115,17 @@ def make_optimizer(model: nn.Module, config: CompressConfig) -> torch.optim.Opti
     return torch.optim.Adam(_param_groups(model, config))
 
 
+@torch.no_grad()
+def _reset_moments(optimizer: torch.optim.Optimizer, layers: dict[str, nn.Module],
+                   revived: dict[str, torch.Tensor]) -> None:
+    """Forget Adam's moments of revived bit-depths, so the momentum that killed them does not at once again."""
+    for name, idx in revived.items():
+        st = optimizer.state.get(layers[name].b)
+        for key in ("exp_avg", "exp_avg_sq"):
+            if st and key in st:
+                st[key].view(-1)[idx] = 0.0
+
+
 def _cosine_lr(config: CompressConfig, step: int) -> float:
     """Weights' learning rate at ``step``: a cosine from ``lr`` to ``lr · lr_min_factor`` per phase (stateless)."""
     start, length = (0, config.steps) if step < config.steps else (config.steps, config.finetune_steps)
@@ -255,9 +266,11 @@ def compress_loop(
                     lost = [n for n, k in record["alive"].items() if k < state.best_alive.get(n, k)]
                     revived = revive_(model, lost, config.restore_fraction, config.restore_bits, generator)
                     if revived:
+                        _reset_moments(optimizer, layers, revived)
                         refresh_in_alive_(model, links)
                         state.restores.append({"step": state.step, "preservation_accuracy": pres_acc,
-                                               "best": state.best_preservation, "revived": revived})
+                                               "best": state.best_preservation,
+                                               "revived": {n: len(i) for n, i in revived.items()}})
             if not finetune and state.step % config.prune_every == 0:
                 optimizer = _prune_during_training(model, links, optimizer, config, state)
                 layers = quantized_layers(model)

@@ -117,3 +117,18 @@ def test_sigmoid_breaks_the_chain():
     m = nn.Sequential(nn.Linear(3, 4), nn.Sigmoid(), nn.Linear(4, 2))
     prepare_(m)
     assert "0" not in find_links(m)
+
+
+def test_revive_writes_data_not_a_tracked_leaf():
+    from sgsc_export.pruning import revive_
+
+    m = nn.Sequential(nn.Linear(3, 6))
+    prepare_(m)
+    _kill(m, "0", [0, 2, 4, 5])
+    b_before = m[0].b
+    out = revive_(m, ["0"], 0.5, 2.0, torch.Generator().manual_seed(0))
+    assert m[0].b is b_before and m[0].b.requires_grad and m[0].b.grad_fn is None
+    assert len(out["0"]) == 2 and torch.all(m[0].b.view(-1)[out["0"]] == 2.0)
+    assert int(m[0].channel_alive().sum()) == 4
+    m[0](torch.randn(2, 3)).sum().backward()  # still trains
+    assert m[0].b.grad is not None

@@ -45,6 +45,7 @@ def test_validate_reports_lm_metrics_and_gates_on_perplexity(lm_artifact, lm_por
     test = rep["providers"]["cpu"]["test"]
     assert test["next_token_agreement"] == 1.0 and abs(test["loss_diff"]) < 1e-4
     assert any(c["name"] == "cpu/all/test/perplexity_ratio" and c["status"] == "passed" for c in rep["checks"])
+    assert rep["thresholds"]["max_perplexity_ratio"] == 100.0
     res = CliRunner().invoke(main, args[:-2] + ["--max-perplexity-ratio", "1.0"])
     m = json.loads((lm_artifact / "manifest.json").read_text())["metrics"]
     worse = m["compressed"]["test_perplexity"] > m["float"]["test_perplexity"]

@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--float-epochs", type=int)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
     ap.add_argument("--only", choices=("sgsc", "lambda0"), help="run one of the two (then --merge)")
+    ap.add_argument("--lam", type=float, help="override the preset's λ of the SGSC run")
     ap.add_argument("--merge", action="store_true", help="merge lm_names.sgsc.json and lm_names.lambda0.json")
     args = ap.parse_args()
     if args.merge:
@@ -89,6 +90,8 @@ def main() -> None:
         cfg = cfg.replace(steps=args.steps)
     if args.float_epochs is not None:
         cfg = cfg.replace(float_epochs=args.float_epochs)
+    if args.lam is not None:
+        cfg = cfg.replace(lam=args.lam)
     spec = {"factory": default_factory("names"), "kwargs": default_kwargs(data)}
     torch.manual_seed(cfg.seed)
     reference = build_model(spec["factory"], spec["kwargs"])[0]
@@ -122,7 +125,8 @@ def main() -> None:
               "wall_seconds": time.perf_counter() - wall0, "cpu_seconds": time.process_time() - cpu0,
               "torch_threads": args.threads, "cpus": os.cpu_count(), "load_average": list(os.getloadavg()),
               "python": platform.python_version(), "torch": torch.__version__, "runs": rows}
-    suffix = ("" if args.steps is None and args.float_epochs is None else "_quick") + (f".{args.only}" if args.only else "")
+    suffix = ("" if args.steps is None and args.float_epochs is None else "_quick") + (f".{args.only}" if args.only else "") + \
+        (f"-lam{args.lam:g}" if args.lam is not None else "")
     _write(result, suffix, args.threads)
 
 

@@ -7,7 +7,8 @@ Each run is one JSON line in ``benchmarks/results/compress_<suite>_<part>.jsonl`
 sweep — they can run as separate processes); the Markdown table ``compress_<suite>.md`` joins them.
 The default runs are timed end to end (float training included), as `sgsc compress` runs them. The γ-sweep runs
 share one float reference, trained once with the same seed, so they differ only in γ (their time excludes the
-float training, and says so).
+float training, and says so). The default run's artifact is kept in ``runs/bench_<suite>`` for
+``benchmarks/export_parity.py`` and ``sgsc validate``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from sgsc_export.train import train_float
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 MNIST = ROOT.parent / "shared" / "data" / "mnist-t10k"
-SWEEP = {"digits": (0.1, 0.2, 0.3, 0.5), "mnist": (0.1, 0.2, 0.3, 0.5)}
+SWEEP = {"digits": (0.1, 0.2, 0.3, 0.5, 1.0), "mnist": (0.1, 0.2, 0.3, 0.5)}
 
 
 def _model(dataset: str, num_classes: int):
@@ -60,15 +61,18 @@ def run_suite(dataset: str, seed: int, parts: set[str]) -> list[dict]:
     base = preset(dataset).replace(seed=seed)
     rows = []
 
-    def one(label: str, cfg: CompressConfig, model, pretrained: bool) -> None:
+    def one(label: str, cfg: CompressConfig, model, pretrained: bool, out_dir: Path | None = None) -> None:
         t0 = time.perf_counter()
-        art = compress(model, data, cfg, pretrained=pretrained)
+        spec = {"factory": default_factory(dataset), "kwargs": {"num_classes": data.num_classes}}
+        art = compress(model, data, cfg, pretrained=pretrained, out_dir=out_dir, model_spec=spec)
         rows.append(_row(dataset, label, cfg, art, time.perf_counter() - t0, not pretrained))
         print(json.dumps({k: rows[-1][k] for k in ("run", "gamma", "lam", "float_test_accuracy",
                                                    "compressed_test_accuracy", "ratio", "seconds")}), flush=True)
 
     if "default" in parts:
-        one("sgsc-default", base, _model(dataset, data.num_classes), pretrained=False)
+        # the default run's artifact is kept for the export and validation benchmarks
+        one("sgsc-default", base, _model(dataset, data.num_classes), pretrained=False,
+            out_dir=ROOT / "runs" / f"bench_{dataset}")
     if not parts & {"lambda0", "sweep"}:
         return rows
     # λ = 0 and the γ sweep share one float reference, trained exactly as the default run trains it

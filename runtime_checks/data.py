@@ -15,6 +15,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -108,22 +109,35 @@ class EvalData:
                 arrays = {k: npz[k] for k in npz.files}
         except (OSError, ValueError) as exc:
             raise ValidationError(f"{run_dir}: cannot read the artifact: {exc}") from exc
+        return cls._from_artifact(manifest, arrays, f"run:{run_dir}", run_dir)
+
+    @classmethod
+    def from_compressed(cls, compressed: Any) -> EvalData:
+        """The evaluation data of an in-memory ``CompressedModel`` (its ``manifest`` and ``eval`` arrays)."""
+        manifest, arrays = getattr(compressed, "manifest", None), getattr(compressed, "eval", None)
+        if not isinstance(manifest, dict) or not isinstance(arrays, dict):
+            raise ValidationError(f"expected a CompressedModel (manifest and eval), got {type(compressed).__name__}")
+        return cls._from_artifact(manifest, {k: np.asarray(v) for k, v in arrays.items()}, "compressed-model", None)
+
+    @classmethod
+    def _from_artifact(cls, manifest: dict, arrays: dict, source: str, run_dir: Path | None) -> EvalData:
         missing = [k for k in ("x_test", "y_test", "x_preservation", "y_preservation") if k not in arrays]
         if missing:
-            raise ValidationError(f"{eval_path}: missing arrays {missing}")
+            raise ValidationError(f"{source}: the evaluation data misses arrays {missing}")
         metrics = (manifest.get("metrics") or {}).get("float") or {}
         data = cls(arrays["x_test"], arrays["y_test"], arrays["x_preservation"], arrays["y_preservation"],
                    ref_test=arrays.get("logits_test"), ref_preservation=arrays.get("logits_preservation"),
                    float_test_accuracy=metrics.get("test_accuracy"),
                    float_preservation_accuracy=metrics.get("preservation_accuracy"),
-                   source=f"run:{run_dir}", run_dir=run_dir,
+                   source=source, run_dir=run_dir,
                    float_test_perplexity=metrics.get("test_perplexity"),
                    float_preservation_perplexity=metrics.get("preservation_perplexity"))
         expected = (manifest.get("preservation") or {}).get("sha256")
         if not expected:
-            raise ValidationError(f"{manifest_path}: no preservation.sha256; cannot identify the preservation set")
+            raise ValidationError(f"{source}: the manifest has no preservation.sha256; cannot identify the "
+                                  "preservation set")
         if expected != data.preservation_sha256:
-            raise ValidationError(f"{eval_path}: the preservation set's SHA-256 {data.preservation_sha256[:12]}… "
+            raise ValidationError(f"{source}: the preservation set's SHA-256 {data.preservation_sha256[:12]}… "
                                   f"does not match the manifest's {expected[:12]}…")
         return data
 

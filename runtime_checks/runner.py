@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,10 +41,13 @@ DEFAULT_THRESHOLDS = Thresholds()
 LayerReference = str | Path | Mapping[str, np.ndarray] | None
 
 
-def load_data(spec: EvalData | str | Path) -> EvalData:
-    """``EvalData`` as is; a directory → :meth:`EvalData.from_run_dir`; ``npz:PATH`` or a file → ``from_npz``."""
+def load_data(spec: EvalData | str | Path | Any) -> EvalData:
+    """``EvalData`` as is; a directory → :meth:`EvalData.from_run_dir`; ``npz:PATH`` or a file → ``from_npz``;
+    an in-memory ``CompressedModel`` → :meth:`EvalData.from_compressed`."""
     if isinstance(spec, EvalData):
         return spec
+    if hasattr(spec, "manifest") and hasattr(spec, "eval"):
+        return EvalData.from_compressed(spec)
     text = str(spec)
     if text.startswith("npz:"):
         return EvalData.from_npz(text[4:])
@@ -82,7 +86,7 @@ def _artifact_weights(run_dir: Path | None) -> tuple[dict | None, list[str]]:
     return load_file(str(run_dir / "model.safetensors")), [layer["name"] for layer in manifest.get("layers", [])]
 
 
-def validate(onnx_path: str | Path, data: EvalData | str | Path, *, providers: Sequence[str] = ("cpu",),
+def validate(onnx_path: str | Path, data: EvalData | str | Path | Any, *, providers: Sequence[str] = ("cpu",),
              opt_levels: Sequence[str] = ("disabled", "all"), thresholds: Thresholds = DEFAULT_THRESHOLDS,
              layers: bool = False, latency: bool = True, require_providers: bool = False, threads: int = 1,
              batch_sizes: Sequence[int] = (1, 64), batch_size: int = 256, safe_session_options: bool = True,

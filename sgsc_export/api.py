@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import platform
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from . import __version__
 from .artifact import FORMAT, FORMAT_VERSION, CompressedModel, freeze
 from .config import CompressConfig
 from .data import Split
-from .errors import ModelError
+from .errors import ConfigError, ModelError
 from .graph import find_links, fold_batchnorm_, trace
 from .heads import remove_dead_heads_
 from .nn import prepare_, quantized_layers
@@ -112,6 +113,9 @@ def compress(
     out = Path(out_dir) if out_dir is not None else None
     ckpt_path = out / "checkpoints" / "last.pt" if out is not None else None
     ckpt = load_checkpoint(ckpt_path) if (resume and ckpt_path is not None and ckpt_path.is_file()) else None
+    if ckpt is not None and ckpt.get("config") != config.to_json():
+        raise ConfigError(f"--resume: the checkpoint in {out} was made with another configuration; "
+                          "resume with the same options, or start afresh without --resume")
     g = _seed(config.seed)
 
     # 1. the float reference
@@ -137,8 +141,6 @@ def compress(
 
     teacher = None
     if config.distill > 0:
-        import copy
-
         teacher = copy.deepcopy(model).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
@@ -160,7 +162,7 @@ def compress(
             return
         save_checkpoint(ckpt_path, {
             "float_state": float_state, "model_state": model.state_dict(), "optimizer": opt.state_dict(),
-            "generator": g.get_state(), "train_state": st.__dict__,
+            "generator": g.get_state(), "train_state": st.__dict__, "config": config.to_json(),
             "preservation": {k: torch.as_tensor(v) for k, v in pres.items()},
         })
 

@@ -36,11 +36,15 @@ _FILES = ("model.safetensors", "quant.safetensors", "preservation.npz", "eval.np
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to a temp file beside ``path``, then rename: never a half-written file."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C included: never leave a half-written file behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:

@@ -20,6 +20,7 @@ _LAZY = {
     "export": "converters._cli:export_cmd",
     "inspect": "converters._cli:inspect_cmd",
     "validate": "runtime_checks._cli:validate_cmd",
+    "pipeline": "sgsc_export.pipeline.cli:pipeline_cmd", "config": "sgsc_export.pipeline.cli:config_cmd",
 }
 
 

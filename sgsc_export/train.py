@@ -172,8 +172,12 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Atomic ``torch.save``: a temp file in the same directory, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C included: never leave a half-written checkpoint behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

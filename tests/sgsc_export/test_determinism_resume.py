@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sgsc_export import CompressConfig, api, compress
+from sgsc_export import CompressConfig, ConfigError, api, compress
 from sgsc_export.models import digits_cnn
 
 SPEC = {"factory": "sgsc_export.models:digits_cnn", "kwargs": {"num_classes": 10}}
@@ -32,6 +32,9 @@ def test_same_seed_same_artifact_and_resume_is_lossless(tmp_path, digits_split, 
         compress(digits_cnn(), digits_split, CompressConfig(**SMALL), out_dir=c, model_spec=SPEC)
     assert not (c / "manifest.json").exists()  # no half-written artifact
     monkeypatch.setattr(api, "save_checkpoint", real_save)
+    with pytest.raises(ConfigError, match="another configuration"):
+        compress(digits_cnn(), digits_split, CompressConfig(**{**SMALL, "gamma": 0.5}), out_dir=c, model_spec=SPEC,
+                 resume=True)
     compress(digits_cnn(), digits_split, CompressConfig(**SMALL), out_dir=c, model_spec=SPEC, resume=True)
     assert _files(c) == _files(a)
 

@@ -113,11 +113,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", choices=("digits", "mnist"), required=True)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads, as `sgsc compress` and `sgsc pipeline` use")
     ap.add_argument("--parts", default="default,lambda0,sweep",
                     help="comma list of default, lambda0, sweep; each part writes its own JSONL, the table joins them")
     args = ap.parse_args()
     if args.suite == "mnist" and not MNIST.is_dir():
         raise SystemExit(f"skipped: {MNIST} is absent (the MNIST IDX files live in ../shared/data)")
+    torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
     for part in args.parts.split(","):
         rows = run_suite(args.suite, args.seed, {part})

@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 
 from sgsc_export import CompressConfig, compress, load_dataset
+from sgsc_export.api import train_reference
 from sgsc_export.models import build_model, default_factory
 from sgsc_export.presets import preset
-from sgsc_export.train import train_float
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -56,18 +56,19 @@ def _row(dataset: str, label: str, cfg: CompressConfig, art, seconds: float, inc
     }
 
 
-def run_suite(dataset: str, seed: int, parts: set[str]) -> list[dict]:
+def run_suite(dataset: str, seed: int, parts: set[str], gammas: tuple[float, ...] | None = None) -> list[dict]:
     data = load_dataset(dataset, MNIST if dataset == "mnist" else None, seed=0)
     base = preset(dataset).replace(seed=seed)
     rows = []
 
     def one(label: str, cfg: CompressConfig, model, pretrained: bool, out_dir: Path | None = None) -> None:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         spec = {"factory": default_factory(dataset), "kwargs": {"num_classes": data.num_classes}}
         art = compress(model, data, cfg, pretrained=pretrained, out_dir=out_dir, model_spec=spec)
         rows.append(_row(dataset, label, cfg, art, time.perf_counter() - t0, not pretrained))
+        rows[-1]["cpu_seconds"] = round(time.process_time() - c0, 1)  # what a quiet machine's wall time approaches
         print(json.dumps({k: rows[-1][k] for k in ("run", "gamma", "lam", "float_test_accuracy",
-                                                   "compressed_test_accuracy", "ratio", "seconds")}), flush=True)
+                                                   "compressed_test_accuracy", "ratio", "seconds", "cpu_seconds")}), flush=True)
 
     if "default" in parts:
         # the default run's artifact is kept for the export and validation benchmarks
@@ -76,12 +77,7 @@ def run_suite(dataset: str, seed: int, parts: set[str]) -> list[dict]:
     if not parts & {"lambda0", "sweep"}:
         return rows
     # λ = 0 and the γ sweep share one float reference, trained exactly as the default run trains it
-    torch.manual_seed(seed)
-    ref = _model(dataset, data.num_classes)
-    for mod in ref.modules():
-        if hasattr(mod, "reset_parameters"):
-            mod.reset_parameters()
-    train_float(ref, data.x_train, data.y_train, base)
+    ref = train_reference(_model(dataset, data.num_classes), data, base)
     state = {k: v.clone() for k, v in ref.state_dict().items()}
 
     def from_ref():
@@ -92,19 +88,19 @@ def run_suite(dataset: str, seed: int, parts: set[str]) -> list[dict]:
     if "lambda0" in parts:
         one("unsafe-lambda0", base.replace(lam=0.0), from_ref(), pretrained=True)
     if "sweep" in parts:
-        for g in SWEEP[dataset]:
+        for g in gammas or SWEEP[dataset]:
             if g != base.gamma:
                 one(f"sgsc-gamma{g}", base.replace(gamma=g), from_ref(), pretrained=True)
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| data | run | γ | λ | float acc | compressed acc | drop (pp) | ratio | restores | seconds |\n"
-            "|---|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| data | run | γ | λ | float acc | compressed acc | drop (pp) | ratio | restores | seconds | CPU s |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|\n")
     body = "".join(
         f"| {r['dataset']} | {r['run']} | {r['gamma']} | {r['lam']} | {r['float_test_accuracy']:.4f} | "
         f"{r['compressed_test_accuracy']:.4f} | {r['drop_pp']:+.2f} | {r['ratio']:.4f} | {r['restores']} | "
-        f"{r['seconds']}{'' if r['seconds_include_float_training'] else ' (float shared)'} |\n"
+        f"{r['seconds']}{'' if r['seconds_include_float_training'] else ' (float shared)'} | {r.get('cpu_seconds', '')} |\n"
         for r in rows)
     return head + body
 
@@ -113,6 +109,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", choices=("digits", "mnist"), required=True)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--gammas", help="comma list of γ for the sweep part (default: the suite's)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads, as `sgsc compress` and `sgsc pipeline` use")
     ap.add_argument("--parts", default="default,lambda0,sweep",
                     help="comma list of default, lambda0, sweep; each part writes its own JSONL, the table joins them")
@@ -122,11 +119,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
     for part in args.parts.split(","):
-        rows = run_suite(args.suite, args.seed, {part})
-        (RESULTS / f"compress_{args.suite}_{part}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    rows = [json.loads(line) for part in ("default", "lambda0", "sweep")
-            if (RESULTS / f"compress_{args.suite}_{part}.jsonl").is_file()
-            for line in (RESULTS / f"compress_{args.suite}_{part}.jsonl").read_text().splitlines()]
+        gammas = tuple(float(g) for g in args.gammas.split(",")) if args.gammas else None
+        rows = run_suite(args.suite, args.seed, {part}, gammas)
+        name = f"{part}-{args.gammas}" if part == "sweep" and args.gammas else part
+        (RESULTS / f"compress_{args.suite}_{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    files = sorted(RESULTS.glob(f"compress_{args.suite}_*.jsonl"), key=lambda p: (
+        ["default", "lambda0"].index(p.stem.split("_")[-1]) if p.stem.split("_")[-1] in ("default", "lambda0") else 2,
+        p.name))
+    rows = [json.loads(line) for f in files for line in f.read_text().splitlines()]
     cmd = f"python -m benchmarks.compress_bench --suite {args.suite} --parts default,lambda0,sweep"
     (RESULTS / f"compress_{args.suite}.md").write_text(f"Command: `{cmd}` (parts may run as separate processes)\n\n"
                                                        + markdown(rows))

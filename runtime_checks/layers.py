@@ -120,7 +120,7 @@ def with_reference_twins(info: ModelInfo, weights: Mapping[str, np.ndarray]) -> 
         copy.graph.initializer.append(numpy_helper.from_array(np.asarray(weights[layer.name], np.float32), name))
         twin = onnx.NodeProto()
         twin.CopyFrom(node)
-        twin.name, twin.input[1] = f"{node.name}__reference", name
+        twin.name, twin.input[1] = f"{node.name or layer.output}__reference", name  # names may be empty
         twin.output[0] = f"{layer.output}__reference"
         del twin.output[1:]
         twins.append(twin)

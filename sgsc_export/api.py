@@ -35,7 +35,7 @@ from .train import (
     train_float,
 )
 
-__all__ = ["compress"]
+__all__ = ["compress", "train_reference"]
 
 
 def _seed(seed: int) -> torch.Generator:
@@ -89,6 +89,18 @@ def _preservation_samples(data: Any, pres: dict[str, np.ndarray]) -> tuple[np.nd
     return data.x_train[pres["indices"]], data.y_train[pres["indices"]]
 
 
+def train_reference(model: nn.Module, data: Split | Any, config: CompressConfig, progress: bool = False) -> nn.Module:
+    """The float reference as ``compress`` trains it: re-initialised from ``config.seed`` (so that the seed alone
+    fixes the run, whatever the caller's random state), then trained on the training split. In place."""
+    _seed(config.seed)
+    for m in model.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    train_float(model, data.x_train, data.y_train, config, progress,
+                task=get_task(getattr(data, "task", "classification")))
+    return model
+
+
 def compress(
     model: nn.Module,
     data: Split | Any,
@@ -122,11 +134,7 @@ def compress(
     if ckpt is not None:
         model.load_state_dict(ckpt["float_state"])
     elif not pretrained:
-        # trained from scratch: re-initialise from the seed, so that the seed alone fixes the run
-        for m in model.modules():
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
-        train_float(model, data.x_train, data.y_train, config, progress, task=task)
+        train_reference(model, data, config, progress)
     model.eval()
     float_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 

@@ -25,6 +25,16 @@ def test_own_dequantized_reference_is_exact_at_every_level(tmp_path):
     assert len(result.layers) == 4 and max(e.max_error_steps for e in result.layers) < 1e-3
 
 
+def test_twins_work_when_nodes_have_no_names(tmp_path):
+    """Exporters may leave node names empty (the converters' compact profile does): twins need unique names."""
+    model = make_model()
+    for node in model.graph.node:
+        node.name = ""
+    info = _info(tmp_path, model)
+    result = layer_parity(info, make_data(8, 0)["x_test"], ["disabled"], plan_session(info), 1)
+    assert len(result.layers) == 2 and max(e.max_error_steps for e in result.layers) < 1e-3
+
+
 def test_unsafe_options_show_the_matmulnbits_error_in_steps(tmp_path):
     info = _info(tmp_path, make_model())
     x = make_data(32, 0)["x_test"]

@@ -1,10 +1,9 @@
 """Task metrics of one split at one provider and optimisation level.
 
-The task comes from the model's metadata (``sgsc.task``). Only ``classification`` is evaluated today: accuracy
-plus parity with the reference. The hook for language models is :data:`TASK_EVALUATORS`: a later issue adds
-``"language_model": evaluate_language_model`` returning a :class:`SplitResult` whose ``metrics`` hold ``loss``,
-``perplexity`` and ``next_token_agreement``; the gate reads ``SplitResult.metrics`` by name, so it needs no
-change beyond its thresholds.
+The task comes from the model's metadata (``sgsc.task``), dispatched through :data:`TASK_EVALUATORS`:
+``classification`` (accuracy plus parity with the reference) and ``language_model``
+(:mod:`runtime_checks.language_model`: a :class:`SplitResult` whose ``metrics`` hold ``loss``, ``perplexity`` and
+``next_token_agreement``; the gate reads ``SplitResult.metrics`` by name).
 """
 
 from __future__ import annotations
@@ -53,7 +52,11 @@ def evaluate_classification(split: str, logits: np.ndarray, labels: np.ndarray, 
 
 
 Evaluator = Callable[[str, np.ndarray, np.ndarray, "np.ndarray | None", str], SplitResult]
-TASK_EVALUATORS: dict[str, Evaluator] = {"classification": evaluate_classification}
+
+from .language_model import evaluate_language_model  # noqa: E402 - it needs SplitResult, defined above
+
+TASK_EVALUATORS: dict[str, Evaluator] = {"classification": evaluate_classification,
+                                         "language_model": evaluate_language_model}
 
 
 def evaluate_split(task: str, split: str, logits: np.ndarray, labels: np.ndarray, reference: np.ndarray | None,
@@ -82,4 +85,9 @@ def worst_of(results: list[SplitResult]) -> SplitResult | None:
             max_abs_logit_diff=max(p.max_abs_logit_diff for p in parities),
             mean_abs_logit_diff=max(p.mean_abs_logit_diff for p in parities),
             reference=parities[0].reference)
-    return SplitResult(first.split, first.n, first.task, min(accs) if accs else None, parity)
+    metrics = {}
+    for key in first.metrics:  # the worst value of each task metric (none for classification)
+        values = [r.metrics[key] for r in results if key in r.metrics]
+        worst = max if key in ("loss", "perplexity", "loss_diff") else min
+        metrics[key] = worst(values, key=abs) if key == "loss_diff" else worst(values)
+    return SplitResult(first.split, first.n, first.task, min(accs) if accs else None, parity, metrics)

@@ -47,11 +47,14 @@ class EvalData:
     float_test_accuracy: float | None = None
     float_preservation_accuracy: float | None = None
     source: str = "arrays"
+    float_test_perplexity: float | None = None
+    float_preservation_perplexity: float | None = None
     run_dir: Path | None = None
 
     def __post_init__(self) -> None:
-        self.x_test = np.ascontiguousarray(self.x_test, np.float32)
-        self.x_preservation = np.ascontiguousarray(self.x_preservation, np.float32)
+        for name in ("x_test", "x_preservation"):  # token ids (a language model's input) stay int64
+            x = np.asarray(getattr(self, name))
+            setattr(self, name, np.ascontiguousarray(x, np.int64 if np.issubdtype(x.dtype, np.integer) else np.float32))
         self.y_test = np.asarray(self.y_test).astype(np.int64)
         self.y_preservation = np.asarray(self.y_preservation).astype(np.int64)
         if len(self.x_test) == 0:
@@ -60,14 +63,15 @@ class EvalData:
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if len(x) != len(y):
                 raise ValidationError(f"{self.source}: x_{split} has {len(x)} samples but y_{split} has {len(y)}")
-            if y.ndim != 1:
-                raise ValidationError(f"{self.source}: y_{split} must be 1-D class indices, got shape {y.shape}")
+            if y.ndim not in (1, 2):
+                raise ValidationError(f"{self.source}: y_{split} must be class indices [N] or next-token targets "
+                                      f"[N, T], got shape {y.shape}")
             ref = getattr(self, f"ref_{split}")
             if ref is not None:
                 ref = np.asarray(ref, np.float32)
-                if ref.ndim != 2 or len(ref) != len(x):
-                    raise ValidationError(f"{self.source}: ref_{split} must be [{len(x)}, classes], "
-                                          f"got shape {ref.shape}")
+                if ref.ndim != y.ndim + 1 or len(ref) != len(x):
+                    raise ValidationError(f"{self.source}: ref_{split} must be [{len(x)}, classes] (or "
+                                          f"[{len(x)}, T, vocab] for a language model), got shape {ref.shape}")
                 setattr(self, f"ref_{split}", ref)
         if len(self.x_preservation) and self.x_preservation.shape[1:] != self.x_test.shape[1:]:
             raise ValidationError(f"{self.source}: preservation inputs {self.x_preservation.shape[1:]} and test "
@@ -76,6 +80,10 @@ class EvalData:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValidationError(f"{self.source}: {name} must be a fraction in [0, 1], got {value}")
+
+    def float_perplexity(self, name: str) -> float | None:
+        """The float model's perplexity on split ``name`` (language models), the perplexity-ratio baseline."""
+        return getattr(self, f"float_{name}_perplexity")
 
     @property
     def preservation_sha256(self) -> str:
@@ -121,7 +129,9 @@ class EvalData:
                    ref_test=arrays.get("logits_test"), ref_preservation=arrays.get("logits_preservation"),
                    float_test_accuracy=metrics.get("test_accuracy"),
                    float_preservation_accuracy=metrics.get("preservation_accuracy"),
-                   source=source, run_dir=run_dir)
+                   source=source, run_dir=run_dir,
+                   float_test_perplexity=metrics.get("test_perplexity"),
+                   float_preservation_perplexity=metrics.get("preservation_perplexity"))
         expected = (manifest.get("preservation") or {}).get("sha256")
         if not expected:
             raise ValidationError(f"{source}: the manifest has no preservation.sha256; cannot identify the "

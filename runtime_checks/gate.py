@@ -11,18 +11,21 @@ from dataclasses import asdict, dataclass
 
 from .accuracy import SplitResult
 
-__all__ = ["CheckResult", "Thresholds", "decide", "layer_check", "split_checks"]
+__all__ = ["DEFAULT_PERPLEXITY_RATIO", "CheckResult", "Thresholds", "decide", "layer_check", "perplexity_check",
+           "split_checks"]
 
 
 @dataclass(frozen=True)
 class Thresholds:
     """``max_accuracy_drop`` in percentage points (against the float model's accuracy, per split);
     ``min_agreement`` as a fraction of samples whose top-1 equals the reference's; ``max_layer_error_steps`` the
-    largest per-layer error, in quantisation steps, allowed under ``layers=True``."""
+    largest per-layer error, in quantisation steps, allowed under ``layers=True``; ``max_perplexity_ratio`` the
+    largest perplexity of a language model over the float model's, per split (``None``: the default, 1.05)."""
 
     max_accuracy_drop: float = 1.0
     min_agreement: float = 0.99
     max_layer_error_steps: float = 1.0
+    max_perplexity_ratio: float | None = None  # language models: None → DEFAULT_PERPLEXITY_RATIO
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.max_accuracy_drop) and 0.0 <= self.max_accuracy_drop <= 100.0):
@@ -32,8 +35,16 @@ class Thresholds:
         if not (math.isfinite(self.max_layer_error_steps) and self.max_layer_error_steps >= 0.0):
             raise ValueError(f"max_layer_error_steps must be >= 0, got {self.max_layer_error_steps}")
 
+        if self.max_perplexity_ratio is not None and not (math.isfinite(self.max_perplexity_ratio)
+                                                          and self.max_perplexity_ratio >= 1.0):
+            raise ValueError(f"max_perplexity_ratio must be >= 1, got {self.max_perplexity_ratio}")
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The thresholds; ``max_perplexity_ratio`` only when set (it applies to language models only)."""
+        return {k: v for k, v in asdict(self).items() if k != "max_perplexity_ratio" or v is not None}
+
+
+DEFAULT_PERPLEXITY_RATIO = 1.05
 
 
 @dataclass(frozen=True)
@@ -66,10 +77,28 @@ class CheckResult:
         return asdict(self)
 
 
+def perplexity_check(prefix: str, result: SplitResult, baseline: float | None, baseline_name: str,
+                     thresholds: Thresholds) -> CheckResult:
+    """A language model's perplexity over ``baseline`` (the float model's), against ``max_perplexity_ratio``."""
+    name = f"{prefix}/perplexity_ratio"
+    limit = thresholds.max_perplexity_ratio or DEFAULT_PERPLEXITY_RATIO
+    ppl = result.metrics.get("perplexity")
+    if result.n == 0 or ppl is None or not math.isfinite(ppl):
+        return CheckResult.skip(name, f"no perplexity for the {result.split} split")
+    if baseline is None:
+        return CheckResult.skip(name, f"no baseline perplexity for the {result.split} split")
+    ratio = ppl / baseline
+    text = f"perplexity {ppl:.4f} vs {baseline_name} {baseline:.4f}: ratio {ratio:.4f} (max {limit:g})"
+    return (CheckResult.ok if ratio <= limit + 1e-12 else CheckResult.fail)(name, text, ratio, limit)
+
+
 def split_checks(prefix: str, result: SplitResult, baseline: float | None, baseline_name: str,
-                 thresholds: Thresholds) -> list[CheckResult]:
-    """Accuracy drop against ``baseline`` and agreement with the reference, for one split of one run."""
+                 thresholds: Thresholds, baseline_perplexity: float | None = None) -> list[CheckResult]:
+    """Accuracy drop against ``baseline`` and agreement with the reference, for one split of one run; for a
+    language model also its perplexity ratio against ``baseline_perplexity``."""
     checks = []
+    if result.task == "language_model":
+        checks.append(perplexity_check(prefix, result, baseline_perplexity, baseline_name, thresholds))
     name = f"{prefix}/accuracy_drop"
     if result.n == 0 or result.accuracy is None:
         checks.append(CheckResult.skip(name, f"the {result.split} split is empty"))

@@ -116,6 +116,14 @@ class Report:
                     lines.append(f"| {name} | {level} | {split} | {_fmt(r.accuracy)} | "
                                  f"{_fmt(p.agreement if p else None)} | {len(p.flipped) if p else '-'} | "
                                  f"{_fmt(p.max_abs_logit_diff if p else None, '.3g')} |")
+        lm_rows = [(name, level, split, r.metrics) for name, provider in self.providers.items()
+                   for level, runs in provider.levels.items() for split, r in runs.items() if "perplexity" in r.metrics]
+        if lm_rows:  # a language model's own metrics
+            lines += ["", "| provider | opt level | split | loss | perplexity | PyTorch loss | next-token agreement |",
+                      "|---|---|---|---|---|---|---|"]
+            lines += [f"| {n} | {lv} | {sp} | {_fmt(m['loss'])} | {_fmt(m['perplexity'])} | "
+                      f"{_fmt(m.get('reference_loss'))} | {_fmt(m.get('next_token_agreement'))} |"
+                      for n, lv, sp, m in lm_rows]
         if self.layers and self.layers.worst:
             worst = self.layers.worst
             lines += ["", (f"Largest per-layer error: `{worst.layer}` ({worst.max_error_steps:.3g} quantisation "

@@ -8,6 +8,7 @@ status is ``error``. Thresholds that are not met make it ``failed``. Only a clea
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ from sgsc_export.errors import ValidationError
 from .accuracy import TASK_EVALUATORS, evaluate_split
 from .data import EvalData
 from .fusion import fusion_report
-from .gate import CheckResult, Thresholds, decide, layer_check, split_checks
+from .gate import DEFAULT_PERPLEXITY_RATIO, CheckResult, Thresholds, decide, layer_check, split_checks
 from .graph import ModelInfo, load_model
 from .latency import LatencyConfig, measure_latency
 from .layers import layer_parity
@@ -101,6 +102,8 @@ def validate(onnx_path: str | Path, data: EvalData | str | Path | Any, *, provid
         raise ValidationError(f"threads and batch_size must be >= 1, got {threads} and {batch_size}")
     info = load_model(onnx_path)
     data = load_data(data)
+    if info.task == "language_model" and thresholds.max_perplexity_ratio is None:
+        thresholds = dataclasses.replace(thresholds, max_perplexity_ratio=DEFAULT_PERPLEXITY_RATIO)  # reported
     report = Report(thresholds=thresholds, model=_model_summary(info))
     report.data = {"source": data.source, "n_test": len(data.y_test), "n_preservation": len(data.y_preservation)}
     _check_preservation(info, data, report)
@@ -172,7 +175,7 @@ def _judge(info: ModelInfo, data: EvalData, logits: dict, report: Report) -> Non
         for (provider, level), result in results.items():
             report.providers[provider].levels.setdefault(level, {})[split] = result
             report.checks += split_checks(f"{provider}/{level}/{split}", result, baseline, baseline_name,
-                                          report.thresholds)
+                                          report.thresholds, data.float_perplexity(split))
 
 
 def _extras(info, data, plans, levels, session_plan, threads, batch_sizes, latency, report) -> None:

@@ -23,6 +23,10 @@ _EXPORTS = {
     "QConv1d": "nn",
     "QConv2d": "nn",
     "QLinear": "nn",
+    "QEmbedding": "nn",
+    "TextSplit": "text",
+    "TextPreservationSelector": "preservation_text",
+    "get_task": "tasks",
     "PreservationSetSelector": "preservation",
     "SGSCError": "errors",
     "ConfigError": "errors",
@@ -63,5 +67,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         SGSCError,
         ValidationError,
     )
-    from .nn import QConv1d, QConv2d, QLinear, prepare_
+    from .nn import QConv1d, QConv2d, QEmbedding, QLinear, prepare_
     from .preservation import PreservationSetSelector
+    from .preservation_text import TextPreservationSelector
+    from .tasks import get_task
+    from .text import TextSplit

@@ -18,10 +18,12 @@ from .config import CompressConfig
 from .data import Split
 from .errors import ConfigError, ModelError
 from .graph import find_links, fold_batchnorm_, trace
+from .heads import remove_dead_heads_
 from .nn import prepare_, quantized_layers
 from .objective import stored_size_bits
-from .preservation import PreservationSetSelector, preservation_sha256
+from .preservation import CRITERIA, PreservationSetSelector, preservation_sha256
 from .pruning import load_state_resizing_, refresh_in_alive_, remove_dead_channels_
+from .tasks import Task, get_task
 from .train import (
     TrainState,
     accuracy,
@@ -54,20 +56,54 @@ def _prepare(model: nn.Module, config: CompressConfig):
     return folded, left_float, links, n_start, gm is not None
 
 
-def train_reference(model: nn.Module, data: Split, config: CompressConfig, progress: bool = False) -> nn.Module:
+def _criteria(task: Task) -> tuple[str, ...]:
+    if task.name == "language_model":
+        from .preservation_text import CRITERIA as TEXT_CRITERIA
+
+        return (*TEXT_CRITERIA, "file")
+    return CRITERIA
+
+
+def _select_preservation(model: nn.Module, data: Any, config: CompressConfig, task: Task) -> dict[str, np.ndarray]:
+    """The preservation set as indices into the training split (or -1: a fixed set from a file), its labels,
+    per-sample scores and criterion of each member."""
+    if task.name == "language_model":
+        from .preservation_text import TextPreservationSelector
+
+        if data.x_preservation is not None:
+            n = len(data.x_preservation)
+            return {"indices": np.full(n, -1, np.int64), "labels": data.y_preservation,
+                    "scores": np.zeros((n, 3), np.float32), "criteria": np.full(n, 3, np.int8)}
+        sel = TextPreservationSelector(config.preservation_size, config.preservation_budget,
+                                       random_state=config.seed).fit(model, (data.x_train, data.y_train))
+    else:
+        sel = PreservationSetSelector(config.preservation_size, config.preservation_budget,
+                                      random_state=config.seed).fit(model, (data.x_train, data.y_train))
+    return {"indices": sel.selected_indices_, "labels": sel.labels(data.y_train),
+            "scores": sel.scores_, "criteria": sel.criteria_}
+
+
+def _preservation_samples(data: Any, pres: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    if getattr(data, "x_preservation", None) is not None and len(pres["indices"]) and pres["indices"][0] < 0:
+        return data.x_preservation, data.y_preservation
+    return data.x_train[pres["indices"]], data.y_train[pres["indices"]]
+
+
+def train_reference(model: nn.Module, data: Split | Any, config: CompressConfig, progress: bool = False) -> nn.Module:
     """The float reference as ``compress`` trains it: re-initialised from ``config.seed`` (so that the seed alone
     fixes the run, whatever the caller's random state), then trained on the training split. In place."""
     _seed(config.seed)
     for m in model.modules():
         if hasattr(m, "reset_parameters"):
             m.reset_parameters()
-    train_float(model, data.x_train, data.y_train, config, progress)
+    train_float(model, data.x_train, data.y_train, config, progress,
+                task=get_task(getattr(data, "task", "classification")))
     return model
 
 
 def compress(
     model: nn.Module,
-    data: Split,
+    data: Split | Any,
     config: CompressConfig | None = None,
     *,
     out_dir: str | Path | None = None,
@@ -84,6 +120,7 @@ def compress(
     trained first on the training split.
     """
     config = config or CompressConfig()
+    task = get_task(getattr(data, "task", "classification"))
     t0 = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else None
     ckpt_path = out / "checkpoints" / "last.pt" if out is not None else None
@@ -105,12 +142,8 @@ def compress(
     if ckpt is not None:
         pres = {k: ckpt["preservation"][k].numpy() for k in ("indices", "labels", "scores", "criteria")}
     else:
-        sel = PreservationSetSelector(config.preservation_size, config.preservation_budget,
-                                      random_state=config.seed).fit(model, (data.x_train, data.y_train))
-        pres = {"indices": sel.selected_indices_, "labels": sel.labels(data.y_train),
-                "scores": sel.scores_, "criteria": sel.criteria_}
-    x_pres = data.x_train[pres["indices"]]
-    y_pres = data.y_train[pres["indices"]]
+        pres = _select_preservation(model, data, config, task)
+    x_pres, y_pres = _preservation_samples(data, pres)
     float_test = predict(model, data.x_test)
     float_pres = predict(model, x_pres)
 
@@ -143,17 +176,22 @@ def compress(
 
     state, optimizer = compress_loop(model, links, n_start, data.x_train, data.y_train, x_pres, y_pres, config,
                   optimizer=optimizer, state=state, generator=g, checkpoint=checkpoint, progress=progress,
-                  teacher=teacher)
+                  teacher=teacher, task=task)
 
     # 4. prune for real; removal must not change the output
     probe = torch.as_tensor(data.x_test[:256])
     with torch.no_grad():
         y_before = model(probe)
         removed = remove_dead_channels_(model, links)
+        heads_removed = remove_dead_heads_(model)
         refresh_in_alive_(model, links)
         y_after = model(probe)
     if not torch.allclose(y_before, y_after, rtol=1e-5, atol=1e-5 * float(y_before.abs().max()) + 1e-6):
         raise ModelError("removing zero-bit channels changed the model's output; this is a bug, please report it")
+    for attn_name, n in heads_removed.items():
+        hd = model.get_submodule(attn_name).head_dim
+        for proj in ("q", "k", "v"):
+            removed[f"{attn_name}.{proj}"] = removed.get(f"{attn_name}.{proj}", 0) + n * hd
     bits_total = stored_size_bits(model)
     deploy, quant = freeze(model)
     comp_test = predict(deploy, data.x_test)
@@ -170,14 +208,23 @@ def compress(
             "channels_removed": removed.get(name, 0) + state.removed.get(name, 0), "channels_masked": int((bits == 0).sum()),
             "stored_bits": int((bits.double() * layer.weights_per_channel().double()).sum()),
         })
-    metrics = {
-        "float": {"test_accuracy": accuracy(float_test, data.y_test), "preservation_accuracy": accuracy(float_pres, y_pres)},
-        "compressed": {"test_accuracy": accuracy(comp_test, data.y_test), "preservation_accuracy": accuracy(comp_pres, y_pres)},
-    }
+    if task.name == "classification":
+        metrics = {
+            "float": {"test_accuracy": accuracy(float_test, data.y_test), "preservation_accuracy": accuracy(float_pres, y_pres)},
+            "compressed": {"test_accuracy": accuracy(comp_test, data.y_test), "preservation_accuracy": accuracy(comp_pres, y_pres)},
+        }
+    else:
+        metrics = {
+            "float": {**task.metrics(float_test, data.y_test, "test"), **task.metrics(float_pres, y_pres, "preservation")},
+            "compressed": {**task.metrics(comp_test, data.y_test, "test"),
+                           **task.metrics(comp_pres, y_pres, "preservation")},
+        }
     spec = dict(model_spec or {})
     spec.setdefault("kwargs", {})
     spec.setdefault("source_sha256", None)
-    spec.update({"input_shape": [1, *data.input_shape], "task": "classification", "num_classes": data.num_classes})
+    spec.update({"input_shape": [1, *data.input_shape], "task": task.name, "num_classes": data.num_classes})
+    if task.name != "classification":
+        spec["input_dtype"] = "int64"
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model": spec,
@@ -193,9 +240,12 @@ def compress(
         "metrics": metrics,
         "preservation": {"size": len(pres["indices"]), "indices": pres["indices"].tolist(),
                          "sha256": preservation_sha256(x_pres, y_pres),
-                         "criteria_counts": np.bincount(pres["criteria"], minlength=3).tolist(),
-                         "criteria": ["uncertainty", "saliency", "diversity"]},
+                         "criteria_counts": np.bincount(pres["criteria"], minlength=len(_criteria(task))).tolist(),
+                         "criteria": list(_criteria(task))},
         "restores": state.restores,
+        **({"language_model": {"vocab": data.vocab, "context": data.context, "heads_removed": heads_removed,
+                               "preservation_source": data.preservation_source or "selected"}}
+           if task.name == "language_model" else {}),
         "config": config.to_dict(), "seed": config.seed,
         "versions": {"sgsc_export": __version__, "torch": torch.__version__.split("+")[0],
                      "numpy": np.__version__, "python": platform.python_version()},

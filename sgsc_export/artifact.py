@@ -74,8 +74,9 @@ def freeze(qmodel: nn.Module) -> tuple[nn.Module, dict[str, torch.Tensor]]:
         plain_cls = next(c for c in type(layer).__mro__[1:] if c.__module__.startswith("torch.nn"))
         plain = plain_cls.__new__(plain_cls)
         plain.__dict__ = layer.__dict__.copy()
-        plain._parameters = {"weight": nn.Parameter(wi.to(torch.float32) * scale.reshape(shape)),
-                             "bias": None if layer.bias is None else nn.Parameter(layer.qbias().detach().clone())}
+        plain._parameters = {"weight": nn.Parameter(wi.to(torch.float32) * scale.reshape(shape))}
+        if "bias" in layer._parameters:  # Conv/Linear (None when bias=False); an Embedding has none
+            plain._parameters["bias"] = None if layer.bias is None else nn.Parameter(layer.qbias().detach().clone())
         plain._buffers = {}
         parent, _, child = name.rpartition(".")
         setattr(module.get_submodule(parent), child, plain)

@@ -79,8 +79,10 @@ def _table(manifest: dict) -> str:
 
 
 @main.command()
-@click.option("--dataset", default="digits", show_default=True, help="digits | mnist | npz:PATH")
-@click.option("--data-dir", type=click.Path(path_type=Path), help="Directory of the data set's files (mnist).")
+@click.option("--dataset", default="digits", show_default=True, help="digits | mnist | npz:PATH | names | text:PATH")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Directory of the data set's files (mnist, names).")
+@click.option("--preservation-file", type=click.Path(path_type=Path),
+              help="Text data sets: use this file's lines (e.g. the paper's hardest_examples.txt) as the preservation set.")
 @click.option("--model", "model_spec", help="Your model: path/to/file.py:factory (default: built-in for the data set).")
 @click.option("--weights", type=click.Path(path_type=Path), help="Float weights (state dict) for --model; skips float training.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Artifact directory to write.")
@@ -98,13 +100,13 @@ def _table(manifest: dict) -> str:
 @click.option("--threads", type=click.IntRange(0, 1024), default=1, show_default=True,
               help="torch intra-op threads (0: torch's default). One is fastest for small models.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def compress(dataset, data_dir, model_spec, weights, out, steps, finetune_steps, float_epochs, gamma, lam,
-             init_bits, distill, preservation_size, exclude, seed, resume, threads, quiet) -> None:
+def compress(dataset, data_dir, preservation_file, model_spec, weights, out, steps, finetune_steps, float_epochs, gamma,
+             lam, init_bits, distill, preservation_size, exclude, seed, resume, threads, quiet) -> None:
     """Compress a model with SGSC and write the artifact directory OUT."""
     from .api import compress as run
     from .config import CompressConfig
     from .data import load_dataset
-    from .models import build_model, default_factory, load_weights
+    from .models import build_model, default_factory, default_kwargs, load_weights
     from .presets import preset
 
     if threads:
@@ -114,8 +116,14 @@ def compress(dataset, data_dir, model_spec, weights, out, steps, finetune_steps,
     if resume and not (out / "checkpoints" / "last.pt").is_file():
         raise click.UsageError(f"--resume: no checkpoint at {out / 'checkpoints' / 'last.pt'}")
     data = load_dataset(dataset, data_dir, seed=0 if seed is None else seed)
+    if preservation_file is not None:
+        if getattr(data, "task", "") != "language_model":
+            raise click.UsageError("--preservation-file applies to text data sets (names, text:PATH)")
+        from .text import with_preservation_file
+
+        data = with_preservation_file(data, preservation_file)
     spec = model_spec or default_factory(dataset.split(":")[0])
-    model, digest = build_model(spec, {"num_classes": data.num_classes} if model_spec is None else {})
+    model, digest = build_model(spec, default_kwargs(data) if model_spec is None else {})
     if weights is not None:
         load_weights(model, weights)
     overrides = {k: v for k, v in dict(steps=steps, finetune_steps=finetune_steps, float_epochs=float_epochs,
@@ -128,11 +136,20 @@ def compress(dataset, data_dir, model_spec, weights, out, steps, finetune_steps,
     art = run(model, data, config, out_dir=out, pretrained=weights is not None, resume=resume,
               progress=not quiet and sys.stderr.isatty(),
               model_spec={"factory": factory_spec,
-                          "kwargs": {"num_classes": data.num_classes} if model_spec is None else {},
+                          "kwargs": default_kwargs(data) if model_spec is None else {},
                           "source_sha256": digest})
     m = art.manifest
     click.echo(_table(m))
     f, c = m["metrics"]["float"], m["metrics"]["compressed"]
+    if m["model"]["task"] == "language_model":
+        for split in ("test", "preservation"):
+            click.echo(f"{split:<12} loss float {f[split + '_loss']:.4f}  compressed {c[split + '_loss']:.4f}   "
+                       f"perplexity {f[split + '_perplexity']:.3f} → {c[split + '_perplexity']:.3f}   "
+                       f"next-token acc. {f[split + '_accuracy']:.4f} → {c[split + '_accuracy']:.4f}")
+        click.echo(f"size         {m['totals']['quantized_bits']} bits of {m['totals']['fp32_bits']} fp32 bits: "
+                   f"ratio {m['totals']['ratio']:.4f}; {len(m['restores'])} restore event(s)")
+        click.echo(f"artifact     {out}")
+        return
     click.echo(f"test accuracy      float {f['test_accuracy']:.4f}  compressed {c['test_accuracy']:.4f}")
     click.echo(f"preservation acc.  float {f['preservation_accuracy']:.4f}  compressed {c['preservation_accuracy']:.4f}"
                f"  ({m['preservation']['size']} training samples)")

@@ -17,7 +17,7 @@ from .errors import DataError
 
 __all__ = ["DATASETS", "Split", "load_dataset", "load_digits", "load_mnist", "load_npz", "read_idx"]
 
-DATASETS = ("digits", "mnist", "npz:PATH")
+DATASETS = ("digits", "mnist", "npz:PATH", "names", "text:PATH")
 
 
 @dataclass
@@ -138,8 +138,13 @@ def load_npz(path: str | Path) -> Split:
     return Split(f"npz:{p.name}", **arrays)
 
 
-def load_dataset(spec: str, data_dir: str | Path | None = None, seed: int = 0) -> Split:
-    """``digits`` | ``mnist`` (with ``data_dir``) | ``npz:PATH``."""
+def load_dataset(spec: str, data_dir: str | Path | None = None, seed: int = 0):
+    """``digits`` | ``mnist`` (with ``data_dir``) | ``npz:PATH`` → :class:`Split`;
+    ``names`` (with ``data_dir``) | ``text:PATH`` → :class:`sgsc_export.text.TextSplit`."""
+    if spec == "names" or spec.startswith("text:"):
+        from .text import load_names, load_text
+
+        return load_names(data_dir, seed) if spec == "names" else load_text(spec[5:], seed)
     if spec == "digits":
         return load_digits(seed)
     if spec == "mnist":

@@ -45,10 +45,10 @@ class Link:
 
 
 class _Tracer(fx.Tracer):
-    """Keeps Conv/Linear subclasses (the quantised twins) as leaves, like torch.nn's own modules."""
+    """Keeps Conv/Linear/Embedding subclasses (the quantised twins) as leaves, like torch.nn's own modules."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear, nn.Embedding)) or super().is_leaf_module(m, qualname)
 
 
 def trace(model: nn.Module) -> fx.GraphModule | None:

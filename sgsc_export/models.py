@@ -15,7 +15,7 @@ from torch import nn
 
 from .errors import ModelError
 
-__all__ = ["build_model", "default_factory", "digits_cnn", "load_weights", "mnist_cnn", "resolve_factory"]
+__all__ = ["build_model", "default_factory", "default_kwargs", "digits_cnn", "load_weights", "mnist_cnn", "resolve_factory"]
 
 
 def digits_cnn(num_classes: int = 10, width: int = 32) -> nn.Module:
@@ -45,7 +45,15 @@ def mnist_cnn(num_classes: int = 10) -> nn.Module:
     )
 
 
-_DEFAULTS = {"digits": "sgsc_export.models:digits_cnn", "mnist": "sgsc_export.models:mnist_cnn"}
+_DEFAULTS = {"digits": "sgsc_export.models:digits_cnn", "mnist": "sgsc_export.models:mnist_cnn",
+             "names": "sgsc_export.charlm:char_transformer", "text": "sgsc_export.charlm:char_transformer"}
+
+
+def default_kwargs(data: Any) -> dict[str, Any]:
+    """The built-in model's factory arguments for a data set: its classes, or its vocabulary and context."""
+    if getattr(data, "task", "classification") == "language_model":
+        return {"vocab_size": data.num_classes, "context": data.context}
+    return {"num_classes": data.num_classes}
 
 
 def default_factory(dataset: str) -> str:

@@ -1,10 +1,11 @@
-"""Quantised twins of Conv1d/Conv2d/Linear, and ``prepare_`` that swaps them in place.
+"""Quantised twins of Conv1d/Conv2d/Linear/Embedding, and ``prepare_`` that swaps them in place.
 
 A twin is its float layer plus two per-output-channel parameters, ``b`` (bit-depth) and ``e`` (exponent), and
 a buffer ``in_alive`` that marks which input slots still read a live channel (set by the pruning planner; it
 only changes the size term Q). Its forward pass uses ``q(w, b, e)`` from :mod:`sgsc_export.core`; a channel at
 zero bits also has its bias masked to exactly zero, so that the channel outputs 0 and can later be removed
-without changing the network's output.
+without changing the network's output. An embedding's "channels" are its rows (one per token): each row has
+its own b and e, and a zero-bit row embeds its token as the zero vector.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import nn
 from . import core
 from .config import CompressConfig
 
-__all__ = ["QUANTISABLE", "QConv1d", "QConv2d", "QLinear", "is_quantized", "prepare_", "quantized_layers"]
+__all__ = ["QUANTISABLE", "QConv1d", "QConv2d", "QEmbedding", "QLinear", "is_quantized", "prepare_", "quantized_layers"]
 
 
 class _QMixin:
@@ -92,7 +93,18 @@ class QLinear(_QMixin, nn.Linear):
         return F.linear(x, self.qweight(), self.qbias())
 
 
-QUANTISABLE: dict[type[nn.Module], type[nn.Module]] = {nn.Conv1d: QConv1d, nn.Conv2d: QConv2d, nn.Linear: QLinear}
+class QEmbedding(_QMixin, nn.Embedding):
+    """Per-row quantised embedding: row r (token r) has its own bit-depth and exponent."""
+
+    bias = None  # an embedding has no bias; the mixin's qbias() then returns None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.embedding(x, self.qweight(), self.padding_idx, self.max_norm, self.norm_type,
+                           self.scale_grad_by_freq, self.sparse)
+
+
+QUANTISABLE: dict[type[nn.Module], type[nn.Module]] = {nn.Conv1d: QConv1d, nn.Conv2d: QConv2d, nn.Linear: QLinear,
+                                                       nn.Embedding: QEmbedding}
 
 
 def is_quantized(m: nn.Module) -> bool:
@@ -120,7 +132,7 @@ def prepare_(
     config: CompressConfig | None = None,
     filter_fn: Callable[[nn.Module, str], bool] | None = None,
 ) -> list[str]:
-    """Swap every Conv1d/Conv2d/Linear of ``model`` for its quantised twin, in place.
+    """Swap every Conv1d/Conv2d/Linear/Embedding of ``model`` for its quantised twin, in place.
 
     A layer is skipped when its name is in ``config.exclude`` or ``filter_fn(module, name)`` is false. Returns
     the names of the modules that stay float although they hold parameters (unsupported layer types and

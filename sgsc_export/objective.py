@@ -23,6 +23,7 @@ from torch import nn
 
 from . import core
 from .nn import quantized_layers
+from .tasks import CLASSIFICATION, Task
 
 __all__ = ["LossParts", "sgsc_loss", "size_term", "stored_size_bits"]
 
@@ -50,11 +51,13 @@ def stored_size_bits(model: nn.Module) -> int:
 
 
 def task_loss(logits: torch.Tensor, y: torch.Tensor, teacher: torch.Tensor | None = None,
-              kappa: float = 0.0, temperature: float = 2.0) -> torch.Tensor:
-    """Cross-entropy, plus κ·T²·KL(teacher ‖ student) at temperature T when a float teacher's logits are given."""
-    loss = F.cross_entropy(logits, y)
+              kappa: float = 0.0, temperature: float = 2.0, task: Task = CLASSIFICATION) -> torch.Tensor:
+    """The task's loss (cross-entropy), plus κ·T²·KL(teacher ‖ student) at temperature T when a float teacher's
+    logits are given (per predicted position for a language model)."""
+    loss = task.loss(logits, y)
     if teacher is not None and kappa > 0:
         t = temperature
+        logits, teacher = task.flatten(logits), task.flatten(teacher)
         kl = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(teacher / t, 1), log_target=True,
                       reduction="batchmean")
         loss = loss + kappa * t * t * kl
@@ -63,11 +66,12 @@ def task_loss(logits: torch.Tensor, y: torch.Tensor, teacher: torch.Tensor | Non
 
 def sgsc_loss(logits: torch.Tensor, y: torch.Tensor, q: torch.Tensor, gamma: float, lam: float,
               pres_logits: torch.Tensor | None = None, pres_y: torch.Tensor | None = None,
-              teacher: torch.Tensor | None = None, kappa: float = 0.0, temperature: float = 2.0) -> LossParts:
-    task = task_loss(logits, y, teacher, kappa, temperature)
-    total = task + gamma * q
-    pres = torch.zeros((), dtype=task.dtype)
+              teacher: torch.Tensor | None = None, kappa: float = 0.0, temperature: float = 2.0,
+              task: Task = CLASSIFICATION) -> LossParts:
+    main = task_loss(logits, y, teacher, kappa, temperature, task)
+    total = main + gamma * q
+    pres = torch.zeros((), dtype=main.dtype)
     if lam > 0 and pres_logits is not None:
-        pres = F.cross_entropy(pres_logits, pres_y)
+        pres = task.loss(pres_logits, pres_y)
         total = total + lam * pres
-    return LossParts(total, float(task.detach()), float(q.detach()), float(pres.detach()))
+    return LossParts(total, float(main.detach()), float(q.detach()), float(pres.detach()))

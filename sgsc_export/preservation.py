@@ -42,6 +42,52 @@ def preservation_sha256(x: np.ndarray, y: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def quotas(size: int | None, budget: tuple[float, ...], n: int) -> np.ndarray:
+    """Samples per criterion: ``size`` (default min(10 %, 1000)) shared by ``budget``, remainder to the largest."""
+    size = default_size(n) if size is None else int(size)
+    if not 0 < size <= n:
+        raise ConfigError(f"preservation size={size} is out of range; allowed [1, {n}] for this training split")
+    shares = np.asarray(budget, dtype=float)
+    quota = np.floor(shares / shares.sum() * size).astype(int)
+    quota[np.argmax(shares)] += size - quota.sum()
+    return quota
+
+
+def diversity(emb: np.ndarray, k: int, n_components: int, random_state: int) -> tuple[np.ndarray, np.ndarray]:
+    """k-means (k clusters) on PCA-reduced embeddings: each sample's distance to its nearest centroid, and the
+    order "nearest sample to each centroid first, then the next nearest" (so de-duplication can refill)."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    n = len(emb)
+    if k <= 0:
+        return np.zeros(n, dtype=np.float32), np.array([], dtype=np.int64)
+    ncomp = int(min(n_components, emb.shape[1], n))
+    z = PCA(n_components=ncomp, random_state=random_state).fit_transform(emb.astype(np.float64))
+    km = KMeans(n_clusters=min(k, n), n_init=1, random_state=random_state).fit(z)
+    d_all = km.transform(z)  # [n, k]
+    return d_all.min(1).astype(np.float32), np.argsort(d_all, axis=0, kind="stable").T.reshape(-1)
+
+
+def take_union(orders: list[np.ndarray], quota: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Take ``quota[c]`` indices from each criterion's ``orders[c]`` in turn, skipping indices already taken.
+    Returns the indices (int64) and the criterion of each (int8)."""
+    chosen: list[int] = []
+    crit: list[int] = []
+    taken = np.zeros(n, dtype=bool)
+    for c, (order, q) in enumerate(zip(orders, quota)):
+        got = 0
+        for i in order:
+            if got == q:
+                break
+            if not taken[i]:
+                taken[i] = True
+                chosen.append(int(i))
+                crit.append(c)
+                got += 1
+    return np.asarray(chosen, dtype=np.int64), np.asarray(crit, dtype=np.int8)
+
+
 def _last(model: nn.Module, kinds: tuple[type, ...]) -> nn.Module | None:
     found = None
     for m in model.modules():
@@ -117,19 +163,11 @@ class PreservationSetSelector:
     # -- fit ------------------------------------------------------------------------------------------
     def fit(self, model: nn.Module, dataset: tuple[np.ndarray, np.ndarray]) -> PreservationSetSelector:
         """Score every sample of ``dataset = (x_train, y_train)`` and select the set. Returns ``self``."""
-        from sklearn.cluster import KMeans
-        from sklearn.decomposition import PCA
-
         x_np, y_np = dataset
         n = len(x_np)
         if n == 0 or len(y_np) != n:
             raise DataError(f"the preservation selector needs a non-empty split with one label per sample; got {n} inputs, {len(y_np)} labels")
-        size = default_size(n) if self.size is None else int(self.size)
-        if not 0 < size <= n:
-            raise ConfigError(f"preservation size={size} is out of range; allowed [1, {n}] for this training split")
-        shares = np.asarray(self.budget, dtype=float)
-        quota = np.floor(shares / shares.sum() * size).astype(int)
-        quota[np.argmax(shares)] += size - quota.sum()
+        quota = quotas(self.size, self.budget, n)
 
         was_training = model.training
         model.eval()
@@ -140,40 +178,16 @@ class PreservationSetSelector:
         finally:
             model.train(was_training)
 
-        k = int(max(quota[2], 1))
-        dist = np.zeros(n, dtype=np.float32)
-        div_order = np.array([], dtype=np.int64)
-        if quota[2] > 0:
-            ncomp = int(min(self.n_components, emb.shape[1], n))
-            z = PCA(n_components=ncomp, random_state=self.random_state).fit_transform(emb.astype(np.float64))
-            km = KMeans(n_clusters=min(k, n), n_init=1, random_state=self.random_state).fit(z)
-            d_all = km.transform(z)  # [n, k]
-            dist = d_all.min(1).astype(np.float32)
-            # nearest sample to each centroid first, then the next nearest, so de-duplication can refill
-            div_order = np.argsort(d_all, axis=0, kind="stable").T.reshape(-1)
+        dist, div_order = diversity(emb, int(quota[2]), self.n_components, self.random_state)
 
         orders = [
             np.argsort(margin, kind="stable"),  # smallest margin first
             np.argsort(-saliency, kind="stable"),  # strongest evidence first
             div_order,
         ]
-        chosen: list[int] = []
-        crit: list[int] = []
-        taken = np.zeros(n, dtype=bool)
-        for c, (order, q) in enumerate(zip(orders, quota)):
-            got = 0
-            for i in order:
-                if got == q:
-                    break
-                if not taken[i]:
-                    taken[i] = True
-                    chosen.append(int(i))
-                    crit.append(c)
-                    got += 1
-        self.selected_indices_ = np.asarray(chosen, dtype=np.int64)
-        self.criteria_ = np.asarray(crit, dtype=np.int8)
+        self.selected_indices_, self.criteria_ = take_union(orders, quota, n)
         self.scores_ = np.stack([margin, saliency, dist], axis=1).astype(np.float32)
-        self.size_ = len(chosen)
+        self.size_ = len(self.selected_indices_)
         return self
 
     def labels(self, y: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .graph import Link
+from .heads import refresh_head_in_alive_
 from .nn import is_quantized, quantized_layers
 
 __all__ = ["refresh_in_alive_", "remove_dead_channels_", "revive_", "slice_like", "Plan"]
@@ -31,12 +32,14 @@ def _alive(m: nn.Module) -> torch.Tensor:
 
 
 def refresh_in_alive_(model: nn.Module, links: dict[str, Link]) -> None:
-    """Mark, in each consumer's ``in_alive``, the input slots that read a live producer channel."""
+    """Mark, in each consumer's ``in_alive``, the input slots that read a live producer channel (attention output
+    projections included, see :mod:`sgsc_export.heads`)."""
     for link in links.values():
         consumer = model.get_submodule(link.consumer)
         if is_quantized(consumer):
             alive = _alive(model.get_submodule(link.producer)).to(consumer.in_alive.dtype)
             consumer.in_alive.copy_(alive.repeat_interleave(link.per_channel))
+    refresh_head_in_alive_(model)
 
 
 Plan = dict[str, list[tuple[int, torch.Tensor]]]  # qualified tensor name → [(dim, kept indices), ...]

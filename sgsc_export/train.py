@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .config import CompressConfig
@@ -25,6 +24,7 @@ from .graph import Link
 from .nn import quantized_layers
 from .objective import sgsc_loss, size_term, stored_size_bits
 from .pruning import Plan, refresh_in_alive_, remove_dead_channels_, revive_, slice_like
+from .tasks import CLASSIFICATION, Task
 
 __all__ = ["TrainState", "accuracy", "compress_loop", "load_checkpoint", "predict", "save_checkpoint", "train_float"]
 
@@ -55,7 +55,8 @@ def _progress(total: int, desc: str, enabled: bool, initial: int = 0):
     return tqdm(total=total, desc=desc, disable=not enabled, initial=initial, leave=False, dynamic_ncols=True)
 
 
-def train_float(model: nn.Module, x: np.ndarray, y: np.ndarray, config: CompressConfig, progress: bool = False) -> None:
+def train_float(model: nn.Module, x: np.ndarray, y: np.ndarray, config: CompressConfig, progress: bool = False,
+                task: Task = CLASSIFICATION) -> None:
     """Train the float reference model in place: Adam, ``float_epochs`` epochs, cosine learning rate."""
     g = torch.Generator().manual_seed(config.seed)
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
@@ -71,7 +72,8 @@ def train_float(model: nn.Module, x: np.ndarray, y: np.ndarray, config: Compress
             perm = torch.randperm(len(xt), generator=g)
             for s in range(0, len(xt), config.batch_size):
                 idx = perm[s : s + config.batch_size]
-                loss = F.cross_entropy(model(xt[idx]), yt[idx])
+                xb, yb = task.trim(xt[idx], yt[idx])
+                loss = task.loss(model(xb), yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -198,13 +200,15 @@ def compress_loop(
     checkpoint: Any = None,
     progress: bool = False,
     teacher: nn.Module | None = None,
+    task: Task = CLASSIFICATION,
 ) -> tuple[TrainState, torch.optim.Optimizer]:
     """Run compression steps ``state.step .. steps + finetune_steps`` on a prepared model, in place.
 
     ``checkpoint(state, optimizer)`` is called every ``checkpoint_every`` steps (the caller decides what to
     save). Pruning during training replaces the optimiser; the one in use at the end is ``state``'s caller's
     to fetch through the return value.
-    ``teacher`` is the float reference (eval mode) for the optional distillation term.
+    ``teacher`` is the float reference (eval mode) for the optional distillation term; ``task`` scores the
+    predictions (loss, preservation accuracy).
     """
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
     xp, yp = torch.as_tensor(x_pres), torch.as_tensor(y_pres)
@@ -221,17 +225,19 @@ def compress_loop(
                 layer.b.requires_grad_(not finetune)
             idx = torch.randint(len(xt), (config.batch_size,), generator=generator)
             pidx = torch.randint(len(xp), (min(config.preservation_batch_size, len(xp)),), generator=generator)
-            logits = model(xt[idx])
+            xb, yb = task.trim(xt[idx], yt[idx])
+            xpb, ypb = task.trim(xp[pidx], yp[pidx])
+            logits = model(xb)
             teacher_logits = None
             if teacher is not None and config.distill > 0:
                 with torch.no_grad():
-                    teacher_logits = teacher(xt[idx])
+                    teacher_logits = teacher(xb)
             q = size_term(model, n_start)
-            pres_logits = model(xp[pidx]) if config.lam > 0 else None
+            pres_logits = model(xpb) if config.lam > 0 else None
             warm = min(1.0, (state.step + 1) / max(1.0, config.gamma_warmup * config.steps))
             gamma = 0.0 if finetune else config.gamma * warm
-            parts = sgsc_loss(logits, yt[idx], q, gamma, config.lam, pres_logits, yp[pidx],
-                              teacher_logits, config.distill, config.distill_temperature)
+            parts = sgsc_loss(logits, yb, q, gamma, config.lam, pres_logits, ypb,
+                              teacher_logits, config.distill, config.distill_temperature, task)
             optimizer.zero_grad(set_to_none=True)
             parts.total.backward()
             optimizer.step()
@@ -243,12 +249,12 @@ def compress_loop(
             bar.update(1)
 
             if state.step % config.restore_every == 0 or state.step == total_steps:
-                pres_acc = accuracy(predict(model, xp), y_pres)
+                pres_acc = task.accuracy(predict(model, xp), y_pres)
                 bits = stored_size_bits(model)
                 record = {
                     "step": state.step, "loss": parts.total.item(), "task_loss": parts.task, "q": parts.q,
                     "preservation_loss": parts.preservation,
-                    "train_accuracy": float((logits.argmax(1) == yt[idx]).float().mean()),
+                    "train_accuracy": task.batch_accuracy(logits, yb),
                     "preservation_accuracy": pres_acc, "quantized_bits": bits,
                     "avg_bits": bits / n_start, "ratio": bits / fp32_bits, "alive": _alive_counts(model),
                     "finetune": finetune,

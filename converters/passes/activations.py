@@ -8,7 +8,8 @@ parameters, so onnxruntime drops those QDQ pairs and the Relu instead of requant
 becomes int32 with scale ``s_x · s_w[c]`` (the form QLinearConv / QGemm take).
 
 Precondition: ``weights_to_int8`` ran (weights are INT8 → DequantizeLinear); ``ctx.calibration`` holds the
-preservation inputs. Calibration runs the graph in onnxruntime (imported here, not at package import), one
+preservation inputs (float, or int64 token ids for a language model, whose ids are not activations).
+Tensors with a non-finite calibration range (an attention mask's -inf) stay float. Calibration runs the graph in onnxruntime (imported here, not at package import), one
 thread, optimisations off, so the ranges — and the file — are reproducible.
 """
 
@@ -77,7 +78,11 @@ def activation_qdq(ctx: ExportContext) -> None:
     targets = [v for v in graph.inputs if is_activation(v)]
     targets += [o for n in graph if n.op_type != "DequantizeLinear" for o in n.outputs if is_activation(o)]
     proto = ir.serde.serialize_model(ctx.model)
-    ranges = calibrate(proto, [v.name for v in targets], ctx.calibration.astype(np.float32))
+    calibration = ctx.calibration
+    calibration = calibration.astype(np.int64 if np.issubdtype(calibration.dtype, np.integer) else np.float32)
+    ranges = calibrate(proto, [v.name for v in targets], calibration)
+    # an attention mask's -inf (or any non-finite value) has no uint8 range: that tensor stays float
+    targets = [v for v in targets if np.isfinite(ranges[v.name]).all()]
 
     params: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for v in targets:

@@ -16,7 +16,7 @@ from ._context import ExportContext, LayerWeight
 
 __all__ = ["SUPPORTED_KINDS", "locate_weights"]
 
-SUPPORTED_KINDS = ("Conv1d", "Conv2d", "Conv3d", "Linear")
+SUPPORTED_KINDS = ("Conv1d", "Conv2d", "Conv3d", "Linear", "Embedding")
 
 
 def _artifact_tensors(ctx: ExportContext, layer: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

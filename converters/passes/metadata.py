@@ -1,7 +1,8 @@
 """Pass: ``metadata_props`` that make the file self-describing (``sgsc inspect`` reads them back).
 
 Keys: ``sgsc.profile``, ``sgsc.opset``, ``sgsc.layers`` (JSON list: per layer its weight name, bits histogram,
-learned bits, fp32 / stored bytes and container), ``sgsc.manifest_sha256``, ``sgsc.version``, ``sgsc.preservation_sha256``, ``sgsc.task``, ``sgsc.float_onnx_bytes`` and, for ``ort-int8``,
+learned bits, fp32 / stored bytes and container), ``sgsc.manifest_sha256``, ``sgsc.version``, ``sgsc.preservation_sha256``, ``sgsc.task``, ``sgsc.float_onnx_bytes``, for a language model ``sgsc.vocab`` (JSON string, token id = index)
+and ``sgsc.context``, and, for ``ort-int8``,
 ``sgsc.fused`` (layer → the onnxruntime kernel it became). Values are canonical JSON so the file is reproducible.
 """
 
@@ -32,6 +33,10 @@ def add_metadata(ctx: ExportContext) -> None:
         "sgsc.task": str((m.get("model") or {}).get("task", "")),
         "sgsc.float_onnx_bytes": str(ctx.float_onnx_bytes),
     }
+    lm = m.get("language_model")
+    if lm:  # what a sampler needs without the artifact (examples/sample_names.py)
+        props["sgsc.vocab"] = _dumps(lm["vocab"])
+        props["sgsc.context"] = str(lm["context"])
     if ctx.fused:
         props["sgsc.fused"] = _dumps(ctx.fused)
     ctx.model.metadata_props.clear()

@@ -85,7 +85,7 @@ def _data_sha(data: Any) -> str:
 def _compress(cfg: PipelineConfig, out: Path, cache: StageCache, echo: Echo) -> StageRun:
     from ..api import compress
     from ..data import load_dataset
-    from ..models import build_model, default_factory, load_weights
+    from ..models import build_model, default_factory, default_kwargs, load_weights
 
     config = cfg.compress_config()
     if cfg.torch_threads:
@@ -94,7 +94,7 @@ def _compress(cfg: PipelineConfig, out: Path, cache: StageCache, echo: Echo) -> 
         torch.set_num_threads(cfg.torch_threads)
     data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed)
     spec = cfg.model or default_factory(cfg.dataset.split(":")[0])
-    kwargs = {"num_classes": data.num_classes} if cfg.model is None else {}
+    kwargs = default_kwargs(data) if cfg.model is None else {}
     model, digest = build_model(spec, kwargs)
     key = hash_json({"data": _data_sha(data), "model": spec, "model_sha256": digest or _module_sha(spec),
                      "weights_sha256": file_sha256(cfg.weights) if cfg.weights else None,

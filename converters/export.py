@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from sgsc_export._io import write_atomic as _write_atomic
 from sgsc_export.errors import ArtifactError, ExportError
 
 from ._table import LayerRow, SizeTable
@@ -59,20 +59,11 @@ class ExportResult:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``; nothing is left on error."""
+    """Write ``data`` atomically; the output directory must exist (a typo in ``-o`` is an error, not a new tree)."""
     path = Path(path)
     if not path.parent.is_dir():
         raise ExportError(f"output directory {path.parent} does not exist; create it first")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _write_atomic(path, data)
 
 
 def _load(compressed: Any) -> tuple[Any, bytes]:

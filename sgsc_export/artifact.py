@@ -12,7 +12,6 @@ import copy
 import hashlib
 import io
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from . import core
+from ._io import write_atomic
 from .errors import ArtifactError
 from .nn import quantized_layers
 from .pruning import load_state_resizing_
@@ -31,20 +31,6 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "CompressedModel", "freeze", "rebuild_mod
 FORMAT = "sgsc-artifact"
 FORMAT_VERSION = 1
 _FILES = ("model.safetensors", "quant.safetensors", "preservation.npz", "eval.npz")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path``, then rename: never a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # Ctrl-C included: never leave a half-written file behind
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:

@@ -10,7 +10,7 @@ is written atomically every ``checkpoint_every`` steps; ``resume`` continues it 
 
 from __future__ import annotations
 
-import os
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._io import write_atomic
 from .config import CompressConfig
 from .graph import Link
 from .nn import quantized_layers
@@ -169,15 +170,10 @@ def _prune_during_training(model: nn.Module, links: dict[str, Link], optimizer: 
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Atomic ``torch.save``: a temp file in the same directory, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:  # Ctrl-C included: never leave a half-written checkpoint behind
-        tmp.unlink(missing_ok=True)
-        raise
+    """Atomic ``torch.save``: never a half-written checkpoint, Ctrl-C included."""
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    write_atomic(path, buf.getvalue())
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

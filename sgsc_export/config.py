@@ -31,6 +31,9 @@ class CompressConfig:
     set); weights at ``lr``, decayed
     along a cosine to ``lr · lr_min_factor`` over the compression steps, and again over the fine-tune steps.
 
+    With ``learn_bits`` False the bit-depths stay at ``init_bits`` (uniform quantisation-aware training with a
+    learned per-channel exponent: the benchmark's fixed-bit baseline); nothing reaches zero bits, nothing is pruned.
+
     Objective: task loss + ``gamma`` · Q + ``lam`` · task loss on a preservation batch; γ ramps up linearly over
     the first ``gamma_warmup`` fraction of the compression steps.
 
@@ -46,6 +49,7 @@ class CompressConfig:
     weight_decay: float = 0.0
     init_bits: float = 4.0
     max_bits: float = 8.0
+    learn_bits: bool = True
     lr_bits: float = 0.5
     lr_exponent: float | None = None
     eps_bits: float = 1e-3
@@ -102,6 +106,8 @@ class CompressConfig:
                 f"with a positive sum; got {self.preservation_budget!r}"
             )
         self.exclude = tuple(self.exclude)
+        if not isinstance(self.learn_bits, bool):
+            raise ConfigError(f"learn_bits={self.learn_bits!r} must be true or false")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -102,6 +102,10 @@ def _param_groups(model: nn.Module, config: CompressConfig) -> list[dict[str, An
     b_params = [layer.b for layer in layers]
     e_params = [layer.e for layer in layers]
     be_ids = {id(p) for p in b_params + e_params}
+    if not config.learn_bits:  # fixed-bit QAT: b is a constant, only e learns
+        for p in b_params:
+            p.requires_grad_(False)
+        b_params = []
     weights = [p for p in model.parameters() if id(p) not in be_ids]
     groups = [{"params": weights, "lr": config.lr, "weight_decay": config.weight_decay}]
     if config.lr_exponent is None:
@@ -109,7 +113,7 @@ def _param_groups(model: nn.Module, config: CompressConfig) -> list[dict[str, An
     else:
         groups.append({"params": b_params, "lr": config.lr_bits, "eps": config.eps_bits, "weight_decay": 0.0})
         groups.append({"params": e_params, "lr": config.lr_exponent, "eps": config.eps_bits, "weight_decay": 0.0})
-    return groups
+    return [g for g in groups if g["params"]]
 
 
 def make_optimizer(model: nn.Module, config: CompressConfig) -> torch.optim.Optimizer:

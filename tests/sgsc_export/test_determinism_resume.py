@@ -46,3 +46,20 @@ def test_pruning_during_training_removes_channels_and_keeps_optimizer_state(tmp_
     for layer in art.manifest["layers"]:
         assert layer["channels_removed"] >= during.get(layer["name"], 0)
         assert layer["channels_before"] - layer["channels_removed"] == layer["channels_kept"]
+
+
+@pytest.mark.parametrize("bits", [4, 2])
+def test_fixed_bits_is_uniform_qat(digits_split, bits):
+    """learn_bits=False: every channel keeps init_bits exactly (only e learns); nothing is pruned."""
+    cfg = CompressConfig(**{**SMALL, "learn_bits": False, "init_bits": float(bits), "lam": 0.0})
+    art = compress(digits_cnn(), digits_split, cfg, model_spec=SPEC)
+    for layer in art.manifest["layers"]:
+        assert set(layer["bits"]) == {bits}
+        assert layer["channels_kept"] == layer["channels_before"]
+    assert art.manifest["totals"]["quantized_bits"] == bits * art.manifest["totals"]["weights_start"]
+    assert art.manifest["metrics"]["compressed"]["test_accuracy"] > 0.5
+
+
+def test_learn_bits_must_be_a_bool():
+    with pytest.raises(ConfigError, match="learn_bits"):
+        CompressConfig(learn_bits="no")

@@ -1,0 +1,217 @@
+"""One command for the benchmark table: SGSC beside float, onnxruntime's PTQ, uniform QAT and λ = 0 (issue 7).
+
+    python -m benchmarks.run --suite quick     # digits, one seed, small γ sweep; ≤ 10 minutes on 2 cores
+    python -m benchmarks.run --suite full      # digits, MNIST-10k, names; five seeds; γ sweeps; ≤ 90 minutes
+
+Units (one method, one data set, one seed: see ``benchmarks/units.py``) run in ``--jobs`` worker processes of one
+torch thread each, longest first, each after the units it needs. Every finished unit is one JSON line in
+``benchmarks/results/bench_<suite>.jsonl``; a rerun skips the units already there (``--fresh`` starts over), so an
+interrupted run continues where it stopped. When all units are done, the latency of every ``.onnx`` of a data set
+is measured in this process alone (nothing else running), interleaved model by model at batch 1 and 64, into
+``bench_<suite>_latency.jsonl``; then ``benchmarks.summary`` writes the table (``bench_<suite>.md``), the Pareto
+plot (``bench_<suite>_pareto.png``) and, for ``full``, the README's results section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from multiprocessing import get_context
+from pathlib import Path
+
+from .units import DATA_DIRS, ROOT, Unit, run_unit, workdir
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+@dataclass(frozen=True)
+class Suite:
+    datasets: tuple[str, ...]
+    seeds: tuple[int, ...]
+    sweep_sgsc: dict[str, tuple[float, ...]]     # extra γ (beside the preset's) on seed 0
+    sweep_lambda0: dict[str, tuple[float, ...]]
+    qat_bits: tuple[int, ...] = (4, 2)
+
+
+SUITES = {
+    "quick": Suite(("digits",), (0,), {"digits": (0.2, 1.0)}, {"digits": (0.2, 1.0)}),
+    "full": Suite(("digits", "mnist", "names"), (0, 1, 2, 3, 4),
+                  {"digits": (0.1, 0.2, 1.0), "mnist": (0.1, 0.5)},
+                  {"digits": (0.1, 0.2, 1.0), "mnist": (0.5,)}),
+}
+# rough CPU seconds per unit on this machine (longest first keeps two workers busy to the end)
+COST = {("mnist", "sgsc"): 300, ("mnist", "lambda0"): 220, ("mnist", "qat"): 180, ("names", "sgsc"): 260,
+        ("names", "lambda0"): 150, ("names", "qat"): 150, ("names", "float"): 90, ("mnist", "float"): 40}
+
+
+def default_gamma(dataset: str) -> float:
+    from sgsc_export.presets import preset
+
+    return preset(dataset).gamma
+
+
+def plan(suite: Suite) -> list[Unit]:
+    units: list[Unit] = []
+    for ds in suite.datasets:
+        g0 = default_gamma(ds)
+        for seed in suite.seeds:
+            units += [Unit(ds, seed, "float"), Unit(ds, seed, "sgsc", gamma=g0), Unit(ds, seed, "lambda0", gamma=g0),
+                      Unit(ds, seed, "ptq")]
+            units += [Unit(ds, seed, "qat", bits=b) for b in suite.qat_bits]
+        units += [Unit(ds, suite.seeds[0], "sgsc", gamma=g) for g in suite.sweep_sgsc.get(ds, ()) if g != g0]
+        units += [Unit(ds, suite.seeds[0], "lambda0", gamma=g) for g in suite.sweep_lambda0.get(ds, ()) if g != g0]
+    return units
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _append(path: Path, rec: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(rec) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def run_units(name: str, units: list[Unit], jobs: int, log: Path) -> list[dict]:
+    done = {}
+    if log.exists():
+        for line in log.read_text().splitlines():
+            rec = json.loads(line)
+            if "error" not in rec:
+                done[rec["key"]] = rec
+    todo = [u for u in units if u.key not in done]
+    print(f"{len(units)} units, {len(units) - len(todo)} already in {log.name}, {len(todo)} to run on {jobs} "
+          "worker(s)", flush=True)
+    gammas = {u.dataset: default_gamma(u.dataset) for u in units}
+    failed: set[str] = set()
+    running: dict = {}
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
+        while todo or running:
+            ready = [u for u in todo if all(d.key in done for d in u.deps(gammas[u.dataset]))]
+            blocked = [u for u in todo if any(d.key in failed for d in u.deps(gammas[u.dataset]))]
+            for u in blocked:
+                todo.remove(u)
+                failed.add(u.key)
+                print(f"skip {u.key}: a unit it needs failed", flush=True)
+            ready.sort(key=lambda u: -COST.get((u.dataset, u.method), 30))
+            while ready and len(running) < jobs:
+                u = ready.pop(0)
+                todo.remove(u)
+                running[pool.submit(run_unit, name, u, gammas[u.dataset])] = (u, time.perf_counter())
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                u, t0 = running.pop(fut)
+                try:
+                    rec = fut.result()
+                except Exception as exc:  # a unit's failure is recorded, the others go on
+                    rec = {"key": u.key, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+                    failed.add(u.key)
+                rec["unit_wall_seconds"] = round(time.perf_counter() - t0, 1)
+                rec["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                _append(log, rec)
+                if "error" not in rec:
+                    done[u.key] = rec
+                print(f"{'FAILED' if 'error' in rec else 'done'} {u.key} in {rec['unit_wall_seconds']} s"
+                      + (f": {rec['error']}" if "error" in rec else ""), flush=True)
+    return [done[u.key] for u in units if u.key in done]
+
+
+def measure_latency(name: str, records: list[dict], out: Path, rounds: int = 5, runs: int = 10) -> list[dict]:
+    """Median ms per batch (1 and 64) of every .onnx, one CPU thread, in this process; models are interleaved
+    round by round so that drift of the machine falls on all of them alike."""
+    import numpy as np
+
+    from runtime_checks.latency import LatencyConfig
+    from runtime_checks.latency import measure_latency as timeit
+
+    from .units import cpu_session, dataset
+
+    rows = []
+    for ds in dict.fromkeys(r["dataset"] for r in records):
+        x = np.ascontiguousarray(dataset(ds).x_test[:64])
+        models = []
+        for r in records:
+            if r["dataset"] != ds or "onnx" not in r:
+                continue
+            unit_dir = workdir(name, Unit(r["dataset"], r["seed"], r["method"], r["gamma"], r["bits"]))
+            base = workdir(name, Unit(r["dataset"], r["seed"], "float")) if r["method"] == "ptq" else unit_dir
+            for fmt in r["onnx"]:
+                path = (base / "float.onnx") if fmt == "float" else (unit_dir / f"{fmt}.onnx")
+                models.append((r["key"], fmt, cpu_session(path)))
+        times: dict[tuple, dict[int, list[float]]] = {(k, f): {1: [], 64: []} for k, f, _ in models}
+        cfg = LatencyConfig(batch_sizes=(1, 64), warmup=2, runs=runs)
+        for _ in range(rounds):
+            for key, fmt, sess in models:
+                res = timeit(sess, x, "cpu", "all", 1, cfg)
+                for b in (1, 64):
+                    times[(key, fmt)][b].append(res.ms[b]["p50"])
+        for (key, fmt), t in times.items():
+            rows.append({"key": key, "format": fmt, "threads": 1, "ms_batch_1": float(np.median(t[1])),
+                         "ms_batch_64": float(np.median(t[64]))})
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {p: version(p) for p in ("torch", "onnx", "onnxruntime", "onnxscript", "onnx-ir", "numpy", "scikit-learn")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--suite", choices=sorted(SUITES), default="quick")
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (1 thread each)")
+    ap.add_argument("--fresh", action="store_true", help="forget earlier results of this suite and start over")
+    ap.add_argument("--summary-only", action="store_true", help="only rewrite the table, plot and README section")
+    args = ap.parse_args(argv)
+    suite = SUITES[args.suite]
+    missing = [ds for ds in suite.datasets if DATA_DIRS[ds] is not None and not DATA_DIRS[ds].is_dir()]
+    if missing:
+        print(f"error: {', '.join(str(DATA_DIRS[d]) for d in missing)} absent; the {args.suite} suite needs the "
+              "real data in ../shared/data (use --suite quick for digits only)", file=sys.stderr)
+        return 2
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    log = RESULTS / f"bench_{args.suite}.jsonl"
+    lat = RESULTS / f"bench_{args.suite}_latency.jsonl"
+    meta_path = RESULTS / f"bench_{args.suite}_run.json"
+    if not args.summary_only:
+        if args.fresh:
+            for p in (log, lat, meta_path):
+                p.unlink(missing_ok=True)
+        t0, load0 = time.perf_counter(), os.getloadavg()
+        records = run_units(args.suite, plan(suite), args.jobs, log)
+        t1 = time.perf_counter()
+        measure_latency(args.suite, records, lat)
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"invocations": []}
+        meta["invocations"].append({
+            "command": f"python -m benchmarks.run --suite {args.suite}" + (" --fresh" if args.fresh else ""),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "units_seconds": round(t1 - t0, 1), "latency_seconds": round(time.perf_counter() - t1, 1),
+            "wall_seconds": round(time.perf_counter() - t0, 1), "jobs": args.jobs, "cpus": os.cpu_count(),
+            "load_average_start": load0, "load_average_end": os.getloadavg(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or platform.platform()}",
+            "python": platform.python_version(), "versions": _versions(),
+        })
+        meta_path.write_text(json.dumps(meta, indent=1) + "\n")
+    from .summary import write_summary
+
+    write_summary(args.suite, readme=args.suite == "full")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,47 @@
+"""The summary (table, verdicts, plot, README section) from a results file; the numbers here are synthetic and
+only exercise the formatting and the arithmetic."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks import summary
+
+
+def _records() -> list[dict]:
+    recs = []
+    for seed, (acc_s, acc_u) in enumerate([(0.98, 0.95), (0.97, 0.99)]):
+        base = {"dataset": "digits", "seed": seed, "gamma": None, "bits": None}
+        recs.append({**base, "key": f"digits/s{seed}/float", "method": "float", "seconds": 3.0, "cpu_seconds": 3.0,
+                     "weights": 1000})
+        recs.append({**base, "key": f"digits/s{seed}/ptq", "method": "ptq", "seconds": {"ptq-int8": 0.1},
+                     "cpu_seconds": {"ptq-int8": 0.1}, "onnx": {
+                         "float": {"file_bytes": 40000, "test_accuracy": 0.98, "preservation_accuracy": 1.0,
+                                   "weight_bits": 32000, "weights_quantized": 0, "weights_counted": 1000},
+                         "ptq-int8": {"file_bytes": 12000, "test_accuracy": 0.975, "preservation_accuracy": 1.0,
+                                      "weight_bits": 8000, "weights_quantized": 1000, "weights_counted": 1000}}})
+        for method, acc in (("sgsc", acc_s), ("lambda0", acc_u)):
+            recs.append({**base, "key": f"digits/s{seed}/{method}-g0.5", "method": method, "gamma": 0.5,
+                         "seconds": 30.0, "cpu_seconds": 30.0, "stored_bits": 600, "onnx": {
+                             "portable": {"file_bytes": 2100, "test_accuracy": acc, "preservation_accuracy": 1.0},
+                             "compact": {"file_bytes": 1900, "test_accuracy": acc, "preservation_accuracy": 1.0}}})
+    return recs
+
+
+def test_summary_table_verdicts_plot_and_readme(tmp_path, monkeypatch):
+    monkeypatch.setattr(summary, "RESULTS", tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n{summary.BEGIN}\nold\n{summary.END}\nafter\n")
+    monkeypatch.setattr(summary, "README", readme)
+    (tmp_path / "bench_t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _records()))
+    text = summary.write_summary("t", readme=True)
+    assert "| float32 reference | 2 | 98.00 ± 0.00 |" in text
+    assert "| **SGSC, compact** | 2 | 97.50 ± 0.71 |" in text
+    assert "8.000 | 12,000 | 0.300 |" in text  # PTQ INT8: 8 bits per weight, file 0.3 of float
+    assert "0.600 | 1,900 | 0.048 |" in text  # SGSC: 600 bits over 1000 weights
+    assert "accuracy ≥ its 97.50 %: **met**" in text
+    assert "within 0.5 pp of float (98.00 %): **met**" in text  # 97.5 ≥ 98.0 − 0.5
+    assert "SGSC 0.71 pp vs λ = 0 2.83 pp: **met**" in text
+    assert (tmp_path / "bench_t_pareto.png").stat().st_size > 10_000
+    new = readme.read_text()
+    assert "old" not in new and new.startswith("# x\n\nbefore\n") and new.endswith(f"{summary.END}\nafter\n")

@@ -1,0 +1,75 @@
+"""The benchmark's units at toy size: plan, dependencies, onnxruntime PTQ and QAT end to end, weight-bit count."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from benchmarks import run, units
+from benchmarks.units import Unit
+
+
+def test_quick_plan_has_every_method_and_ptq_waits_for_the_default_sgsc_run():
+    plan = run.plan(run.SUITES["quick"])
+    keys = {u.key for u in plan}
+    assert {"digits/s0/float", "digits/s0/sgsc-g0.5", "digits/s0/lambda0-g0.5", "digits/s0/ptq",
+            "digits/s0/qat4", "digits/s0/qat2"} <= keys
+    assert len(keys) == len(plan)  # no unit twice
+    ptq = next(u for u in plan if u.method == "ptq")
+    assert {d.key for d in ptq.deps(0.5)} == {"digits/s0/float", "digits/s0/sgsc-g0.5"}
+    full = run.plan(run.SUITES["full"])
+    assert {u.seed for u in full} == {0, 1, 2, 3, 4} and {u.dataset for u in full} == {"digits", "mnist", "names"}
+
+
+def test_qat_config_is_fixed_bits_without_pruning_or_preservation():
+    cfg = units.config_for(Unit("digits", 3, "qat", bits=2))
+    assert (cfg.learn_bits, cfg.init_bits, cfg.gamma, cfg.lam, cfg.seed) == (False, 2.0, 0.0, 0.0, 3)
+    assert units.config_for(Unit("digits", 0, "lambda0", gamma=1.0)).lam == 0.0
+
+
+def test_weight_bits_of_dq_matmulnbits_and_float_initializers(tmp_path):
+    w8 = numpy_helper.from_array(np.ones((4, 3), np.int8), "w8")
+    s = numpy_helper.from_array(np.ones((4,), np.float32), "s")
+    wc = numpy_helper.from_array(np.ones((2, 1, 3, 3), np.float32), "wc")
+    b = numpy_helper.from_array(np.ones((4,), np.float32), "bias")  # a bias: not counted
+    packed = numpy_helper.from_array(np.zeros((4, 1, 16), np.uint8), "packed")
+    nodes = [
+        helper.make_node("Conv", ["x", "wc"], ["c"]),
+        helper.make_node("DequantizeLinear", ["w8", "s"], ["w"], axis=0),
+        helper.make_node("Gemm", ["f", "w", "bias"], ["g"], transB=1),
+        helper.make_node("MatMulNBits", ["g", "packed", "s"], ["y"], domain="com.microsoft", K=32, N=4, bits=4,
+                         block_size=32),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w8, s, wc, b, packed])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    got = units.onnx_weight_bits(path)
+    assert got == {"weight_bits": 8 * 12 + 32 * 18 + 4 * 32 * 4, "weights_quantized": 12 + 128,
+                   "weights_counted": 12 + 128 + 18}
+
+
+@pytest.fixture
+def toy_units(tmp_path, monkeypatch):
+    orig = units.config_for
+    monkeypatch.setattr(units, "config_for", lambda u: orig(u).replace(
+        float_epochs=1, steps=30, finetune_steps=0, restore_every=10, prune_every=10, checkpoint_every=10))
+    monkeypatch.setattr(units, "workdir", lambda suite, u: tmp_path / suite / u.key)
+
+
+def test_units_end_to_end_on_digits(toy_units):
+    recs = {u.key: units.run_unit("toy", u, 0.5) for u in (
+        Unit("digits", 0, "float"), Unit("digits", 0, "sgsc", gamma=0.5), Unit("digits", 0, "ptq"),
+        Unit("digits", 0, "qat", bits=2))}
+    sgsc = recs["digits/s0/sgsc-g0.5"]
+    assert set(sgsc["onnx"]) == {"portable", "compact", "ort-int8"}
+    for m in sgsc["onnx"].values():  # the .onnx in onnxruntime agrees with PyTorch on these files
+        assert m["test_accuracy"] == pytest.approx(sgsc["pytorch"]["test_accuracy"], abs=0.01)
+    ptq = recs["digits/s0/ptq"]["onnx"]
+    assert ptq["ptq-int8"]["weights_quantized"] == recs["digits/s0/float"]["weights"]  # every Conv/Gemm weight
+    assert ptq["ptq-int8"]["file_bytes"] < ptq["float"]["file_bytes"] / 3
+    assert "ptq-w4" not in ptq and recs["digits/s0/ptq"]["ptq_w4_layers"] == 0  # Conv/Gemm: not applicable
+    qat = recs["digits/s0/qat2"]
+    assert qat["stored_bits"] == 2 * recs["digits/s0/float"]["weights"]

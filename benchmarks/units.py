@@ -197,7 +197,7 @@ def run_unit(suite: str, unit: Unit, default_gamma: float) -> dict[str, Any]:
     elif unit.method == "ptq":
         rec.update(_run_ptq(suite, unit, out, default_gamma))
     else:
-        rec.update(_run_compress(suite, unit, out))
+        rec.update(run_compress(suite, unit, out))
     return rec
 
 
@@ -234,12 +234,13 @@ def _run_float(unit: Unit, out: Path) -> dict[str, Any]:
     return {"seconds": wall, "cpu_seconds": cpu, "float_epochs": cfg.float_epochs, "weights": n_weights}
 
 
-def _run_compress(suite: str, unit: Unit, out: Path) -> dict[str, Any]:
+def run_compress(suite: str, unit: Unit, out: Path, cfg=None) -> dict[str, Any]:
+    """Compress the float reference of ``suite`` by ``unit``'s method (or ``cfg``), export, measure."""
     from converters import export
     from sgsc_export import compress
 
     data = dataset(unit.dataset)
-    cfg = config_for(unit)
+    cfg = cfg or config_for(unit)
     model = _float_module(suite, unit)
     art, wall, cpu = _timed(compress, model, data, cfg, pretrained=True, out_dir=out / "artifact",
                             model_spec=_spec(unit.dataset))

@@ -120,9 +120,9 @@ def _fmt(mean: float, std: float, scale: float = 1.0, digits: int = 2) -> str:
 def table(pts: list[dict], ds: str) -> tuple[str, dict[str, dict]]:
     lm = ds == "names"
     stats: dict[str, dict] = {}
-    head = ("| method | seeds | test loss (nats) | test perplexity | preservation loss | bits / weight | file bytes | "
+    head = ("| method | seeds | test loss (nats) | test perplexity | preservation loss | bits / weight (of 32) | file bytes | "
             "vs float file | ms @1 | ms @64 | time (s) |\n" if lm else
-            "| method | seeds | test acc (%) | preservation acc (%) | bits / weight | file bytes | vs float file | "
+            "| method | seeds | test acc (%) | preservation acc (%) | bits / weight (of 32) | file bytes | vs float file | "
             "ms @1 | ms @64 | time (s) |\n")
     lines = [head, "|" + "---|" * (head.count("|") - 1) + "\n"]
     note = ""
@@ -142,7 +142,8 @@ def table(pts: list[dict], ds: str) -> tuple[str, dict[str, dict]]:
         s["n"] = len(ps)
         stats[method] = s
         fb = s["file_bytes"][0]
-        common = (f"{s['bits_per_weight'][0]:.3f} | {fb:,.0f} | {fb / float_bytes:.3f} | "
+        bpw = s["bits_per_weight"][0]
+        common = (f"{bpw:.3f} ({100 * bpw / 32:.1f} %) | {fb:,.0f} | {fb / float_bytes:.3f} | "
                   f"{s['ms_batch_1'][0]:.3f} | {s['ms_batch_64'][0]:.2f} | {s['seconds'][0]:.0f} ± {s['seconds'][1]:.0f} |")
         if lm:
             lines.append(f"| {label} | {s['n']} | {_fmt(*s['test_loss'], digits=4)} | {_fmt(*s['test_perplexity'])} | "
@@ -240,7 +241,8 @@ def write_summary(suite: str, readme: bool = False) -> str:
                      f"Versions: {', '.join(f'{k} {v}' for k, v in last.get('versions', {}).items())}.\n\n")
     parts.append("Every number is of the exported `.onnx` file in onnxruntime CPU (ORT_ENABLE_ALL, one thread), "
                  "mean ± sample standard deviation over seeds at each method's default; bits / weight are the stored "
-                 "weight bits over the float model's weight count; latency is the median over seeds of each model's "
+                 "weight bits over the float model's weight count (in brackets as a share of 32 bits, the paper's size "
+                 "measure); latency is the median over seeds of each model's "
                  "p50, all models timed interleaved in one process; time is the method's own (the float row: "
                  "float training), wall seconds in a worker.\n\n")
     for ds in datasets:

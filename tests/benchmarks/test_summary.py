@@ -37,8 +37,8 @@ def test_summary_table_verdicts_plot_and_readme(tmp_path, monkeypatch):
     text = summary.write_summary("t", readme=True)
     assert "| float32 reference | 2 | 98.00 ± 0.00 |" in text
     assert "| **SGSC, compact** | 2 | 97.50 ± 0.71 |" in text
-    assert "8.000 | 12,000 | 0.300 |" in text  # PTQ INT8: 8 bits per weight, file 0.3 of float
-    assert "0.600 | 1,900 | 0.048 |" in text  # SGSC: 600 bits over 1000 weights
+    assert "8.000 (25.0 %) | 12,000 | 0.300 |" in text  # PTQ INT8: 8 bits per weight, file 0.3 of float
+    assert "0.600 (1.9 %) | 1,900 | 0.048 |" in text  # SGSC: 600 bits over 1000 weights
     assert "accuracy ≥ its 97.50 %: **met**" in text
     assert "within 0.5 pp of float (98.00 %): **met**" in text  # 97.5 ≥ 98.0 − 0.5
     assert "SGSC 0.71 pp vs λ = 0 2.83 pp: **met**" in text

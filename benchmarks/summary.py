@@ -209,16 +209,20 @@ def pareto(pts: list[dict], datasets: list[str], path: Path) -> None:
                 (x, xs), (y, ys) = _mean_std([p["file_bytes"] for p in ps]), _mean_std([p[metric] for p in ps])
                 label = dict(ROWS)[method].replace("**", "").replace("onnxruntime ", "ORT ")
                 ax.errorbar([x], [scale * y], xerr=[xs], yerr=[scale * ys], color=color, marker=marker, ms=8,
-                            capsize=3, ls="none", label=f"{label} (n={len(ps)})")
+                            capsize=3, ls="none", label=label)
         ax.set_xscale("log")
         ax.set_xlabel(".onnx file bytes (log)")
         ax.set_ylabel("test loss, nats (lower is better)" if lm else "test accuracy, %")
         ax.set_title(TITLES[ds], fontsize=10)
         ax.grid(alpha=0.3, which="both")
-    axes[0][0].legend(fontsize=7, loc="lower right")
+    handles: dict = {}
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab.rsplit(" (n=", 1)[0], h)
+    fig.legend(list(handles.values()), list(handles), fontsize=7.5, loc="lower center", ncol=min(4, 2 * len(datasets), len(handles)))
     fig.suptitle("Accuracy against file size\nlines: γ sweep of the compact files (seed 0); "
                  "points: mean ± std over seeds at the default", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05 + 0.035 * math.ceil(len(handles) / min(4, 2 * len(datasets))), 1, 1))
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)

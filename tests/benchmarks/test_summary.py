@@ -41,7 +41,28 @@ def test_summary_table_verdicts_plot_and_readme(tmp_path, monkeypatch):
     assert "0.600 (1.9 %) | 1,900 | 0.048 |" in text  # SGSC: 600 bits over 1000 weights
     assert "accuracy ≥ its 97.50 %: **met**" in text
     assert "within 0.5 pp of float (98.00 %): **met**" in text  # 97.5 ≥ 98.0 − 0.5
-    assert "SGSC 0.71 pp vs λ = 0 2.83 pp: **met**" in text
+    assert "SGSC 0.71 pp vs λ = 0 2.83 pp (2 and 2 seeds): **met**" in text
     assert (tmp_path / "bench_t_pareto.png").stat().st_size > 10_000
     new = readme.read_text()
     assert "old" not in new and new.startswith("# x\n\nbefore\n") and new.endswith(f"{summary.END}\nafter\n")
+
+
+def test_language_model_verdicts_use_loss_lower_is_better():
+    def s(loss, loss_std, size, n=5):
+        return {"test_loss": (loss, loss_std), "file_bytes": (size, 0.0), "n": n}
+
+    stats = {"float": s(1.96, 0.01, 800_000), "ptq-int8": s(2.10, 0.02, 300_000),
+             "sgsc:portable": s(1.99, 0.004, 90_000), "lambda0:portable": s(1.98, 0.006, 85_000)}
+    v = summary.verdicts(stats, "names")
+    assert len(v) == 2  # the 1/6-size target is stated for the image tasks only
+    assert "test loss ≤ its loss 2.1000: **met** (portable loss 1.9900 at 90,000 B)" in v[0]
+    assert "SGSC 0.0040 nats vs λ = 0 0.0060 nats (5 and 5 seeds): **met**" in v[1]
+    stats["sgsc:portable"] = s(2.2, 0.01, 90_000)
+    assert "**not met**" in summary.verdicts(stats, "names")[0]
+    assert "**not met** (larger)" in summary.verdicts(stats, "names")[1]
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    pts = [(10, 90.0), (20, 95.0), (15, 89.0), (30, 95.0), (40, 97.0), (10, 91.0)]
+    assert summary.pareto_front(pts) == [(10, 91.0), (20, 95.0), (40, 97.0)]
+    assert summary.pareto_front([(10, 2.0), (20, 1.5), (30, 1.7)], lower_is_better=True) == [(10, 2.0), (20, 1.5)]

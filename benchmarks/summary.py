@@ -140,6 +140,7 @@ def table(pts: list[dict], ds: str) -> tuple[str, dict[str, dict]]:
             "file_bytes", "seconds", "cpu_seconds", "ms_batch_1", "ms_batch_64")}
         s["bits_per_weight"] = _mean_std([p["stored_bits"] / p["weights"] for p in ps if p["weights"]])
         s["n"] = len(ps)
+        s["by_seed"] = {p["seed"]: p["test_loss" if lm else "test_accuracy"] for p in ps}
         stats[method] = s
         fb = s["file_bytes"][0]
         bpw = s["bits_per_weight"][0]
@@ -152,6 +153,22 @@ def table(pts: list[dict], ds: str) -> tuple[str, dict[str, dict]]:
             lines.append(f"| {label} | {s['n']} | {_fmt(*s['test_accuracy'], 100)} | "
                          f"{_fmt(*s['preservation_accuracy'], 100)} | {common}\n")
     return "".join(lines) + note, stats
+
+
+def paired(a: dict[int, float], b: dict[int, float]) -> tuple[float, float, int]:
+    """Mean and sample std of a − b over the seeds both have (the same float reference per seed)."""
+    d = [a[k] - b[k] for k in sorted(a.keys() & b.keys())]
+    m, sd = _mean_std(d)
+    return m, sd, len(d)
+
+
+def std_ratio_interval(sd_a: float, n_a: int, sd_b: float, n_b: int, level: float = 0.9) -> tuple[float, float]:
+    """Confidence interval for σ_a/σ_b from two sample standard deviations (F distribution, normal samples)."""
+    from scipy.stats import f
+
+    r2 = (sd_a / sd_b) ** 2
+    lo, hi = f.ppf((1 - level) / 2, n_a - 1, n_b - 1), f.ppf((1 + level) / 2, n_a - 1, n_b - 1)
+    return math.sqrt(r2 / hi), math.sqrt(r2 / lo)
 
 
 def verdicts(stats: dict[str, dict], ds: str) -> list[str]:
@@ -169,10 +186,16 @@ def verdicts(stats: dict[str, dict], ds: str) -> list[str]:
     out = []
     smaller = [m for m in stats if m.startswith("sgsc:") and size[m] <= size[p8]]
     ok = [m for m in smaller if better(val[m][0], val[p8][0])]
+    unit, scale, digits = ("nats", 1.0, 4) if lm else ("pp", 100.0, 2)
+    pair = ""
+    if "sgsc:compact" in stats and stats["sgsc:compact"]["n"] > 1:
+        d, sd, n = paired(stats["sgsc:compact"]["by_seed"], stats[p8]["by_seed"])
+        pair = (f"; paired by seed, compact − PTQ = {scale * d:+.{digits}f} ± {scale * sd:.{digits}f} {unit} "
+                f"over {n} seeds")
     out.append(f"- SGSC at ≤ PTQ INT8's file size ({size[p8]:,.0f} B) with {'test loss ≤' if lm else 'accuracy ≥'} "
                f"its {show(val[p8][0])}: " + ("**met**" if ok and len(ok) == len(smaller) else "**not met**") + " ("
                + (", ".join(f"{m.split(':')[1]} {show(val[m][0])} at {size[m]:,.0f} B" for m in smaller)
-                  or "no SGSC file that small") + ")")
+                  or "no SGSC file that small") + pair + ")")
     if not lm:
         sixth = [m for m in stats if m.startswith("sgsc:") and size[m] <= size[p8] / 6]
         close = [m for m in sixth if val[m][0] >= val["float"][0] - 0.005]
@@ -184,10 +207,13 @@ def verdicts(stats: dict[str, dict], ds: str) -> list[str]:
         a, b = val["sgsc:portable"][1], val["lambda0:portable"][1]
         if stats["sgsc:portable"]["n"] < 2:
             return [*out, "- seed standard deviation: not measured (one seed)"]
-        unit, scale, digits = ("nats", 1.0, 4) if lm else ("pp", 100.0, 2)
+        na, nb = stats["sgsc:portable"]["n"], stats["lambda0:portable"]["n"]
+        ci = ""
+        if a > 0 and b > 0:
+            lo, hi = std_ratio_interval(a, na, b, nb)
+            ci = f"; ratio {a / b:.2f}, 90 % interval of the true ratio {lo:.2f}–{hi:.2f} (F test)"
         out.append(f"- seed standard deviation of test {'loss' if lm else 'accuracy'}, SGSC {scale * a:.{digits}f} "
-                   f"{unit} vs λ = 0 {scale * b:.{digits}f} {unit} ({stats['sgsc:portable']['n']} and "
-                   f"{stats['lambda0:portable']['n']} seeds): "
+                   f"{unit} vs λ = 0 {scale * b:.{digits}f} {unit} ({na} and {nb} seeds{ci}): "
                    + ("**met** (no larger)" if a <= b + 1e-12 else "**not met** (larger)"))
     return out
 
@@ -202,53 +228,67 @@ def pareto_front(xy: list[tuple[float, float]], lower_is_better: bool = False) -
     return front
 
 
+def _draw(ax, pts: list[dict], ds: str, style: dict) -> None:
+    """Every method on one axis: the γ sweep (seed 0) as a line, the mean ± std over seeds at the default γ as a
+    point with error bars, and the Pareto front over everything plotted."""
+    lm = ds == "names"
+    metric = "test_loss" if lm else "test_accuracy"
+    scale = 1.0 if lm else 100.0
+    plotted: list[tuple[float, float]] = []
+    for method, (color, marker) in style.items():
+        sweep = sorted((p for p in pts if p["dataset"] == ds and p["method"] == method and p["seed"] == 0
+                        and p["gamma"] is not None), key=lambda p: p["file_bytes"])
+        if len(sweep) > 1 and method.endswith(":compact"):
+            ax.plot([p["file_bytes"] for p in sweep], [scale * p[metric] for p in sweep], "-", color=color,
+                    marker=marker, ms=4, lw=1, alpha=0.6)
+            plotted += [(p["file_bytes"], scale * p[metric]) for p in sweep]
+        ps = _at_default(pts, ds, method)
+        if ps:
+            (x, xs), (y, ys) = _mean_std([p["file_bytes"] for p in ps]), _mean_std([p[metric] for p in ps])
+            label = dict(ROWS)[method].replace("**", "").replace("onnxruntime ", "ORT ")
+            ax.errorbar([x], [scale * y], xerr=[xs], yerr=[scale * ys], color=color, marker=marker, ms=8,
+                        capsize=3, ls="none", label=label)
+            plotted.append((x, scale * y))
+    front = pareto_front(plotted, lower_is_better=lm)
+    ax.step([x for x, _ in front], [y for _, y in front], where="post", color="grey", ls="--", lw=0.8,
+            label="Pareto front (every point plotted)")
+    ax.set_xscale("log")
+    ax.set_xlabel(".onnx file bytes (log)")
+    ax.set_ylabel("test loss, nats (lower is better)" if lm else "test accuracy, %")
+    ax.grid(alpha=0.3, which="both")
+
+
 def pareto(pts: list[dict], datasets: list[str], path: Path) -> None:
+    """Top row: every method at full scale; bottom row: the same, zoomed on the float model's neighbourhood
+    (accuracy −1.5 … +0.75 pp, loss −0.02 … +0.06 nats), where the methods worth shipping sit."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6.2 * len(datasets), 4.6), squeeze=False)
+    fig, axes = plt.subplots(2, len(datasets), figsize=(6.2 * len(datasets), 8.4), squeeze=False)
     style = {"float": ("k", "*"), "ptq-int8": ("tab:orange", "s"), "ptq-w4": ("tab:brown", "s"),
              "qat4": ("tab:purple", "^"), "qat2": ("tab:pink", "v"), "lambda0:compact": ("tab:red", "o"),
              "sgsc:compact": ("tab:blue", "o"), "sgsc:portable": ("tab:cyan", "D"), "sgsc:ort-int8": ("tab:green", "P"),
              "lambda0:portable": ("salmon", "D")}
-    for ax, ds in zip(axes[0], datasets):
+    for col, ds in enumerate(datasets):
         lm = ds == "names"
-        metric = "test_loss" if lm else "test_accuracy"
-        scale = 1.0 if lm else 100.0
-        plotted: list[tuple[float, float]] = []
-        for method, (color, marker) in style.items():
-            # the γ sweep (seed 0) as a line, the 5-seed mean ± std at the default γ as a point with error bars
-            sweep = sorted((p for p in pts if p["dataset"] == ds and p["method"] == method and p["seed"] == 0
-                            and p["gamma"] is not None), key=lambda p: p["file_bytes"])
-            if len(sweep) > 1 and method.endswith(":compact"):
-                ax.plot([p["file_bytes"] for p in sweep], [scale * p[metric] for p in sweep], "-", color=color,
-                        marker=marker, ms=4, lw=1, alpha=0.6)
-                plotted += [(p["file_bytes"], scale * p[metric]) for p in sweep]
-            ps = _at_default(pts, ds, method)
-            if ps:
-                (x, xs), (y, ys) = _mean_std([p["file_bytes"] for p in ps]), _mean_std([p[metric] for p in ps])
-                label = dict(ROWS)[method].replace("**", "").replace("onnxruntime ", "ORT ")
-                ax.errorbar([x], [scale * y], xerr=[xs], yerr=[scale * ys], color=color, marker=marker, ms=8,
-                            capsize=3, ls="none", label=label)
-                plotted.append((x, scale * y))
-        front = pareto_front(plotted, lower_is_better=lm)
-        ax.step([x for x, _ in front], [y for _, y in front], where="post", color="grey", ls="--", lw=0.8,
-                label="Pareto front (every point plotted)")
-        ax.set_xscale("log")
-        ax.set_xlabel(".onnx file bytes (log)")
-        ax.set_ylabel("test loss, nats (lower is better)" if lm else "test accuracy, %")
-        ax.set_title(TITLES[ds], fontsize=10)
-        ax.grid(alpha=0.3, which="both")
+        for row in (0, 1):
+            _draw(axes[row][col], pts, ds, style)
+        axes[0][col].set_title(TITLES.get(ds, ds), fontsize=10)
+        f = _mean_std([p["test_loss" if lm else "test_accuracy"] for p in _at_default(pts, ds, "float")])[0]
+        if not math.isnan(f):
+            axes[1][col].set_ylim(*((f - 0.02, f + 0.06) if lm else (100 * f - 1.5, 100 * f + 0.75)))
+        axes[1][col].set_title(f"{TITLES.get(ds, ds)}, zoomed (points off the scale are clipped)", fontsize=9)
     handles: dict = {}
     for ax in axes[0]:
         for h, lab in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(lab.rsplit(" (n=", 1)[0], h)
-    fig.legend(list(handles.values()), list(handles), fontsize=7.5, loc="lower center", ncol=min(4, 2 * len(datasets), len(handles)))
+            handles.setdefault(lab, h)
+    ncol = min(4, 2 * len(datasets), len(handles))
+    fig.legend(list(handles.values()), list(handles), fontsize=7.5, loc="lower center", ncol=ncol)
     fig.suptitle("Accuracy against file size\nlines: γ sweep of the compact files (seed 0); "
                  "points: mean ± std over seeds at the default", fontsize=9)
-    fig.tight_layout(rect=(0, 0.05 + 0.035 * math.ceil(len(handles) / min(4, 2 * len(datasets))), 1, 1))
+    fig.tight_layout(rect=(0, 0.03 + 0.02 * math.ceil(len(handles) / ncol), 1, 1))
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
@@ -258,7 +298,8 @@ def pareto(pts: list[dict], datasets: list[str], path: Path) -> None:
 def write_summary(suite: str, readme: bool = False) -> str:
     records, lat, meta = load(suite)
     pts = points(records, lat)
-    datasets = list(dict.fromkeys(r["dataset"] for r in records))
+    present = {r["dataset"] for r in records}
+    datasets = [ds for ds in TITLES if ds in present] + sorted(present - set(TITLES))
     inv = meta["invocations"]
     cmd = f"python -m benchmarks.run --suite {suite}"
     parts = [f"Command: `{cmd}`. "]
@@ -277,7 +318,7 @@ def write_summary(suite: str, readme: bool = False) -> str:
                  "float training), wall seconds in a worker.\n\n")
     for ds in datasets:
         t, stats = table(pts, ds)
-        parts.append(f"#### {TITLES[ds]}\n\n{t}\n")
+        parts.append(f"#### {TITLES.get(ds, ds)}\n\n{t}\n")
         v = verdicts(stats, ds)
         if v:
             parts.append("Issue 7's targets, on these means:\n\n" + "\n".join(v) + "\n\n")

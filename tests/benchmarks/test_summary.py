@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import summary
 
 
@@ -41,7 +43,9 @@ def test_summary_table_verdicts_plot_and_readme(tmp_path, monkeypatch):
     assert "0.600 (1.9 %) | 1,900 | 0.048 |" in text  # SGSC: 600 bits over 1000 weights
     assert "accuracy ≥ its 97.50 %: **met**" in text
     assert "within 0.5 pp of float (98.00 %): **met**" in text  # 97.5 ≥ 98.0 − 0.5
-    assert "SGSC 0.71 pp vs λ = 0 2.83 pp (2 and 2 seeds): **met**" in text
+    assert "SGSC 0.71 pp vs λ = 0 2.83 pp (2 and 2 seeds; ratio 0.25, 90 % interval" in text
+    assert "(F test)): **met** (no larger)" in text
+    assert "paired by seed, compact − PTQ = " in text and "± 0.71 pp over 2 seeds" in text
     assert (tmp_path / "bench_t_pareto.png").stat().st_size > 10_000
     new = readme.read_text()
     assert "old" not in new and new.startswith("# x\n\nbefore\n") and new.endswith(f"{summary.END}\nafter\n")
@@ -56,7 +60,7 @@ def test_language_model_verdicts_use_loss_lower_is_better():
     v = summary.verdicts(stats, "names")
     assert len(v) == 2  # the 1/6-size target is stated for the image tasks only
     assert "test loss ≤ its loss 2.1000: **met** (portable loss 1.9900 at 90,000 B)" in v[0]
-    assert "SGSC 0.0040 nats vs λ = 0 0.0060 nats (5 and 5 seeds): **met**" in v[1]
+    assert "SGSC 0.0040 nats vs λ = 0 0.0060 nats (5 and 5 seeds; ratio 0.67" in v[1] and "**met**" in v[1]
     stats["sgsc:portable"] = s(2.2, 0.01, 90_000)
     assert "**not met**" in summary.verdicts(stats, "names")[0]
     assert "**not met** (larger)" in summary.verdicts(stats, "names")[1]
@@ -66,3 +70,9 @@ def test_pareto_front_keeps_only_undominated_points():
     pts = [(10, 90.0), (20, 95.0), (15, 89.0), (30, 95.0), (40, 97.0), (10, 91.0)]
     assert summary.pareto_front(pts) == [(10, 91.0), (20, 95.0), (40, 97.0)]
     assert summary.pareto_front([(10, 2.0), (20, 1.5), (30, 1.7)], lower_is_better=True) == [(10, 2.0), (20, 1.5)]
+
+
+def test_paired_difference_and_std_ratio_interval():
+    assert summary.paired({0: 0.9, 1: 0.8, 2: 0.7}, {0: 0.8, 1: 0.8}) == pytest.approx((0.05, 0.0707107, 2), rel=1e-5)
+    lo, hi = summary.std_ratio_interval(1.0, 5, 1.0, 5)  # F(4, 4): 5 % and 95 % points 0.1565 and 6.388
+    assert (lo, hi) == (pytest.approx(0.3957, abs=1e-3), pytest.approx(2.527, abs=1e-3))

@@ -2,6 +2,7 @@
 
     python -m benchmarks.run --suite quick     # digits, one seed, small γ sweep; ≤ 10 minutes on 2 cores
     python -m benchmarks.run --suite full      # digits, MNIST-10k, names; five seeds; γ sweeps; ≤ 90 minutes
+    python -m benchmarks.run --suite seeds     # digits, 20 seeds of float, PTQ, SGSC and λ = 0: seed variance
 
 Units (one method, one data set, one seed: see ``benchmarks/units.py``) run in ``--jobs`` worker processes of one
 torch thread each, longest first, each after the units it needs. Every finished unit is one JSON line in
@@ -38,6 +39,7 @@ class Suite:
     sweep_sgsc: dict[str, tuple[float, ...]]     # extra γ (beside the preset's) on seed 0
     sweep_lambda0: dict[str, tuple[float, ...]]
     qat_bits: tuple[int, ...] = (4, 2)
+    methods: tuple[str, ...] = ("float", "sgsc", "lambda0", "ptq", "qat")
 
 
 SUITES = {
@@ -45,6 +47,8 @@ SUITES = {
     "full": Suite(("digits", "mnist", "names"), (0, 1, 2, 3, 4),
                   {"digits": (0.1, 0.2, 1.0), "mnist": (0.1, 0.5)},
                   {"digits": (0.1, 0.2, 1.0), "mnist": (0.5,)}),
+    # the seed-variance question (does λ > 0 reduce it?) with enough seeds for an F interval that can tell; no QAT
+    "seeds": Suite(("digits",), tuple(range(20)), {}, {}, methods=("float", "sgsc", "lambda0", "ptq")),
 }
 # rough CPU seconds per unit on this machine (longest first keeps two workers busy to the end)
 COST = {("mnist", "sgsc"): 300, ("mnist", "lambda0"): 220, ("mnist", "qat"): 180, ("names", "sgsc"): 260,
@@ -62,9 +66,11 @@ def plan(suite: Suite) -> list[Unit]:
     for ds in suite.datasets:
         g0 = default_gamma(ds)
         for seed in suite.seeds:
-            units += [Unit(ds, seed, "float"), Unit(ds, seed, "sgsc", gamma=g0), Unit(ds, seed, "lambda0", gamma=g0),
-                      Unit(ds, seed, "ptq")]
-            units += [Unit(ds, seed, "qat", bits=b) for b in suite.qat_bits]
+            units += [u for u in (Unit(ds, seed, "float"), Unit(ds, seed, "sgsc", gamma=g0),
+                                   Unit(ds, seed, "lambda0", gamma=g0), Unit(ds, seed, "ptq"))
+                      if u.method in suite.methods]
+            if "qat" in suite.methods:
+                units += [Unit(ds, seed, "qat", bits=b) for b in suite.qat_bits]
         units += [Unit(ds, suite.seeds[0], "sgsc", gamma=g) for g in suite.sweep_sgsc.get(ds, ()) if g != g0]
         units += [Unit(ds, suite.seeds[0], "lambda0", gamma=g) for g in suite.sweep_lambda0.get(ds, ()) if g != g0]
     return units

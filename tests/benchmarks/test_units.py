@@ -73,3 +73,10 @@ def test_units_end_to_end_on_digits(toy_units):
     assert "ptq-w4" not in ptq and recs["digits/s0/ptq"]["ptq_w4_layers"] == 0  # Conv/Gemm: not applicable
     qat = recs["digits/s0/qat2"]
     assert qat["stored_bits"] == 2 * recs["digits/s0/float"]["weights"]
+
+
+def test_seeds_suite_is_twenty_seeds_without_qat_or_sweeps():
+    plan = run.plan(run.SUITES["seeds"])
+    assert {u.seed for u in plan} == set(range(20))
+    assert {u.method for u in plan} == {"float", "sgsc", "lambda0", "ptq"}
+    assert len(plan) == 20 * 4 and {u.gamma for u in plan if u.gamma is not None} == {0.5}

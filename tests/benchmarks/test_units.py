@@ -26,6 +26,8 @@ def test_quick_plan_has_every_method_and_ptq_waits_for_the_default_sgsc_run():
 def test_qat_config_is_fixed_bits_without_pruning_or_preservation():
     cfg = units.config_for(Unit("digits", 3, "qat", bits=2))
     assert (cfg.learn_bits, cfg.init_bits, cfg.gamma, cfg.lam, cfg.seed) == (False, 2.0, 0.0, 0.0, 3)
+    sgsc = units.config_for(Unit("digits", 3, "sgsc", gamma=0.5))
+    assert (cfg.steps, cfg.finetune_steps) == (sgsc.steps + sgsc.finetune_steps, 0)  # as many steps as SGSC
     assert units.config_for(Unit("digits", 0, "lambda0", gamma=1.0)).lam == 0.0
 
 

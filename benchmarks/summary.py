@@ -140,7 +140,7 @@ def table(pts: list[dict], ds: str) -> tuple[str, dict[str, dict]]:
             "file_bytes", "seconds", "cpu_seconds", "ms_batch_1", "ms_batch_64")}
         s["bits_per_weight"] = _mean_std([p["stored_bits"] / p["weights"] for p in ps if p["weights"]])
         s["n"] = len(ps)
-        s["by_seed"] = {p["seed"]: p["test_loss" if lm else "test_accuracy"] for p in ps}
+        s["by_seed"] = {p["seed"]: p[_metric(lm)[0]] for p in ps}
         stats[method] = s
         fb = s["file_bytes"][0]
         bpw = s["bits_per_weight"][0]
@@ -153,6 +153,11 @@ def table(pts: list[dict], ds: str) -> tuple[str, dict[str, dict]]:
             lines.append(f"| {label} | {s['n']} | {_fmt(*s['test_accuracy'], 100)} | "
                          f"{_fmt(*s['preservation_accuracy'], 100)} | {common}\n")
     return "".join(lines) + note, stats
+
+
+def _metric(lm: bool) -> tuple[str, str, float, int]:
+    """The headline metric of a task: record key, unit of a difference, scale to that unit, decimals."""
+    return ("test_loss", "nats", 1.0, 4) if lm else ("test_accuracy", "pp", 100.0, 2)
 
 
 def paired(a: dict[int, float], b: dict[int, float]) -> tuple[float, float, int]:
@@ -175,20 +180,14 @@ def verdicts(stats: dict[str, dict], ds: str) -> list[str]:
     """The issue's three targets, evaluated on the means. For the language model "accuracy" is test loss (lower is
     better) and the 1/6-size target, stated for the image tasks, is not evaluated."""
     lm = ds == "names"
-    key = "test_loss" if lm else "test_accuracy"
-    val = {m: s[key] for m, s in stats.items()}
-    size = {m: s["file_bytes"][0] for m, s in stats.items()}
-    better = (lambda a, b: a <= b) if lm else (lambda a, b: a >= b)
-    show = (lambda v: f"loss {v:.4f}") if lm else (lambda v: f"{100 * v:.2f} %")
-    p8 = "ptq-int8"
+    key, unit, scale, digits = _metric(lm)
     out: list[str] = []
-    if p8 in stats and "float" in stats:
-        out += _size_verdicts(stats, lm, val, size, better, show)
+    if "ptq-int8" in stats and "float" in stats:
+        out += _size_verdicts(stats, lm)
     if "sgsc:portable" in stats and "lambda0:portable" in stats:
-        a, b = val["sgsc:portable"][1], val["lambda0:portable"][1]
+        a, b = stats["sgsc:portable"][key][1], stats["lambda0:portable"][key][1]
         if stats["sgsc:portable"]["n"] < 2:
             return [*out, "- seed standard deviation: not measured (one seed)"]
-        unit, scale, digits = ("nats", 1.0, 4) if lm else ("pp", 100.0, 2)
         na, nb = stats["sgsc:portable"]["n"], stats["lambda0:portable"]["n"]
         ci = ""
         if a > 0 and b > 0:
@@ -200,13 +199,17 @@ def verdicts(stats: dict[str, dict], ds: str) -> list[str]:
     return out
 
 
-def _size_verdicts(stats: dict[str, dict], lm: bool, val: dict, size: dict, better, show) -> list[str]:
+def _size_verdicts(stats: dict[str, dict], lm: bool) -> list[str]:
     """The two targets against onnxruntime's INT8 PTQ file size."""
+    key, unit, scale, digits = _metric(lm)
+    val = {m: s[key] for m, s in stats.items()}
+    size = {m: s["file_bytes"][0] for m, s in stats.items()}
+    better = (lambda a, b: a <= b) if lm else (lambda a, b: a >= b)
+    show = (lambda v: f"loss {v:.4f}") if lm else (lambda v: f"{100 * v:.2f} %")
     p8 = "ptq-int8"
     out = []
     smaller = [m for m in stats if m.startswith("sgsc:") and size[m] <= size[p8]]
     ok = [m for m in smaller if better(val[m][0], val[p8][0])]
-    unit, scale, digits = ("nats", 1.0, 4) if lm else ("pp", 100.0, 2)
     pair = ""
     if "sgsc:compact" in stats and stats["sgsc:compact"]["n"] > 1:
         d, sd, n = paired(stats["sgsc:compact"]["by_seed"], stats[p8]["by_seed"])
@@ -240,8 +243,7 @@ def _draw(ax, pts: list[dict], ds: str, style: dict) -> None:
     """Every method on one axis: the γ sweep (seed 0) as a line, the mean ± std over seeds at the default γ as a
     point with error bars, and the Pareto front over everything plotted."""
     lm = ds == "names"
-    metric = "test_loss" if lm else "test_accuracy"
-    scale = 1.0 if lm else 100.0
+    metric, _, scale, _ = _metric(lm)
     plotted: list[tuple[float, float]] = []
     for method, (color, marker) in style.items():
         sweep = sorted((p for p in pts if p["dataset"] == ds and p["method"] == method and p["seed"] == 0
@@ -284,7 +286,7 @@ def pareto(pts: list[dict], datasets: list[str], path: Path) -> None:
         for row in (0, 1):
             _draw(axes[row][col], pts, ds, style)
         axes[0][col].set_title(TITLES.get(ds, ds), fontsize=10)
-        f = _mean_std([p["test_loss" if lm else "test_accuracy"] for p in _at_default(pts, ds, "float")])[0]
+        f = _mean_std([p[_metric(lm)[0]] for p in _at_default(pts, ds, "float")])[0]
         if not math.isnan(f):
             axes[1][col].set_ylim(*((f - 0.02, f + 0.06) if lm else (100 * f - 1.5, 100 * f + 0.75)))
         axes[1][col].set_title(f"{TITLES.get(ds, ds)}, zoomed (points off the scale are clipped)", fontsize=9)

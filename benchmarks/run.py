@@ -3,6 +3,7 @@
     python -m benchmarks.run --suite quick     # digits, one seed, small γ sweep; ≤ 10 minutes on 2 cores
     python -m benchmarks.run --suite full      # digits, MNIST-10k, names; five seeds; γ sweeps; ≤ 90 minutes
     python -m benchmarks.run --suite seeds     # digits, 20 seeds of float, PTQ, SGSC and λ = 0: seed variance
+    python -m benchmarks.run --suite select    # digits and MNIST: γ chosen on a validation split, never on test
 
 Units (one method, one data set, one seed: see ``benchmarks/units.py``) run in ``--jobs`` worker processes of one
 torch thread each, longest first, each after the units it needs. Every finished unit is one JSON line in
@@ -22,12 +23,12 @@ import platform
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from multiprocessing import get_context
 from pathlib import Path
 
-from .units import DATA_DIRS, ROOT, Unit, run_unit, workdir
+from .units import DATA_DIRS, ROOT, VALIDATION_SUITES, Unit, run_unit, workdir
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -40,6 +41,8 @@ class Suite:
     sweep_lambda0: dict[str, tuple[float, ...]]
     qat_bits: tuple[int, ...] = (4, 2)
     methods: tuple[str, ...] = ("float", "sgsc", "lambda0", "ptq", "qat")
+    sweep_every_seed: bool = False               # the sweeps on every seed, not on the first only
+    sweep_sgsc_lam: dict[str, tuple[float, ...]] = field(default_factory=dict)  # extra λ, at the preset's γ
 
 
 SUITES = {
@@ -49,6 +52,11 @@ SUITES = {
                   {"digits": (0.1, 0.2, 1.0), "mnist": (0.5,)}),
     # the seed-variance question (does λ > 0 reduce it?) with enough seeds for an F interval that can tell; no QAT
     "seeds": Suite(("digits",), tuple(range(20)), {}, {}, methods=("float", "sgsc", "lambda0", "ptq")),
+    # the presets' γ, chosen on a validation split held out of the training split (units.VALIDATION_SUITES) by the
+    # rule in summary.select_gamma, so that no setting the full suite measures was picked on its test split
+    "select": Suite(("digits", "mnist", "names"), (0, 1, 2),
+                    {"digits": (0.1, 0.2, 0.3, 0.5, 1.0), "mnist": (0.1, 0.2, 0.3, 0.5), "names": (0.02, 0.05, 0.1)},
+                    {}, methods=("float", "sgsc"), sweep_every_seed=True, sweep_sgsc_lam={"names": (0.1, 1.0)}),
 }
 # rough CPU seconds per unit on this machine (longest first keeps two workers busy to the end)
 COST = {("mnist", "sgsc"): 300, ("mnist", "lambda0"): 220, ("mnist", "qat"): 360, ("names", "sgsc"): 260,
@@ -61,6 +69,12 @@ def default_gamma(dataset: str) -> float:
     return preset(dataset).gamma
 
 
+def default_lam(dataset: str) -> float:
+    from sgsc_export.presets import preset
+
+    return preset(dataset).lam
+
+
 def plan(suite: Suite) -> list[Unit]:
     units: list[Unit] = []
     for ds in suite.datasets:
@@ -71,8 +85,11 @@ def plan(suite: Suite) -> list[Unit]:
                       if u.method in suite.methods]
             if "qat" in suite.methods:
                 units += [Unit(ds, seed, "qat", bits=b) for b in suite.qat_bits]
-        units += [Unit(ds, suite.seeds[0], "sgsc", gamma=g) for g in suite.sweep_sgsc.get(ds, ()) if g != g0]
-        units += [Unit(ds, suite.seeds[0], "lambda0", gamma=g) for g in suite.sweep_lambda0.get(ds, ()) if g != g0]
+        for seed in suite.seeds if suite.sweep_every_seed else suite.seeds[:1]:
+            units += [Unit(ds, seed, "sgsc", gamma=g) for g in suite.sweep_sgsc.get(ds, ()) if g != g0]
+            units += [Unit(ds, seed, "lambda0", gamma=g) for g in suite.sweep_lambda0.get(ds, ()) if g != g0]
+            units += [Unit(ds, seed, "sgsc", gamma=g0, lam=lam) for lam in suite.sweep_sgsc_lam.get(ds, ())
+                      if lam != default_lam(ds)]
     return units
 
 
@@ -152,7 +169,7 @@ def measure_latency(name: str, records: list[dict], out: Path, rounds: int = 5, 
         for r in records:
             if r["dataset"] != ds or "onnx" not in r:
                 continue
-            unit_dir = workdir(name, Unit(r["dataset"], r["seed"], r["method"], r["gamma"], r["bits"]))
+            unit_dir = workdir(name, Unit(r["dataset"], r["seed"], r["method"], r["gamma"], r["bits"], r.get("lam")))
             base = workdir(name, Unit(r["dataset"], r["seed"], "float")) if r["method"] == "ptq" else unit_dir
             for fmt in r["onnx"]:
                 path = (base / "float.onnx") if fmt == "float" else (unit_dir / f"{fmt}.onnx")
@@ -201,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         t0, load0 = time.perf_counter(), os.getloadavg()
         records = run_units(args.suite, plan(suite), args.jobs, log)
         t1 = time.perf_counter()
-        measure_latency(args.suite, records, lat)
+        if args.suite not in VALIDATION_SUITES:  # a validation suite picks settings; its files do not ship
+            measure_latency(args.suite, records, lat)
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"invocations": []}
         meta["invocations"].append({
             "command": f"python -m benchmarks.run --suite {args.suite}" + (" --fresh" if args.fresh else ""),

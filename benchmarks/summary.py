@@ -85,7 +85,8 @@ def points(records: list[dict], lat: dict) -> list[dict[str, Any]]:
                 method = f"{method}:{fmt}" if r["method"] != "qat" else method
                 seconds, cpu, bits = r["seconds"], r["cpu_seconds"], r["stored_bits"]
             la = lat.get((r["key"], fmt), {})
-            out.append({"dataset": r["dataset"], "seed": r["seed"], "gamma": r.get("gamma"), "method": method,
+            out.append({"dataset": r["dataset"], "seed": r["seed"], "gamma": r.get("gamma"), "lam": r.get("lam"),
+                        "method": method,
                         "key": r["key"], **m, "stored_bits": bits, "weights": n_weights, "seconds": seconds,
                         "cpu_seconds": cpu, "ms_batch_1": la.get("ms_batch_1"), "ms_batch_64": la.get("ms_batch_64")})
     return out
@@ -107,7 +108,7 @@ ROWS = [  # (method id, label)
 
 def _at_default(pts: list[dict], ds: str, method: str) -> list[dict]:
     g0 = default_gamma(ds)
-    return [p for p in pts if p["dataset"] == ds and p["method"] == method
+    return [p for p in pts if p["dataset"] == ds and p["method"] == method and p.get("lam") is None
             and (p["gamma"] is None or abs(p["gamma"] - g0) < 1e-12)]
 
 
@@ -305,7 +306,55 @@ def pareto(pts: list[dict], datasets: list[str], path: Path) -> None:
     tmp.replace(path)
 
 
+def select_setting(pts: list[dict], ds: str) -> tuple[tuple[float, float], list[dict[str, Any]]]:
+    """The rule the ``select`` suite applies, fixed before it was run: the (γ, λ) whose compact file has the best
+    mean validation metric over the seeds (accuracy highest; a language model's loss lowest), every setting run on
+    the same seeds; an exact tie goes to the larger γ (the smaller file). Returns the choice and one row per
+    setting."""
+    from sgsc_export.presets import preset
+
+    lm = ds == "names"
+    metric = _metric(lm)[0]
+    lam0 = preset(ds).lam
+    groups: dict[tuple[float, float], list[dict]] = {}
+    for p in pts:
+        if p["dataset"] == ds and p["method"] == "sgsc:compact":
+            groups.setdefault((p["gamma"], lam0 if p.get("lam") is None else p["lam"]), []).append(p)
+    rows = []
+    for (g, lam), ps in sorted(groups.items()):
+        m, sd = _mean_std([p[metric] for p in ps])
+        rows.append({"gamma": g, "lam": lam, "seeds": sorted(p["seed"] for p in ps), "metric": m, "std": sd,
+                     "file_bytes": _mean_std([p["file_bytes"] for p in ps])[0],
+                     "bits_per_weight": _mean_std([p["stored_bits"] / p["weights"] for p in ps])[0]})
+    seeds = {tuple(r["seeds"]) for r in rows}
+    if len(seeds) != 1:
+        raise ValueError(f"{ds}: the settings were run on different seeds ({sorted(seeds)}); run the suite to the end")
+    best = max(rows, key=lambda r: (round(-r["metric"] if lm else r["metric"], 12), r["gamma"]))
+    return (best["gamma"], best["lam"]), rows
+
+
+def selection(pts: list[dict], ds: str) -> str:
+    from sgsc_export.presets import preset
+
+    lm = ds == "names"
+    metric, _, scale, digits = _metric(lm)
+    chosen, rows = select_setting(pts, ds)
+    fl = _mean_std([p[metric] for p in pts if p["dataset"] == ds and p["method"] == "float"])
+    name = "validation loss (nats)" if lm else "validation acc (%)"
+    lines = [f"| γ | λ | seeds | {name} | bits / weight | compact file bytes |\n", "|---|---|---|---|---|---|\n"]
+    for r in rows:
+        mark = "**" if (r["gamma"], r["lam"]) == chosen else ""
+        lines.append(f"| {mark}{r['gamma']:g}{mark} | {mark}{r['lam']:g}{mark} | {len(r['seeds'])} | "
+                     f"{_fmt(r['metric'], r['std'], scale, digits)} | {r['bits_per_weight']:.3f} | "
+                     f"{r['file_bytes']:,.0f} |\n")
+    p0 = preset(ds)
+    return ("".join(lines) + f"\nFloat reference on the same split: {_fmt(*fl, scale, digits)}. Chosen: **γ = "
+            f"{chosen[0]:g}, λ = {chosen[1]:g}** (the preset has γ = {p0.gamma:g}, λ = {p0.lam:g}).\n")
+
+
 def write_summary(suite: str, readme: bool = False) -> str:
+    from .units import VALIDATION_SUITES
+
     records, lat, meta = load(suite)
     pts = points(records, lat)
     present = {r["dataset"] for r in records}
@@ -320,6 +369,17 @@ def write_summary(suite: str, readme: bool = False) -> str:
                      f"thread; {len(inv)} invocation(s), {total / 60:.1f} min wall in all "
                      f"(load average at start {', '.join(f'{x:.1f}' for x in inv[0]['load_average_start'])}). "
                      f"Versions: {', '.join(f'{k} {v}' for k, v in last.get('versions', {}).items())}.\n\n")
+    if suite in VALIDATION_SUITES:
+        parts.append("Validation split: 20 % of the training split, stratified, held out (the test split is not read). "
+                     "Accuracy of the exported compact `.onnx` in onnxruntime CPU, mean ± sample standard deviation "
+                     "over seeds (a language model: its loss). Rule (`summary.select_setting`): the best mean validation "
+                     "metric; an exact tie goes to the larger γ.\n\n")
+        for ds in datasets:
+            parts.append(f"#### {TITLES.get(ds, ds)}\n\n{selection(pts, ds)}\n")
+        text = "".join(parts)
+        (RESULTS / f"bench_{suite}.md").write_text(f"# Benchmark, suite `{suite}`\n\n" + text)
+        print(text)
+        return text
     parts.append("Every number is of the exported `.onnx` file in onnxruntime CPU (ORT_ENABLE_ALL, one thread), "
                  "mean ± sample standard deviation over seeds at each method's default; bits / weight are the stored "
                  "weight bits over the float model's weight count (in brackets as a share of 32 bits, the paper's size "

@@ -44,10 +44,12 @@ class Unit:
     method: str  # float | ptq | sgsc | lambda0 | qat
     gamma: float | None = None
     bits: int | None = None
+    lam: float | None = None  # SGSC's λ where it is not the preset's
 
     @property
     def key(self) -> str:
         tail = {"sgsc": f"-g{self.gamma}", "lambda0": f"-g{self.gamma}", "qat": str(self.bits)}.get(self.method, "")
+        tail += f"-l{self.lam}" if self.lam is not None else ""
         return f"{self.dataset}/s{self.seed}/{self.method}{tail}"
 
     def deps(self, default_gamma: float) -> tuple[Unit, ...]:
@@ -63,11 +65,34 @@ def workdir(suite: str, unit: Unit) -> Path:
     return ROOT / "runs" / "bench" / suite / unit.key
 
 
-@functools.lru_cache(maxsize=4)
-def dataset(name: str):
+# suites that never see the test split: their "test" is a validation split held out of the training split
+VALIDATION_SUITES = frozenset({"select"})
+HOLDOUT = 0.2
+
+
+@functools.lru_cache(maxsize=8)
+def dataset(name: str, holdout: bool = False):
+    """The data set's train/test split; with ``holdout``, the training split alone, cut into train and a
+    validation split (stratified by class where there is one, fixed seed) that stands in for "test", so that
+    settings chosen on it never saw the test split."""
+    import dataclasses
+
+    from sklearn.model_selection import train_test_split
+
     from sgsc_export import load_dataset
 
-    return load_dataset(name, DATA_DIRS[name], seed=0)
+    data = load_dataset(name, DATA_DIRS[name], seed=0)
+    if not holdout:
+        return data
+    strata = data.y_train if data.y_train.ndim == 1 else None  # a language model's targets are sequences
+    xtr, xva, ytr, yva = train_test_split(data.x_train, data.y_train, test_size=HOLDOUT, stratify=strata,
+                                          random_state=0)
+    return dataclasses.replace(data, name=f"{data.name} (validation)", x_train=xtr, y_train=ytr, x_test=xva,
+                               y_test=yva)
+
+
+def data_for(suite: str, name: str):
+    return dataset(name, holdout=suite in VALIDATION_SUITES)
 
 
 def _model(name: str):
@@ -88,7 +113,7 @@ def config_for(unit: Unit):
 
     base = preset(unit.dataset).replace(seed=unit.seed)
     if unit.method == "sgsc":
-        return base.replace(gamma=unit.gamma)
+        return base.replace(gamma=unit.gamma, lam=base.lam if unit.lam is None else unit.lam)
     if unit.method == "lambda0":
         return base.replace(gamma=unit.gamma, lam=0.0)
     if unit.method == "qat":
@@ -192,9 +217,9 @@ def run_unit(suite: str, unit: Unit, default_gamma: float) -> dict[str, Any]:
     out = workdir(suite, unit)
     out.mkdir(parents=True, exist_ok=True)
     rec: dict[str, Any] = {"key": unit.key, "dataset": unit.dataset, "seed": unit.seed, "method": unit.method,
-                           "gamma": unit.gamma, "bits": unit.bits, "pid": os.getpid()}
+                           "gamma": unit.gamma, "bits": unit.bits, "lam": unit.lam, "pid": os.getpid()}
     if unit.method == "float":
-        rec.update(_run_float(unit, out))
+        rec.update(_run_float(suite, unit, out))
     elif unit.method == "ptq":
         rec.update(_run_ptq(suite, unit, out, default_gamma))
     else:
@@ -211,7 +236,7 @@ def _float_module(suite: str, unit: Unit):
     return model.eval()
 
 
-def _run_float(unit: Unit, out: Path) -> dict[str, Any]:
+def _run_float(suite: str, unit: Unit, out: Path) -> dict[str, Any]:
     import onnx_ir as ir
     import torch
 
@@ -219,7 +244,7 @@ def _run_float(unit: Unit, out: Path) -> dict[str, Any]:
     from sgsc_export._io import write_atomic
     from sgsc_export.api import train_reference
 
-    data = dataset(unit.dataset)
+    data = data_for(suite, unit.dataset)
     cfg = config_for(unit)
     model = _model(unit.dataset)
     _, wall, cpu = _timed(train_reference, model, data, cfg)
@@ -240,7 +265,7 @@ def run_compress(suite: str, unit: Unit, out: Path, cfg=None) -> dict[str, Any]:
     from converters import export
     from sgsc_export import compress
 
-    data = dataset(unit.dataset)
+    data = data_for(suite, unit.dataset)
     cfg = cfg or config_for(unit)
     model = _float_module(suite, unit)
     art, wall, cpu = _timed(compress, model, data, cfg, pretrained=True, out_dir=out / "artifact",

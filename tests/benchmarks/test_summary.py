@@ -76,3 +76,31 @@ def test_paired_difference_and_std_ratio_interval():
     assert summary.paired({0: 0.9, 1: 0.8, 2: 0.7}, {0: 0.8, 1: 0.8}) == pytest.approx((0.05, 0.0707107, 2), rel=1e-5)
     lo, hi = summary.std_ratio_interval(1.0, 5, 1.0, 5)  # F(4, 4): 5 % and 95 % points 0.1565 and 6.388
     assert (lo, hi) == (pytest.approx(0.3957, abs=1e-3), pytest.approx(2.527, abs=1e-3))
+
+
+def _sel(gamma, seed, acc, size):
+    return {"dataset": "digits", "method": "sgsc:compact", "gamma": gamma, "seed": seed, "test_accuracy": acc,
+            "file_bytes": size, "stored_bits": size, "weights": 1000}
+
+
+def test_select_setting_takes_the_best_mean_validation_metric_and_ties_go_to_the_larger_gamma():
+    pts = [_sel(0.1, 0, 0.99, 900), _sel(0.1, 1, 0.97, 900), _sel(0.3, 0, 0.98, 500), _sel(0.3, 1, 0.98, 500),
+           _sel(0.5, 0, 0.96, 400), _sel(0.5, 1, 0.97, 400)]
+    chosen, rows = summary.select_setting(pts, "digits")
+    assert chosen == (0.3, 1.0) and [r["gamma"] for r in rows] == [0.1, 0.3, 0.5]  # λ: the digits preset's
+    assert rows[0]["metric"] == pytest.approx(0.98) and rows[2]["file_bytes"] == 400
+    assert "| **0.3** | **1** | 2 | 98.00 ± 0.00 | 0.500 | 500 |" in summary.selection(pts, "digits")
+    with pytest.raises(ValueError, match="different seeds"):
+        summary.select_setting(pts[:-1], "digits")
+
+
+def test_select_setting_for_a_language_model_takes_the_lowest_loss_over_gamma_and_lambda():
+    def lm(gamma, lam, seed, loss):
+        return {"dataset": "names", "method": "sgsc:compact", "gamma": gamma, "lam": lam, "seed": seed,
+                "test_loss": loss, "file_bytes": 1000, "stored_bits": 1000, "weights": 1000}
+
+    pts = [lm(0.05, None, 0, 2.00), lm(0.05, None, 1, 2.02), lm(0.05, 1.0, 0, 2.05), lm(0.05, 1.0, 1, 2.05),
+           lm(0.1, None, 0, 1.99), lm(0.1, None, 1, 2.00)]
+    chosen, rows = summary.select_setting(pts, "names")
+    assert chosen == (0.1, 0.1)  # None: the preset's λ (0.1 for names)
+    assert {(r["gamma"], r["lam"]) for r in rows} == {(0.05, 0.1), (0.05, 1.0), (0.1, 0.1)}

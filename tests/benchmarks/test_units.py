@@ -82,3 +82,34 @@ def test_seeds_suite_is_twenty_seeds_without_qat_or_sweeps():
     assert {u.seed for u in plan} == set(range(20))
     assert {u.method for u in plan} == {"float", "sgsc", "lambda0", "ptq"}
     assert len(plan) == 20 * 4 and {u.gamma for u in plan if u.gamma is not None} == {0.5}
+
+
+def test_select_suite_sweeps_every_seed_and_never_reads_the_test_split():
+    plan = run.plan(run.SUITES["select"])
+    assert {u.method for u in plan} == {"float", "sgsc"}
+    for ds, grid in (("digits", {0.1, 0.2, 0.3, 0.5, 1.0}), ("mnist", {0.1, 0.2, 0.3, 0.5}),
+                     ("names", {0.02, 0.05, 0.1})):
+        for seed in (0, 1, 2):
+            sgsc = [u for u in plan if u.dataset == ds and u.seed == seed and u.method == "sgsc"]
+            assert {u.gamma for u in sgsc} == grid
+            assert [u.key for u in sgsc if u.lam is not None] == ([f"names/s{seed}/sgsc-g0.05-l1.0"]
+                                                                  if ds == "names" else [])
+    lam1 = Unit("names", 0, "sgsc", gamma=0.05, lam=1.0)
+    assert units.config_for(lam1).lam == 1.0 and units.config_for(Unit("names", 0, "sgsc", gamma=0.05)).lam == 0.1
+    full, held = units.data_for("full", "digits"), units.data_for("select", "digits")
+    assert "select" in units.VALIDATION_SUITES and "full" not in units.VALIDATION_SUITES
+    assert len(held.x_train) + len(held.x_test) == len(full.x_train)
+    assert np.abs(np.bincount(held.y_test) - np.bincount(full.y_train) * units.HOLDOUT).max() <= 1  # stratified
+    train_rows = {r.tobytes() for r in full.x_train}
+    # both parts come out of the training split: nothing of the test split is trained on or selected by
+    assert all(r.tobytes() in train_rows for r in (*held.x_train, *held.x_test))
+    assert abs(len(held.x_test) / len(full.x_train) - units.HOLDOUT) < 0.01
+
+
+def test_validation_split_of_the_language_model_keeps_its_vocabulary():
+    if not units.DATA_DIRS["names"].is_dir():
+        pytest.skip(f"{units.DATA_DIRS['names']} absent (the names data of ../shared/data)")
+    full, held = units.data_for("full", "names"), units.data_for("select", "names")
+    assert held.vocab == full.vocab and held.context == full.context
+    assert len(held.x_train) + len(held.x_test) == len(full.x_train)
+    assert held.x_test.shape[1:] == full.x_test.shape[1:] and held.y_test.shape[1:] == full.y_test.shape[1:]

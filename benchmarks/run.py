@@ -48,8 +48,8 @@ class Suite:
 SUITES = {
     "quick": Suite(("digits",), (0,), {"digits": (0.2, 1.0)}, {"digits": (0.2, 1.0)}),
     "full": Suite(("digits", "mnist", "names"), (0, 1, 2, 3, 4),
-                  {"digits": (0.1, 0.2, 1.0), "mnist": (0.1, 0.5)},
-                  {"digits": (0.1, 0.2, 1.0), "mnist": (0.5,)}),
+                  {"digits": (0.1, 0.2, 0.5, 1.0), "mnist": (0.1, 0.3, 0.5)},
+                  {"digits": (0.1, 0.2, 0.5, 1.0), "mnist": (0.3, 0.5)}),
     # the seed-variance question (does λ > 0 reduce it?) with enough seeds for an F interval that can tell; no QAT
     "seeds": Suite(("digits",), tuple(range(20)), {}, {}, methods=("float", "sgsc", "lambda0", "ptq")),
     # the presets' γ, chosen on a validation split held out of the training split (units.VALIDATION_SUITES) by the

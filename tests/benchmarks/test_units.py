@@ -14,11 +14,12 @@ from benchmarks.units import Unit
 def test_quick_plan_has_every_method_and_ptq_waits_for_the_default_sgsc_run():
     plan = run.plan(run.SUITES["quick"])
     keys = {u.key for u in plan}
-    assert {"digits/s0/float", "digits/s0/sgsc-g0.5", "digits/s0/lambda0-g0.5", "digits/s0/ptq",
+    g0 = run.default_gamma("digits")
+    assert {"digits/s0/float", f"digits/s0/sgsc-g{g0}", f"digits/s0/lambda0-g{g0}", "digits/s0/ptq",
             "digits/s0/qat4", "digits/s0/qat2"} <= keys
     assert len(keys) == len(plan)  # no unit twice
     ptq = next(u for u in plan if u.method == "ptq")
-    assert {d.key for d in ptq.deps(0.5)} == {"digits/s0/float", "digits/s0/sgsc-g0.5"}
+    assert {d.key for d in ptq.deps(g0)} == {"digits/s0/float", f"digits/s0/sgsc-g{g0}"}
     full = run.plan(run.SUITES["full"])
     assert {u.seed for u in full} == {0, 1, 2, 3, 4} and {u.dataset for u in full} == {"digits", "mnist", "names"}
 
@@ -81,7 +82,7 @@ def test_seeds_suite_is_twenty_seeds_without_qat_or_sweeps():
     plan = run.plan(run.SUITES["seeds"])
     assert {u.seed for u in plan} == set(range(20))
     assert {u.method for u in plan} == {"float", "sgsc", "lambda0", "ptq"}
-    assert len(plan) == 20 * 4 and {u.gamma for u in plan if u.gamma is not None} == {0.5}
+    assert len(plan) == 20 * 4 and {u.gamma for u in plan if u.gamma is not None} == {run.default_gamma("digits")}
 
 
 def test_select_suite_sweeps_every_seed_and_never_reads_the_test_split():

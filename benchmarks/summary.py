@@ -122,9 +122,9 @@ def table(pts: list[dict], ds: str) -> tuple[str, dict[str, dict]]:
     lm = ds == "names"
     stats: dict[str, dict] = {}
     head = ("| method | seeds | test loss (nats) | test perplexity | preservation loss | bits / weight (of 32) | file bytes | "
-            "vs float file | ms @1 | ms @64 | time (s) |\n" if lm else
+            "vs float file | ms @1 | ms @64 | CPU time (s) |\n" if lm else
             "| method | seeds | test acc (%) | preservation acc (%) | bits / weight (of 32) | file bytes | vs float file | "
-            "ms @1 | ms @64 | time (s) |\n")
+            "ms @1 | ms @64 | CPU time (s) |\n")
     lines = [head, "|" + "---|" * (head.count("|") - 1) + "\n"]
     note = ""
     float_bytes = _mean_std([p["file_bytes"] for p in _at_default(pts, ds, "float")])[0]
@@ -146,7 +146,7 @@ def table(pts: list[dict], ds: str) -> tuple[str, dict[str, dict]]:
         fb = s["file_bytes"][0]
         bpw = s["bits_per_weight"][0]
         common = (f"{bpw:.3f} ({100 * bpw / 32:.1f} %) | {fb:,.0f} | {fb / float_bytes:.3f} | "
-                  f"{s['ms_batch_1'][0]:.3f} | {s['ms_batch_64'][0]:.2f} | {s['seconds'][0]:.0f} ± {s['seconds'][1]:.0f} |")
+                  f"{s['ms_batch_1'][0]:.3f} | {s['ms_batch_64'][0]:.2f} | {s['cpu_seconds'][0]:.0f} ± {s['cpu_seconds'][1]:.0f} |")
         if lm:
             lines.append(f"| {label} | {s['n']} | {_fmt(*s['test_loss'], digits=4)} | {_fmt(*s['test_perplexity'])} | "
                          f"{_fmt(*s['preservation_loss'], digits=4)} | {common}\n")
@@ -384,7 +384,17 @@ def write_summary(suite: str, readme: bool = False) -> str:
                  "weight bits over the float model's weight count (in brackets as a share of 32 bits, the paper's size "
                  "measure); latency is the median over seeds of each model's "
                  "p50, all models timed interleaved in one process; time is the method's own (the float row: "
-                 "float training), wall seconds in a worker.\n\n")
+                 "float training), CPU seconds of its one-thread worker (what a quiet machine's wall time approaches; "
+                 "units of a suite may share the cores).\n\n")
+    sessions: dict[str, int] = {}
+    for r in lat.values():
+        when = r.get("measured", "the end of an earlier invocation")
+        sessions[when] = sessions.get(when, 0) + 1
+    if len(sessions) > 1:
+        parts.append("Latency comes from more than one timing session, because a later invocation on a fresh "
+                     "checkout finds only the files it made itself (`runs/` is not committed): "
+                     + "; ".join(f"{n} files timed side by side at {w}" for w, n in sorted(sessions.items()))
+                     + ". Files of different sessions compare less exactly than files of one.\n\n")
     for ds in datasets:
         t, stats = table(pts, ds)
         parts.append(f"#### {TITLES.get(ds, ds)}\n\n{t}\n")

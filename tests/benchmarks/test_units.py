@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -115,3 +117,18 @@ def test_validation_split_of_the_language_model_keeps_its_vocabulary():
     assert held.vocab == full.vocab and held.context == full.context
     assert len(held.x_train) + len(held.x_test) == len(full.x_train)
     assert held.x_test.shape[1:] == full.x_test.shape[1:] and held.y_test.shape[1:] == full.y_test.shape[1:]
+
+
+def test_a_fresh_checkout_keeps_earlier_latency_of_files_not_on_disk(tmp_path, monkeypatch):
+    monkeypatch.setattr(run, "workdir", lambda suite, u: tmp_path / suite / u.key)
+    assert not run._files_present("t", Unit("digits", 0, "float"))  # so a unit that needs it redoes the reference
+    (tmp_path / "t" / "digits/s0/float").mkdir(parents=True)
+    (tmp_path / "t" / "digits/s0/float" / "float.pt").write_bytes(b"x")
+    assert run._files_present("t", Unit("digits", 0, "float"))
+    assert not run._files_present("t", Unit("digits", 0, "sgsc", gamma=1.0))
+    out = tmp_path / "lat.jsonl"
+    earlier = {"key": "digits/s0/sgsc-g1.0", "format": "compact", "threads": 1, "ms_batch_1": 0.03, "ms_batch_64": 1.1}
+    out.write_text(json.dumps(earlier) + "\n")
+    rec = {"key": "digits/s0/sgsc-g1.0", "dataset": "digits", "seed": 0, "method": "sgsc", "gamma": 1.0, "bits": None,
+           "onnx": {"compact": {}}}
+    assert run.measure_latency("t", [rec], out) == [earlier]  # its file is gone: the earlier measurement stays

@@ -23,7 +23,7 @@ import platform
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from multiprocessing import get_context
 from pathlib import Path
@@ -49,8 +49,8 @@ class Suite:
 SUITES = {
     "quick": Suite(("digits",), (0,), {"digits": (0.2, 1.0)}, {"digits": (0.2, 1.0)}),
     "full": Suite(("digits", "mnist", "names"), (0, 1, 2, 3, 4),
-                  {"digits": (0.1, 0.2, 0.5, 1.0), "mnist": (0.1, 0.3, 0.5)},
-                  {"digits": (0.1, 0.2, 0.5, 1.0), "mnist": (0.3, 0.5)}),
+                  {"digits": (0.1, 0.2, 0.5, 1.0), "mnist": (0.1, 0.3, 0.5), "names": (0.05,)},
+                  {"digits": (0.1, 0.2, 0.5, 1.0), "mnist": (0.3, 0.5), "names": (0.05,)}),
     # the seed-variance question (does λ > 0 reduce it?) with enough seeds for an F interval that can tell; no QAT
     "seeds": Suite(("digits",), tuple(range(20)), {}, {}, methods=("float", "sgsc", "lambda0", "ptq")),
     # the presets' γ, chosen on a validation split held out of the training split (units.VALIDATION_SUITES) by the
@@ -227,8 +227,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (1 thread each)")
     ap.add_argument("--fresh", action="store_true", help="forget earlier results of this suite and start over")
     ap.add_argument("--summary-only", action="store_true", help="only rewrite the table, plot and README section")
+    ap.add_argument("--datasets", help="comma list: run only these data sets of the suite (the table keeps them all)")
     args = ap.parse_args(argv)
     suite = SUITES[args.suite]
+    if args.datasets:
+        wanted = tuple(d.strip() for d in args.datasets.split(",") if d.strip())
+        unknown = sorted(set(wanted) - set(suite.datasets))
+        if unknown:
+            print(f"error: --datasets {', '.join(unknown)} not in suite {args.suite} ({', '.join(suite.datasets)})",
+                  file=sys.stderr)
+            return 2
+        suite = replace(suite, datasets=wanted)
     missing = [ds for ds in suite.datasets if DATA_DIRS[ds] is not None and not DATA_DIRS[ds].is_dir()]
     if missing:
         print(f"error: {', '.join(str(DATA_DIRS[d]) for d in missing)} absent; the {args.suite} suite needs the "
@@ -249,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             measure_latency(args.suite, records, lat)
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"invocations": []}
         meta["invocations"].append({
-            "command": f"python -m benchmarks.run --suite {args.suite}" + (" --fresh" if args.fresh else ""),
+            "command": f"python -m benchmarks.run --suite {args.suite}" + (" --fresh" if args.fresh else "")
+            + (f" --datasets {','.join(suite.datasets)}" if args.datasets else ""),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "units_seconds": round(t1 - t0, 1), "latency_seconds": round(time.perf_counter() - t1, 1),
             "wall_seconds": round(time.perf_counter() - t0, 1), "jobs": args.jobs, "cpus": os.cpu_count(),

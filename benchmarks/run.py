@@ -42,7 +42,7 @@ class Suite:
     qat_bits: tuple[int, ...] = (4, 2)
     methods: tuple[str, ...] = ("float", "sgsc", "lambda0", "ptq", "qat")
     sweep_every_seed: bool = False               # the sweeps on every seed, not on the first only
-    sweep_sgsc_lam: dict[str, tuple[float, ...]] = field(default_factory=dict)  # extra λ, at the preset's γ
+    sweep_sgsc_lam: dict[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)  # extra (γ, λ)
     seeds_by_dataset: dict[str, tuple[int, ...]] = field(default_factory=dict)  # where not ``seeds``
 
 
@@ -57,7 +57,7 @@ SUITES = {
     # rule in summary.select_gamma, so that no setting the full suite measures was picked on its test split
     "select": Suite(("digits", "mnist", "names"), (0, 1, 2),
                     {"digits": (0.1, 0.2, 0.3, 0.5, 1.0), "mnist": (0.1, 0.2, 0.3, 0.5), "names": (0.02, 0.05, 0.1)},
-                    {}, methods=("float", "sgsc"), sweep_every_seed=True, sweep_sgsc_lam={"names": (0.1, 1.0)},
+                    {}, methods=("float", "sgsc"), sweep_every_seed=True, sweep_sgsc_lam={"names": ((0.05, 1.0),)},
                     seeds_by_dataset={"names": (0, 1)}),  # names: two seeds, its loss varies little between seeds
 }
 # rough CPU seconds per unit on this machine (longest first keeps two workers busy to the end)
@@ -91,7 +91,7 @@ def plan(suite: Suite) -> list[Unit]:
         for seed in seeds if suite.sweep_every_seed else seeds[:1]:
             units += [Unit(ds, seed, "sgsc", gamma=g) for g in suite.sweep_sgsc.get(ds, ()) if g != g0]
             units += [Unit(ds, seed, "lambda0", gamma=g) for g in suite.sweep_lambda0.get(ds, ()) if g != g0]
-            units += [Unit(ds, seed, "sgsc", gamma=g0, lam=lam) for lam in suite.sweep_sgsc_lam.get(ds, ())
+            units += [Unit(ds, seed, "sgsc", gamma=g, lam=lam) for g, lam in suite.sweep_sgsc_lam.get(ds, ())
                       if lam != default_lam(ds)]
     return units
 

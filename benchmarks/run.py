@@ -3,7 +3,7 @@
     python -m benchmarks.run --suite quick     # digits, one seed, small γ sweep; ≤ 10 minutes on 2 cores
     python -m benchmarks.run --suite full      # digits, MNIST-10k, names; five seeds; γ sweeps; ≤ 90 minutes
     python -m benchmarks.run --suite seeds     # digits, 20 seeds of float, PTQ, SGSC and λ = 0: seed variance
-    python -m benchmarks.run --suite select    # digits and MNIST: γ chosen on a validation split, never on test
+    python -m benchmarks.run --suite select    # the presets' γ (names: and λ) chosen on a validation split
 
 Units (one method, one data set, one seed: see ``benchmarks/units.py``) run in ``--jobs`` worker processes of one
 torch thread each, longest first, each after the units it needs. Every finished unit is one JSON line in
@@ -54,7 +54,7 @@ SUITES = {
     # the seed-variance question (does λ > 0 reduce it?) with enough seeds for an F interval that can tell; no QAT
     "seeds": Suite(("digits",), tuple(range(20)), {}, {}, methods=("float", "sgsc", "lambda0", "ptq")),
     # the presets' γ, chosen on a validation split held out of the training split (units.VALIDATION_SUITES) by the
-    # rule in summary.select_gamma, so that no setting the full suite measures was picked on its test split
+    # rule in summary.select_setting, so that no setting the full suite measures was picked on its test split
     "select": Suite(("digits", "mnist", "names"), (0, 1, 2),
                     {"digits": (0.1, 0.2, 0.3, 0.5, 1.0), "mnist": (0.1, 0.2, 0.3, 0.5), "names": (0.02, 0.05, 0.1)},
                     {}, methods=("float", "sgsc"), sweep_every_seed=True, sweep_sgsc_lam={"names": ((0.05, 1.0),)},
@@ -71,16 +71,12 @@ def default_gamma(dataset: str) -> float:
     return preset(dataset).gamma
 
 
-def default_lam(dataset: str) -> float:
+def plan(suite: Suite) -> list[Unit]:
     from sgsc_export.presets import preset
 
-    return preset(dataset).lam
-
-
-def plan(suite: Suite) -> list[Unit]:
     units: list[Unit] = []
     for ds in suite.datasets:
-        g0 = default_gamma(ds)
+        g0, lam0 = preset(ds).gamma, preset(ds).lam
         seeds = suite.seeds_by_dataset.get(ds, suite.seeds)
         for seed in seeds:
             units += [u for u in (Unit(ds, seed, "float"), Unit(ds, seed, "sgsc", gamma=g0),
@@ -92,7 +88,7 @@ def plan(suite: Suite) -> list[Unit]:
             units += [Unit(ds, seed, "sgsc", gamma=g) for g in suite.sweep_sgsc.get(ds, ()) if g != g0]
             units += [Unit(ds, seed, "lambda0", gamma=g) for g in suite.sweep_lambda0.get(ds, ()) if g != g0]
             units += [Unit(ds, seed, "sgsc", gamma=g, lam=lam) for g, lam in suite.sweep_sgsc_lam.get(ds, ())
-                      if lam != default_lam(ds)]
+                      if lam != lam0]
     return units
 
 

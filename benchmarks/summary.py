@@ -351,8 +351,15 @@ def selection(pts: list[dict], ds: str) -> str:
             f"γ = {p0.gamma:g}, λ = {p0.lam:g}).\n")
 
 
+def _write_md(suite: str, text: str) -> str:
+    """``bench_<suite>.md`` from the generated text (also printed); returns the text."""
+    (RESULTS / f"bench_{suite}.md").write_text(f"# Benchmark, suite `{suite}`\n\n" + text)
+    print(text)
+    return text
+
+
 def write_summary(suite: str, readme: bool = False) -> str:
-    from .units import VALIDATION_SUITES
+    from .units import HOLDOUT, VALIDATION_SUITES
 
     records, lat, meta = load(suite)
     pts = points(records, lat)
@@ -369,16 +376,13 @@ def write_summary(suite: str, readme: bool = False) -> str:
                      f"(load average at start {', '.join(f'{x:.1f}' for x in inv[0]['load_average_start'])}). "
                      f"Versions: {', '.join(f'{k} {v}' for k, v in last.get('versions', {}).items())}.\n\n")
     if suite in VALIDATION_SUITES:
-        parts.append("Validation split: 20 % of the training split, stratified, held out (the test split is not read). "
+        parts.append(f"Validation split: {100 * HOLDOUT:.0f} % of the training split, stratified, held out (the test "
+                     "split is not read). "
                      "Accuracy of the exported compact `.onnx` in onnxruntime CPU, mean ± sample standard deviation "
                      "over seeds (a language model: its loss). Rule (`summary.select_setting`): the best mean validation "
                      "metric; an exact tie goes to the larger γ.\n\n")
-        for ds in datasets:
-            parts.append(f"#### {TITLES.get(ds, ds)}\n\n{selection(pts, ds)}\n")
-        text = "".join(parts)
-        (RESULTS / f"bench_{suite}.md").write_text(f"# Benchmark, suite `{suite}`\n\n" + text)
-        print(text)
-        return text
+        parts += [f"#### {TITLES.get(ds, ds)}\n\n{selection(pts, ds)}\n" for ds in datasets]
+        return _write_md(suite, "".join(parts))
     parts.append("Every number is of the exported `.onnx` file in onnxruntime CPU (ORT_ENABLE_ALL, one thread), "
                  "mean ± sample standard deviation over seeds at each method's default; bits / weight are the stored "
                  "weight bits over the float model's weight count (in brackets as a share of 32 bits, the paper's size "
@@ -410,13 +414,11 @@ def write_summary(suite: str, readme: bool = False) -> str:
     png = RESULTS / f"bench_{suite}_pareto.png"
     pareto(pts, datasets, png)
     parts.append(f"![accuracy against file size](benchmarks/results/{png.name})\n")
-    text = "".join(parts)
-    (RESULTS / f"bench_{suite}.md").write_text(f"# Benchmark, suite `{suite}`\n\n" + text)
+    text = _write_md(suite, "".join(parts))
     if readme:
         src = README.read_text()
         if BEGIN in src and END in src:
             head, rest = src.split(BEGIN, 1)
             _, tail = rest.split(END, 1)
             README.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
-    print(text)
     return text

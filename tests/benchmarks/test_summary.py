@@ -46,7 +46,7 @@ def test_summary_table_verdicts_plot_and_readme(tmp_path, monkeypatch):
     assert "within 0.5 pp of float (98.00 %): **met**" in text  # 97.5 ≥ 98.0 − 0.5
     assert "SGSC 0.71 pp vs λ = 0 2.83 pp (2 and 2 seeds; ratio 0.25, 90 % interval" in text
     assert "(F test)): **met** (no larger)" in text
-    assert "paired by seed, compact − PTQ = " in text and "± 0.71 pp over 2 seeds" in text
+    assert "paired by seed, compact − PTQ = " in text and "± 0.71 pp over 2 seeds, 90 % interval" in text
     assert (tmp_path / "bench_t_pareto.png").stat().st_size > 10_000
     new = readme.read_text()
     assert "old" not in new and new.startswith("# x\n\nbefore\n") and new.endswith(f"{summary.END}\nafter\n")
@@ -75,6 +75,8 @@ def test_pareto_front_keeps_only_undominated_points():
 
 def test_paired_difference_and_std_ratio_interval():
     assert summary.paired({0: 0.9, 1: 0.8, 2: 0.7}, {0: 0.8, 1: 0.8}) == pytest.approx((0.05, 0.0707107, 2), rel=1e-5)
+    lo, hi = summary.mean_interval(1.0, 2.0, 5)  # t(4) 95 % point 2.1318; 2.1318 · 2 / √5 = 1.9068
+    assert (lo, hi) == (pytest.approx(-0.9068, abs=1e-3), pytest.approx(2.9068, abs=1e-3))
     lo, hi = summary.std_ratio_interval(1.0, 5, 1.0, 5)  # F(4, 4): 5 % and 95 % points 0.1565 and 6.388
     assert (lo, hi) == (pytest.approx(0.3957, abs=1e-3), pytest.approx(2.527, abs=1e-3))
 
@@ -91,8 +93,39 @@ def test_select_setting_takes_the_best_mean_validation_metric_and_ties_go_to_the
     assert chosen == (0.3, 1.0) and [r["gamma"] for r in rows] == [0.1, 0.3, 0.5]  # λ: the digits preset's
     assert rows[0]["metric"] == pytest.approx(0.98) and rows[2]["file_bytes"] == 400
     assert "| **0.3** | **1** | 2 | 98.00 ± 0.00 | 0.500 | 500 |" in summary.selection(pts, "digits")
-    with pytest.raises(ValueError, match="different seeds"):
+    with pytest.raises(summary.IncompleteSuite, match="different seeds"):
         summary.select_setting(pts[:-1], "digits")
+
+
+def test_select_setting_keeps_an_image_task_inside_the_size_budget_of_one_sixth_of_ptq_int8():
+    ptq = [{"dataset": "digits", "method": "ptq-int8", "seed": s, "file_bytes": 3000} for s in (0, 1)]  # budget 500
+    pts = [_sel(0.1, 0, 0.99, 900), _sel(0.1, 1, 0.99, 900), _sel(0.3, 0, 0.97, 500), _sel(0.3, 1, 0.98, 500),
+           _sel(0.5, 0, 0.96, 400), _sel(0.5, 1, 0.97, 400)]
+    assert summary.size_budget(pts + ptq, "digits") == pytest.approx(500)
+    chosen, rows = summary.select_setting(pts + ptq, "digits")
+    assert chosen == (0.3, 1.0) and [r["fits"] for r in rows] == [False, True, True]  # 0.1 is best but too big
+    text = summary.selection(pts + ptq, "digits")
+    assert "| 0.1 | 1 | 2 | 99.00 ± 0.00 | 0.900 | 900 (over budget) |" in text
+    assert "Size budget: 500 B (1/6 of PTQ INT8's 3,000 B). Chosen: **γ = 0.3" in text
+    small_ptq = [{**p, "file_bytes": 600} for p in ptq]  # budget 100: nothing fits, so the budget is ignored
+    assert summary.select_setting(pts + small_ptq, "digits")[0] == (0.1, 1.0)
+    assert "no setting fits it, so it is ignored" in summary.selection(pts + small_ptq, "digits")
+    assert summary.select_setting(pts, "digits")[0] == (0.1, 1.0)  # no PTQ file: no budget
+    assert "No size budget (no PTQ INT8 file measured)" in summary.selection(pts, "digits")
+
+
+def test_a_stopped_select_run_is_a_one_line_error_with_exit_code_2(tmp_path, monkeypatch, capsys):
+    from benchmarks import run
+
+    monkeypatch.setattr(summary, "RESULTS", tmp_path)
+    monkeypatch.setattr(run, "RESULTS", tmp_path)
+    recs = [r for r in _records() if r["method"] in ("float", "sgsc")]
+    recs.append({**recs[-1], "key": "digits/s1/sgsc-g9.0", "gamma": 9.0})  # a second γ, on seed 1 only
+    (tmp_path / "bench_select.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert run.main(["--suite", "select", "--summary-only"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot summarise suite select: digits: the settings were run on different seeds")
+    assert "\n" not in err and not (tmp_path / "bench_select.md").exists()
 
 
 def test_select_setting_for_a_language_model_takes_the_lowest_loss_over_gamma_and_lambda():

@@ -89,15 +89,17 @@ def test_seeds_suite_is_twenty_seeds_without_qat_or_sweeps():
 
 def test_select_suite_sweeps_every_seed_and_never_reads_the_test_split():
     plan = run.plan(run.SUITES["select"])
-    assert {u.method for u in plan} == {"float", "sgsc"}
+    assert {u.method for u in plan} == {"float", "sgsc", "ptq"}  # PTQ INT8: the size budget of the rule
+    seeds = {"digits": tuple(range(10)), "mnist": (0, 1, 2), "names": (0, 1)}
     for ds, grid in (("digits", {0.1, 0.2, 0.3, 0.5, 1.0}), ("mnist", {0.1, 0.2, 0.3, 0.5}),
                      ("names", {0.02, 0.05, 0.1})):
-        for seed in (0, 1) if ds == "names" else (0, 1, 2):
+        assert {u.seed for u in plan if u.dataset == ds} == set(seeds[ds])
+        assert {u.seed for u in plan if u.dataset == ds and u.method == "ptq"} == set(seeds[ds])
+        for seed in seeds[ds]:
             sgsc = [u for u in plan if u.dataset == ds and u.seed == seed and u.method == "sgsc"]
             assert {u.gamma for u in sgsc} == grid
             assert [u.key for u in sgsc if u.lam is not None] == ([f"names/s{seed}/sgsc-g0.05-l1.0"]
                                                                   if ds == "names" else [])
-    assert {u.seed for u in plan if u.dataset == "names"} == {0, 1}
     lam1 = Unit("names", 0, "sgsc", gamma=0.05, lam=1.0)
     assert units.config_for(lam1).lam == 1.0 and units.config_for(Unit("names", 0, "sgsc", gamma=0.05)).lam == 0.1
     full, held = units.data_for("full", "digits"), units.data_for("select", "digits")

@@ -32,6 +32,7 @@ PAPER = {
 # issue 7's second target: an image task's SGSC file at ≤ this share of onnxruntime's INT8 PTQ file, within 0.5 pp of
 # float; the select suite picks the presets inside the same budget
 SIZE_BUDGET = 1 / 6
+_BUDGET = f"1/{round(1 / SIZE_BUDGET)}"  # the share as the tables print it
 TITLES = {"digits": "digits (scikit-learn 8×8, small CNN)", "mnist": "MNIST-10k (paper's CNN)",
           "names": "names (paper's character transformer)"}
 
@@ -236,7 +237,7 @@ def _size_verdicts(stats: dict[str, dict], lm: bool) -> list[str]:
     if not lm:
         sixth = [m for m in stats if m.startswith("sgsc:") and size[m] <= SIZE_BUDGET * size[p8]]
         close = [m for m in sixth if val[m][0] >= val["float"][0] - 0.005]
-        out.append(f"- SGSC at ≤ 1/6 of PTQ INT8's size ({SIZE_BUDGET * size[p8]:,.0f} B) within 0.5 pp of float "
+        out.append(f"- SGSC at ≤ {_BUDGET} of PTQ INT8's size ({SIZE_BUDGET * size[p8]:,.0f} B) within 0.5 pp of float "
                    f"({100 * val['float'][0]:.2f} %): " + ("**met**" if close else "**not met**") + " ("
                    + (", ".join(f"{m.split(':')[1]} {100 * (val[m][0] - val['float'][0]):+.2f} pp at {size[m]:,.0f} B"
                                 for m in sixth) or "no SGSC file that small") + ")")
@@ -378,7 +379,7 @@ def selection(pts: list[dict], ds: str) -> str:
                      f"{_fmt(r['metric'], r['std'], scale, digits)} | {r['bits_per_weight']:.3f} | "
                      f"{r['file_bytes']:,.0f}{over} |\n")
     if budget is not None:
-        note = (f"Size budget: {budget:,.0f} B (1/6 of PTQ INT8's {budget / SIZE_BUDGET:,.0f} B)"
+        note = (f"Size budget: {budget:,.0f} B ({_BUDGET} of PTQ INT8's {budget / SIZE_BUDGET:,.0f} B)"
                 + ("" if any(r["fits"] for r in rows) else "; no setting fits it, so it is ignored") + ". ")
     else:
         note = "No size budget (" + ("a language model" if lm else "no PTQ INT8 file measured") + "). "
@@ -416,7 +417,7 @@ def write_summary(suite: str, readme: bool = False) -> str:
                      "split is not read). "
                      "Accuracy of the exported compact `.onnx` in onnxruntime CPU, mean ± sample standard deviation "
                      "over seeds (a language model: its loss). Rule (`summary.select_setting`): on an image task, among the "
-                     "settings whose mean compact file fits issue 7's size budget (1/6 of onnxruntime's INT8 PTQ "
+                     f"settings whose mean compact file fits issue 7's size budget ({_BUDGET} of onnxruntime's INT8 PTQ "
                      "file), the best mean validation metric; on the language model (no size target), the best mean "
                      "validation metric; an exact tie goes to the larger γ.\n\n")
         parts += [f"#### {TITLES.get(ds, ds)}\n\n{selection(pts, ds)}\n" for ds in datasets]

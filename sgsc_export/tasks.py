@@ -27,6 +27,9 @@ class Task:
     """Classification: the behaviour the toolchain had before tasks existed, kept op for op."""
 
     name = "classification"
+    # a sample's logits do not depend on the batch it is in (``trim`` never reshapes a batch), so a frozen model's
+    # logits can be computed once per sample and indexed (the distillation teacher's, in ``train.compress_loop``)
+    per_sample_logits = True
 
     def flatten(self, logits: torch.Tensor) -> torch.Tensor:
         """Logits as ``[samples, classes]`` (identity here)."""
@@ -53,6 +56,7 @@ class LanguageModelTask(Task):
     """Next-token prediction over sequences padded with ``PAD`` targets."""
 
     name = "language_model"
+    per_sample_logits = False  # ``trim`` cuts each batch to its longest name
 
     def flatten(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.reshape(-1, logits.shape[-1])

@@ -138,3 +138,15 @@ def test_select_setting_for_a_language_model_takes_the_lowest_loss_over_gamma_an
     chosen, rows = summary.select_setting(pts, "names")
     assert chosen == (0.1, 0.1)  # None: the preset's λ (0.1 for names)
     assert {(r["gamma"], r["lam"]) for r in rows} == {(0.05, 0.1), (0.05, 1.0), (0.1, 0.1)}
+
+
+def test_time_budget_is_stated_only_for_one_fresh_invocation():
+    run = {"command": "python -m benchmarks.run --suite full --fresh", "wall_seconds": 5100.0,
+           "units_seconds": 5010.0, "latency_seconds": 90.0, "jobs": 2, "cpus": 2}
+    assert "85.0 min wall" in summary.time_budget("full", [run]) and "within it by 5.0 min" in summary.time_budget(
+        "full", [run])
+    assert "over it by 5.0 min" in summary.time_budget("full", [run | {"wall_seconds": 5700.0}])
+    # a rerun that redid part of the suite is no from-scratch measurement, nor is a sum of walls
+    assert "not measured" in summary.time_budget("full", [run, run | {"command": "python -m benchmarks.run --suite full"}])
+    assert "not measured" in summary.time_budget("full", [run | {"command": "python -m benchmarks.run --suite full"}])
+    assert summary.time_budget("seeds", [run]) == "" and summary.time_budget("full", []) == ""

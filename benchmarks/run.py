@@ -1,7 +1,7 @@
 """One command for the benchmark table: SGSC beside float, onnxruntime's PTQ, uniform QAT and λ = 0 (issue 7).
 
     python -m benchmarks.run --suite quick     # digits, one seed, small γ sweep; ≤ 10 minutes on 2 cores
-    python -m benchmarks.run --suite full      # digits, MNIST-10k, names; five seeds; γ sweeps; ~216 CPU-min
+    python -m benchmarks.run --suite full      # digits, MNIST-10k, names; five seeds; γ sweeps; 110 min on 2 cores
     python -m benchmarks.run --suite seeds     # digits, 20 seeds of float, PTQ, SGSC and λ = 0: seed variance
     python -m benchmarks.run --suite select    # the presets' γ (names: and λ) chosen on a validation split
 

@@ -240,9 +240,8 @@ def compress_loop(
     fp32_bits = 32 * n_start
     total_steps = config.steps + config.finetune_steps
     layers = quantized_layers(model)
-    table = None
-    if teacher is not None and config.distill > 0:
-        table = teacher_table(teacher, xt, config, task, total_steps - state.step)
+    distill = teacher is not None and config.distill > 0
+    table = teacher_table(teacher, xt, config, task, total_steps - state.step) if distill else None
     model.train()
     refresh_in_alive_(model, links)
     with _progress(total_steps, "compress", progress, initial=state.step) as bar:
@@ -259,7 +258,7 @@ def compress_loop(
             teacher_logits = None
             if table is not None:
                 teacher_logits = table[idx]
-            elif teacher is not None and config.distill > 0:
+            elif distill:
                 with torch.no_grad():
                     teacher_logits = teacher(xb)
             q = size_term(model, n_start)

@@ -16,6 +16,8 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
+from sgsc_export._io import write_atomic
+
 from .run import RESULTS
 from .units import Unit, run_unit, workdir
 
@@ -46,11 +48,9 @@ def main() -> int:
     with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
         recs = list(pool.map(_run, VARIANTS))
     files = [(workdir(f"teacher-{v}", UNIT) / "portable.onnx").read_bytes() for v in VARIANTS]
-    with (RESULTS / "teacher_table.jsonl").open("w") as f:
-        for rec in recs:
-            rec["identical_onnx"] = files[0] == files[1]
-            f.write(json.dumps(rec) + "\n")
-            print(json.dumps(rec))
+    lines = [json.dumps(rec | {"identical_onnx": files[0] == files[1]}) for rec in recs]
+    write_atomic(RESULTS / "teacher_table.jsonl", "".join(line + "\n" for line in lines))
+    print("\n".join(lines))
     return 0
 
 

@@ -5,6 +5,11 @@ container — or through a constant subgraph, as in ``compact``, which is evalua
 Learned bits and stored bytes come from the ``sgsc.layers`` metadata when the file has it, otherwise from the
 integers themselves (the narrowest signed width of each channel) and the bytes of the initializers behind each
 weight (shared ones split in proportion to the layers' bits).
+
+The file is untrusted: it is read by ``sgsc_export._onnx_safety.load_onnx_bounded`` (external data beside the
+model only, declared sizes checked), and a constant subgraph is evaluated only when it uses the ops an unpacking
+needs (``_EVAL_OPS``) and shape inference bounds every intermediate by ``SGSC_MAX_ONNX_ELEMENTS`` and their sum by
+``SGSC_MAX_INPUT_BYTES``.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from sgsc_export.errors import ExportError
+from sgsc_export._limits import input_limit_message, max_input_bytes
+from sgsc_export._onnx_safety import check_static_sizes, load_onnx_bounded
+from sgsc_export.errors import ExportError, SGSCError
 
 from . import packing
 from ._table import LayerRow, SizeTable
@@ -48,24 +55,53 @@ def _ancestors(name: str, producers: dict[str, onnx.NodeProto], inits: set[str])
     return nodes, used
 
 
-def _evaluate(graph: onnx.GraphProto, nodes: list, used: set[str], output: str, opsets) -> np.ndarray:
+# What an unpacking subgraph (``compact``) needs, and a few ops of the same kind: nothing that loops, branches,
+# or creates a tensor whose size is not bounded by shape inference.
+_EVAL_OPS = frozenset({"Add", "BitShift", "BitwiseAnd", "BitwiseOr", "Cast", "Concat", "Constant", "CumSum", "Div",
+                       "Flatten", "Gather", "Identity", "Mul", "Neg", "Range", "ReduceSum", "Reshape", "Slice",
+                       "Squeeze", "Sub", "Transpose", "Unsqueeze"})
+
+
+def _evaluate(graph: onnx.GraphProto, nodes: list, used: set[str], output: str, opsets, label: str) -> np.ndarray:
     from onnx.reference import ReferenceEvaluator
 
     order = [n for n in graph.node if n in nodes]  # keep the file's (topological) order
+    bad = sorted({n.op_type for n in order if n.op_type not in _EVAL_OPS or n.domain not in ("", "ai.onnx")})
+    if bad:
+        raise ExportError(f"{label}: the constant subgraph of {output!r} uses {', '.join(bad)}, which inspect does "
+                          "not evaluate (an unpacking needs only arithmetic, bit and shape ops)")
     sub = onnx.helper.make_graph(order, "sub", [], [onnx.helper.make_tensor_value_info(output, 0, None)],
                                  [t for t in graph.initializer if t.name in used])
     model = onnx.helper.make_model(sub, opset_imports=opsets)
-    return ReferenceEvaluator(model).run(None, {})[0]
+    total = check_static_sizes(model, f"{label}: constant subgraph of {output!r}", ExportError,
+                               require_static_constants=True)
+    limit = max_input_bytes()
+    if total * 8 > limit:  # the evaluator keeps every intermediate; 8 bytes bounds each element
+        raise ExportError(input_limit_message(f"{label}: evaluating the constant subgraph of {output!r}",
+                                              total * 8, limit))
+    try:
+        return np.asarray(ReferenceEvaluator(model).run(None, {})[0])
+    except Exception as exc:  # noqa: BLE001 - the reference evaluator raises many types on a bad graph
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ExportError(f"{label}: cannot evaluate the constant subgraph of {output!r} "
+                          f"({type(exc).__name__}: {text})") from None
 
 
 def inspect_model(path: str | os.PathLike) -> SizeTable:
     p = Path(path)
     if not p.is_file():
         raise ExportError(f"{p} does not exist; pass the path of an .onnx file")
+    model = load_onnx_bounded(p, ExportError)
     try:
-        model = onnx.load(str(p), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - protobuf raises several types
-        raise ExportError(f"{p} is not a readable ONNX file ({type(exc).__name__}); check the path") from None
+        return _table(p, model)
+    except SGSCError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a hostile file reaches corners no check foresaw: one line, no traceback
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ExportError(f"{p}: cannot inspect this ONNX file ({type(exc).__name__}: {text})") from None
+
+
+def _table(p: Path, model: onnx.ModelProto) -> SizeTable:
     graph = model.graph
     meta = {m.key: m.value for m in model.metadata_props}
     records = {}
@@ -78,6 +114,7 @@ def inspect_model(path: str | os.PathLike) -> SizeTable:
     inits = {t.name: t for t in graph.initializer}
     producers = {o: n for n in graph.node for o in n.output}
     found = []
+    held, limit = 0, max_input_bytes()
     for node in graph.node:
         if node.op_type != "DequantizeLinear" or not node.input:
             continue
@@ -92,10 +129,13 @@ def inspect_model(path: str | os.PathLike) -> SizeTable:
             values = numpy_helper.to_array(inits[x_name])
             container = onnx.TensorProto.DataType.Name(inits[x_name].data_type)
         else:
-            values = _evaluate(graph, nodes, used, x_name, model.opset_import)
+            values = _evaluate(graph, nodes, used, x_name, model.opset_import, str(p))
             container = "packed"
         if values.dtype == np.int32:
             continue
+        held += values.nbytes
+        if held > limit:
+            raise ExportError(input_limit_message(f"{p}: the weights it decodes", held, limit))
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
         extra = {n for n in node.input[1:] if n in inits}
         found.append((node.output[0], values, axis, container, used | extra))

@@ -145,11 +145,10 @@ class EvalData:
     def from_npz(cls, path: str | Path) -> EvalData:
         """Load a user's ``.npz``: ``x``, ``y``, optional ``preservation_indices`` and ``logits``."""
         path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError) as exc:
-            raise ValidationError(f"{path}: cannot read the data file: {exc}") from exc
+        from sgsc_export._io import load_npz_bounded
+
+        arrays = load_npz_bounded(path, allowed_keys=("x", "y", "preservation_indices", "logits"),
+                                  error=ValidationError)
         for key in ("x", "y"):
             if key not in arrays:
                 raise ValidationError(f"{path}: missing array {key!r} (expected x, y, optional "

@@ -114,7 +114,7 @@ def fusion_report(info: ModelInfo, provider: ProviderPlan, level: str, plan: Ses
         opt_path = str(Path(tmp) / "optimized.onnx")
         try:
             make_session(info, provider, level, plan, threads, optimized_path=opt_path)
-            result.layers = classify_layers(info.layers, onnx.load(opt_path))
+            result.layers = classify_layers(info.layers, onnx.load(opt_path, load_external_data=False))
         except ValidationError as exc:
             if not provider.is_gpu:
                 raise

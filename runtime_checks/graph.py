@@ -4,6 +4,10 @@ A *quantised layer* is a Conv, Gemm or MatMul node whose weight input (input 1) 
 DequantizeLinear node (its integer data an initializer, or computed in the graph as the ``compact`` profile
 unpacks it). These are the layers the fusion report and the per-layer
 parity talk about; everything else is plain float.
+
+The file is untrusted: :func:`load_model` reads it with ``sgsc_export._onnx_safety.load_onnx_bounded`` (external
+data beside the model only; declared sizes against ``SGSC_MAX_INPUT_BYTES`` / ``SGSC_MAX_ONNX_ELEMENTS``) and
+refuses a graph whose statically inferred intermediates exceed the element limit before onnxruntime sees it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from sgsc_export._onnx_safety import check_static_sizes, load_onnx_bounded
 from sgsc_export.errors import ValidationError
 
 __all__ = ["COMPUTE_OPS", "ModelInfo", "QuantLayer", "load_model"]
@@ -104,11 +109,15 @@ def load_model(path: str | Path) -> ModelInfo:
     path = Path(path)
     if not path.is_file():
         raise ValidationError(f"{path}: no such model file")
+    # Untrusted file: external data beside the model only, declared sizes checked before anything is read.
+    model = load_onnx_bounded(path, ValidationError)
     try:
-        model = onnx.load(str(path))
         onnx.checker.check_model(model)
     except Exception as exc:  # onnx raises several unrelated types for a bad file
-        raise ValidationError(f"{path}: not a valid ONNX model: {str(exc).splitlines()[0]}") from exc
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValidationError(f"{path}: not a valid ONNX model: {text}") from None
+    # What onnxruntime would fold or allocate from declared shapes, bounded before a session is made.
+    check_static_sizes(model, str(path), ValidationError)
     graph = model.graph
     init_names = {init.name for init in graph.initializer}
     inputs = [vi.name for vi in graph.input if vi.name not in init_names]

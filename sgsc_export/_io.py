@@ -1,12 +1,18 @@
-"""Atomic file writes, shared by every stage (torch-free, so converters and runtime_checks may import it)."""
+"""Atomic file writes and bounded npz reads, shared by every stage (torch-free: converters and runtime_checks may
+import it)."""
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
+import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["write_atomic"]
+import numpy as np
+
+__all__ = ["load_npz_bounded", "write_atomic"]
 
 
 def write_atomic(path: str | Path, data: bytes | str) -> None:
@@ -26,3 +32,105 @@ def write_atomic(path: str | Path, data: bytes | str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def load_npz_bounded(source: str | Path | bytes, max_bytes: int | None = None,
+                     allowed_keys: Iterable[str] | None = None, *, error: type[Exception] | None = None,
+                     name: str | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an untrusted ``.npz`` file, with every size checked before anything is allocated.
+
+    Each member's ``.npy`` header is read from the zip first: its declared ``shape × itemsize`` (and the zip
+    member's declared uncompressed size) must fit in what is left of ``max_bytes`` (default
+    :func:`sgsc_export._limits.max_input_bytes`, ``SGSC_MAX_INPUT_BYTES``); object dtypes (pickles) are refused;
+    the data is then read in chunks into an array of exactly the declared size, and a short or corrupt member is
+    refused. Only members in ``allowed_keys`` are read (the others are not decompressed at all). Errors are
+    ``error`` (default :class:`sgsc_export.errors.DataError`) with a one-line message starting with ``name``
+    (default: the path).
+    """
+    from ._limits import input_limit_message, max_input_bytes
+    from .errors import DataError
+
+    error = error or DataError
+    label = name or ("<bytes>" if isinstance(source, bytes | bytearray) else str(source))
+    limit = max_input_bytes() if max_bytes is None else int(max_bytes)
+    allowed = None if allowed_keys is None else set(allowed_keys)
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes | bytearray) else source)
+    except FileNotFoundError:
+        raise error(f"{label}: no such file") from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise error(f"{label}: not a readable .npz file ({_first_line(exc)}); write it with numpy.savez") from None
+    arrays: dict[str, np.ndarray] = {}
+    used = 0
+    with archive:
+        for info in archive.infolist():
+            key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            if allowed is not None and key not in allowed:
+                continue
+            if key in arrays:
+                raise error(f"{label}: array {key!r} appears twice in the archive; the file is malformed")
+            if info.file_size > limit - used + _NPY_HEADER_SLACK:
+                raise error(input_limit_message(f"{label}: array {key!r} decompresses to {info.file_size} bytes, "
+                                                "which", used + info.file_size, limit))
+            try:
+                with archive.open(info) as member:
+                    array = _read_npy_bounded(member, info.file_size, used, limit, f"{label}: array {key!r}", error)
+            except error:  # type: ignore[misc] - error is an exception class
+                raise
+            except Exception as exc:  # noqa: BLE001 - zipfile/zlib/numpy raise many types for a corrupt member
+                raise error(f"{label}: array {key!r} is corrupt ({type(exc).__name__}: {_first_line(exc)})") from None
+            used += array.nbytes
+            arrays[key] = array
+    return arrays
+
+
+_NPY_HEADER_SLACK = 1 << 16  # a .npy header is at most a few KiB (numpy's own cap is 10,000 bytes by default)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _read_npy_bounded(fp, member_size: int, used: int, limit: int, label: str,
+                      error: type[Exception]) -> np.ndarray:
+    from ._limits import input_limit_message
+
+    fmt = np.lib.format
+    version = fmt.read_magic(fp)
+    if version == (1, 0):
+        shape, fortran, dtype = fmt.read_array_header_1_0(fp)
+    elif version == (2, 0):
+        shape, fortran, dtype = fmt.read_array_header_2_0(fp)
+    else:
+        raise error(f"{label}: unsupported .npy format version {version}; write it with numpy.save")
+    if dtype.hasobject:
+        raise error(f"{label} has an object dtype (a pickle); only plain numeric arrays are read")
+    if any(int(dim) < 0 for dim in shape):
+        raise error(f"{label} declares a negative dimension {tuple(shape)}; the file is malformed")
+    count = 1
+    for dim in shape:
+        count *= int(dim)
+    nbytes = count * dtype.itemsize
+    if used + nbytes > limit:
+        what = f"{label} declares shape {tuple(shape)} of {dtype}, which"
+        if used:
+            what = f"{label} declares shape {tuple(shape)} of {dtype}; with the arrays read before it, the file"
+        raise error(input_limit_message(what, used + nbytes, limit))
+    if fp.tell() + nbytes != member_size:
+        raise error(f"{label}: its header declares {fp.tell() + nbytes} bytes but its zip member holds "
+                    f"{member_size}; the file is truncated or malformed")
+    array = np.empty(count, dtype=dtype)
+    view = memoryview(array.view(np.uint8).reshape(-1)) if nbytes else memoryview(b"")
+    done = 0
+    while done < nbytes:
+        chunk = fp.read(min(1 << 22, nbytes - done))
+        if not chunk:
+            raise error(f"{label} is truncated: {done} of {nbytes} bytes present")
+        view[done:done + len(chunk)] = chunk
+        done += len(chunk)
+    if fp.read(1):  # reaching the end also makes zipfile check the member's CRC-32
+        raise error(f"{label} has data past its declared size; the file is malformed")
+    if fortran:
+        return array.reshape(shape[::-1]).transpose()
+    return array.reshape(shape)

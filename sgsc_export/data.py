@@ -123,16 +123,13 @@ def load_npz(path: str | Path) -> Split:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"npz file {p} does not exist")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
-            if missing:
-                raise DataError(f"{p} lacks array(s) {missing}; it needs x_train, y_train, x_test, y_test")
-            arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-    except DataError:
-        raise
-    except Exception as exc:
-        raise DataError(f"cannot read {p} as .npz: {exc}") from exc
+    from ._io import load_npz_bounded
+
+    keys = ("x_train", "y_train", "x_test", "y_test")
+    arrays = load_npz_bounded(p, allowed_keys=keys, error=DataError)
+    missing = [k for k in keys if k not in arrays]
+    if missing:
+        raise DataError(f"{p} lacks array(s) {missing}; it needs x_train, y_train, x_test, y_test")
     if not np.issubdtype(arrays["y_train"].dtype, np.integer):
         raise DataError(f"{p}: y_train must hold integer class indices, got {arrays['y_train'].dtype}")
     return Split(f"npz:{p.name}", **arrays)

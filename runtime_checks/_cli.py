@@ -33,6 +33,27 @@ def _ints(value: str) -> tuple[int, ...]:
     return out
 
 
+_MAX_THREADS = 1024  # the pipeline's bound (PipelineConfig.threads)
+_MAX_BATCH = 65536
+
+
+class _BatchSizes(click.ParamType):
+    """``--batch-sizes``: a comma list of integers in [1, _MAX_BATCH]; a bad one is a usage error (exit 2)."""
+
+    name = "N[,N…]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return ",".join(map(str, value))
+        try:
+            sizes = [int(part) for part in _csv(str(value))]
+        except ValueError:
+            self.fail(f"must be comma-separated integers, got {value!r}", param, ctx)
+        if not sizes or min(sizes) < 1 or max(sizes) > _MAX_BATCH:
+            self.fail(f"each batch size must be in [1, {_MAX_BATCH}], got {value!r}", param, ctx)
+        return ",".join(map(str, sizes))
+
+
 def _write_reports(report: Report, json_path: str | None, md_path: str | None, junit_path: str | None) -> None:
     if json_path:
         write_atomic(json_path, report.to_json())
@@ -52,13 +73,13 @@ def _write_reports(report: Report, json_path: str | None, md_path: str | None, j
 @click.option("--require-providers", is_flag=True, help="A requested provider that is unavailable is an error.")
 @click.option("--opt-levels", default="disabled,all", show_default=True,
               help="Comma list of onnxruntime optimisation levels: disabled, basic, extended, all.")
-@click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True, metavar="PP",
+@click.option("--max-accuracy-drop", type=click.FloatRange(0.0, 100.0), default=1.0, show_default=True, metavar="PP",
               help="Largest accuracy drop against the float model, percentage points, per split.")
-@click.option("--min-agreement", type=float, default=0.99, show_default=True, metavar="FRACTION",
+@click.option("--min-agreement", type=click.FloatRange(0.0, 1.0), default=0.99, show_default=True, metavar="FRACTION",
               help="Smallest top-1 agreement with the PyTorch reference.")
-@click.option("--max-layer-error", type=float, default=1.0, show_default=True, metavar="STEPS",
+@click.option("--max-layer-error", type=click.FloatRange(0.0, 1e9), default=1.0, show_default=True, metavar="STEPS",
               help="With --layers: largest per-layer error in quantisation steps.")
-@click.option("--max-perplexity-ratio", type=float, default=None, metavar="RATIO",
+@click.option("--max-perplexity-ratio", type=click.FloatRange(1.0, 1e9), default=None, metavar="RATIO",
               help="Language models: largest perplexity over the float model's, per split (default 1.05).")
 @click.option("--layers", is_flag=True, help="Per-layer parity of the quantised layers.")
 @click.option("--layer-reference", metavar="REF.onnx", type=click.Path(dir_okay=False),
@@ -67,8 +88,10 @@ def _write_reports(report: Report, json_path: str | None, md_path: str | None, j
 @click.option("--report", "report_path", metavar="report.json", help="Write the JSON report here.")
 @click.option("--markdown", "markdown_path", metavar="PATH", help="Write a Markdown summary here.")
 @click.option("--junit", "junit_path", metavar="PATH", help="Write JUnit XML here.")
-@click.option("--batch-sizes", default="1,64", show_default=True, help="Latency batch sizes.")
-@click.option("--threads", type=int, default=1, show_default=True, help="intra-op threads (fixed for latency).")
+@click.option("--batch-sizes", type=_BatchSizes(), default="1,64", show_default=True,
+              help=f"Latency batch sizes, comma list, each in [1, {_MAX_BATCH}].")
+@click.option("--threads", type=click.IntRange(1, _MAX_THREADS), default=1, show_default=True,
+              help=f"intra-op threads (fixed for latency), in [1, {_MAX_THREADS}].")
 @click.option("--no-latency", is_flag=True, help="Skip the latency measurement.")
 @click.option("--unsafe-session-options", is_flag=True,
               help="Do not apply the workarounds for known onnxruntime traps (to reproduce its defaults).")

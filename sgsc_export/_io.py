@@ -59,7 +59,7 @@ def load_npz_bounded(source: str | Path | bytes, max_bytes: int | None = None,
     except FileNotFoundError:
         raise error(f"{label}: no such file") from None
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise error(f"{label}: not a readable .npz file ({_first_line(exc)}); write it with numpy.savez") from None
+        raise error(f"{label}: cannot read it as .npz ({_first_line(exc)}); write it with numpy.savez") from None
     arrays: dict[str, np.ndarray] = {}
     used = 0
     with archive:

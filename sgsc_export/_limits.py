@@ -53,7 +53,7 @@ def max_onnx_elements() -> int:
 def format_bytes(n: int) -> str:
     for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= size:
-            return f"{n / size:g} {unit}" if n % size else f"{n // size} {unit}"
+            return f"{n / size:.1f} {unit}" if n % size else f"{n // size} {unit}"
     return f"{n} bytes"
 
 

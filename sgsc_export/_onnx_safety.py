@@ -11,8 +11,9 @@ Torch-free (imports onnx and numpy only), shared by ``sgsc inspect`` (converters
 3. every tensor the file declares (initializers, sparse initializers, ``Constant`` attributes, in every subgraph)
    is checked against ``MAX_ONNX_ELEMENTS``, and its stored bytes against its declared shape.
 
-:func:`check_static_sizes` then infers shapes (with data propagation) and refuses any value whose static size
-exceeds ``MAX_ONNX_ELEMENTS``; under ``require_static_constants`` (what ``inspect`` evaluates) every value computed
+:func:`check_static_sizes` then infers shapes and refuses any value whose static size exceeds
+``MAX_ONNX_ELEMENTS`` (without onnx's data propagation: it materialises a constant ``Range`` to propagate it, a
+bomb of its own; a size-creating op whose size then stays unknown is refused instead); under ``require_static_constants`` (what ``inspect`` evaluates) every value computed
 from constants must have a fully known static shape, so nothing can grow past the limit while it is evaluated.
 The limits live in :mod:`sgsc_export._limits`.
 """
@@ -264,7 +265,7 @@ def _without_large_data(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def check_static_sizes(model: onnx.ModelProto, label: str, error: type[Exception] = ValueError,
                        require_static_constants: bool = False) -> int:
-    """Infer shapes (data propagation on) and refuse a value whose static size exceeds ``MAX_ONNX_ELEMENTS``.
+    """Infer shapes and refuse a value whose static size exceeds ``MAX_ONNX_ELEMENTS``.
 
     Every value computed from constants alone is what onnxruntime folds at session creation (and what
     ``inspect`` evaluates): its shape must be fully known, and within the limit. Under
@@ -276,7 +277,7 @@ def check_static_sizes(model: onnx.ModelProto, label: str, error: type[Exception
     const = constant_values(model.graph)
     try:
         inferred = onnx.shape_inference.infer_shapes(_without_large_data(model), check_type=False,
-                                                     strict_mode=False, data_prop=True)
+                                                     strict_mode=False, data_prop=False)
     except Exception as exc:  # noqa: BLE001 - onnx raises several types for an inconsistent graph
         raise error(f"{label}: shape inference failed ({_first_line(exc)}); the graph is inconsistent") from None
     graph = inferred.graph

@@ -81,7 +81,7 @@ def _sgsc(*args: str | os.PathLike, cwd: Path | None = None, env: dict | None = 
     """Run ``sgsc ARGS`` in a fresh process (memory capped); return (exit code, stdout+stderr, peak RSS in kB)."""
     code = ("import resource, subprocess, sys\n"
             "def cap():\n"
-            "    resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))\n"
+            "    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n"
             "r = subprocess.run([sys.executable, '-m', 'sgsc_export.cli', *sys.argv[1:]], preexec_fn=cap,\n"
             "                   capture_output=True, text=True)\n"
             "sys.stdout.write(r.stdout + r.stderr)\n"

@@ -21,6 +21,7 @@ The limits live in :mod:`sgsc_export._limits`.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,7 +138,8 @@ def check_external_data(model: onnx.ModelProto, model_path: str | os.PathLike,
     declared shape needs. Nothing is read here.
     """
     label = str(model_path)
-    folder = Path(model_path).resolve().parent
+    # The folder of the path as given (what onnx and onnxruntime resolve against), its own symlinks resolved.
+    folder = Path(os.path.abspath(model_path)).parent.resolve()
     total, limit = 0, max_input_bytes()
     for where, t in iter_tensors(model):
         if isinstance(t, onnx.SparseTensorProto):
@@ -193,14 +195,17 @@ def load_onnx_bounded(path: str | os.PathLike, error: type[Exception] = ValueErr
         raise error(f"{label}: not a readable ONNX file ({type(exc).__name__}: {_first_line(exc)}); "
                     "check the path") from None
     _check_declared(model, label, error)
-    if size + check_external_data(model, p, error) > limit:
-        raise error(input_limit_message(f"{label}: the model with its external data", size, limit))
+    total = size + check_external_data(model, p, error)
+    if total > limit:
+        raise error(input_limit_message(f"{label}: the model with its external data", total, limit))
     if any(t.data_location == onnx.TensorProto.EXTERNAL for _, t in iter_tensors(model)
            if isinstance(t, onnx.TensorProto)) or any(
                s.values.data_location == onnx.TensorProto.EXTERNAL or s.indices.data_location ==
                onnx.TensorProto.EXTERNAL for _, s in iter_tensors(model) if isinstance(s, onnx.SparseTensorProto)):
         try:
-            external_data_helper.load_external_data_for_model(model, str(p.resolve().parent))
+            with warnings.catch_warnings():  # onnx warns (several lines) about unknown external-data keys
+                warnings.simplefilter("ignore")
+                external_data_helper.load_external_data_for_model(model, str(Path(os.path.abspath(p)).parent))
         except Exception as exc:  # noqa: BLE001 - onnx raises several types for a bad reference
             raise error(f"{label}: cannot read its external data ({_first_line(exc)})") from None
     return model

@@ -10,6 +10,7 @@ is written atomically every ``checkpoint_every`` steps; ``resume`` continues it 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from torch import nn
 
 from ._io import write_atomic
 from .config import CompressConfig
+from .errors import ArtifactError
 from .graph import Link
 from .nn import quantized_layers
 from .objective import sgsc_loss, size_term, stored_size_bits
@@ -180,8 +182,60 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     write_atomic(path, buf.getvalue())
 
 
+def _is_tensor_dict(d: Any) -> bool:
+    return isinstance(d, dict) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in d.items())
+
+
+def _checkpoint_problem(ckpt: Any) -> str | None:
+    """What is wrong with the structure of a loaded checkpoint (None: it has the shape ``compress`` writes)."""
+    if not isinstance(ckpt, dict):
+        return f"it holds a {type(ckpt).__name__}, not a dict"
+    expected = {"float_state", "model_state", "optimizer", "generator", "train_state", "config", "preservation"}
+    if set(ckpt) != expected:
+        return f"its keys are {sorted(map(str, ckpt))[:8]}, expected {sorted(expected)}"
+    if not (_is_tensor_dict(ckpt["float_state"]) and _is_tensor_dict(ckpt["model_state"])):
+        return "float_state/model_state are not state dicts"
+    opt = ckpt["optimizer"]
+    if not (isinstance(opt, dict) and isinstance(opt.get("state"), dict) and isinstance(opt.get("param_groups"), list)):
+        return "optimizer is not an optimizer state dict"
+    gen = ckpt["generator"]
+    if not (torch.is_tensor(gen) and gen.dtype == torch.uint8 and gen.dim() == 1):
+        return "generator is not a generator state"
+    if not isinstance(ckpt["config"], str):
+        return "config is not JSON text"
+    pres = ckpt["preservation"]
+    if not (_is_tensor_dict(pres) and set(pres) == {"indices", "labels", "scores", "criteria"}
+            and all(pres[k].dim() == 1 and not pres[k].is_floating_point() for k in ("indices", "labels", "criteria"))
+            and pres["scores"].is_floating_point()):
+        return "preservation is not the preservation set's indices, labels, scores and criteria"
+    st = ckpt["train_state"]
+    fields = {f.name for f in dataclasses.fields(TrainState)}
+    if not isinstance(st, dict) or set(st) != fields:
+        return "train_state has other fields than a TrainState"
+    types = {"step": int, "best_preservation": (int, float), "best_alive": dict, "history": list, "restores": list,
+             "dead_prev": dict, "removed": dict}
+    if any(isinstance(st[k], bool) or not isinstance(st[k], t) for k, t in types.items()):
+        return "train_state has a field of the wrong type"
+    if not all(isinstance(k, str) and isinstance(v, int) for k, v in st["removed"].items()):
+        return "train_state.removed is not layer name → channel count"
+    return None
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A checkpoint that ``save_checkpoint`` wrote, read with ``weights_only=True`` (no object is unpickled) and
+    checked for the structure ``compress`` expects; anything else is an ``ArtifactError``, one line."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated, empty, not a torch file, or an object weights_only refuses
+        text = str(exc).strip().splitlines()
+        why = f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+        raise ArtifactError(f"--resume: the checkpoint {path} cannot be read ({why}); it is corrupt or not an sgsc "
+                            "checkpoint: delete it and run without --resume") from None
+    problem = _checkpoint_problem(ckpt)
+    if problem is not None:
+        raise ArtifactError(f"--resume: the checkpoint {path} is not an sgsc checkpoint ({problem}); delete it and "
+                            "run without --resume")
+    return ckpt
 
 
 # the largest teacher-logit table kept in memory; above it the teacher runs on every batch instead

@@ -182,7 +182,7 @@ def _check_checkpoint_fits(ckpt: dict[str, Any], path: Path | None, data: Any, c
     bad = None
     if not 0 <= step <= total:
         bad = f"step {step} is outside [0, {total}]"
-    elif not (len(idx) == len(labels) == len(criteria) == len(pres["scores"])) or len(idx) == 0:
+    elif not len(idx) == len(labels) == len(criteria) or len(idx) == 0:
         bad = "the preservation arrays differ in length"
     elif fixed is not None and idx[0] < 0:
         if len(idx) != len(fixed) or not (idx == -1).all():

@@ -60,8 +60,9 @@ class Split:
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
             raise DataError(f"{self.name}: train inputs {self.x_train.shape[1:]} and test inputs "
                             f"{self.x_test.shape[1:]} differ in shape; they must match")
-        self.x_train = np.ascontiguousarray(self.x_train, np.float32)
-        self.x_test = np.ascontiguousarray(self.x_test, np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf, refused below
+            self.x_train = np.ascontiguousarray(self.x_train, np.float32)
+            self.x_test = np.ascontiguousarray(self.x_test, np.float32)
         self.y_train = np.ascontiguousarray(self.y_train, np.int64)
         self.y_test = np.ascontiguousarray(self.y_test, np.int64)
         for part in ("train", "test"):  # after the cast: float64 values beyond float32's range became inf

@@ -205,7 +205,8 @@ def _checkpoint_problem(ckpt: Any) -> str | None:
         return "config is not JSON text"
     pres = ckpt["preservation"]
     if not (_is_tensor_dict(pres) and set(pres) == {"indices", "labels", "scores", "criteria"}
-            and all(pres[k].dim() == 1 and not pres[k].is_floating_point() for k in ("indices", "labels", "criteria"))
+            and all(pres[k].dim() == 1 for k in ("indices", "criteria"))
+            and not any(pres[k].is_floating_point() for k in ("indices", "labels", "criteria"))
             and pres["scores"].is_floating_point()):
         return "preservation is not the preservation set's indices, labels, scores and criteria"
     st = ckpt["train_state"]

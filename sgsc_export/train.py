@@ -22,7 +22,7 @@ from torch import nn
 
 from ._io import write_atomic
 from .config import CompressConfig
-from .errors import ArtifactError
+from .errors import ArtifactError, ModelError
 from .graph import Link
 from .nn import quantized_layers
 from .objective import sgsc_loss, size_term, stored_size_bits
@@ -58,6 +58,21 @@ def _progress(total: int, desc: str, enabled: bool, initial: int = 0):
     return tqdm(total=total, desc=desc, disable=not enabled, initial=initial, leave=False, dynamic_ncols=True)
 
 
+def _forward(model: nn.Module, x: torch.Tensor, what: str) -> torch.Tensor:
+    """``model(x)`` in a training loop; the user's model failing there is one line naming the batch, not a
+    traceback (``api.check_inputs`` ran it once in eval mode already, so this is a training-only failure)."""
+    try:
+        return model(x)
+    except Exception as exc:  # noqa: BLE001 - the user's forward
+        lines = str(exc).strip().splitlines()
+        why = f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+        hint = ""
+        if len(x) == 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            hint = ("; a BatchNorm layer cannot train on a batch of one sample: change the batch size, the number of "
+                    "training samples or --preservation-size (at least 2)")
+        raise ModelError(f"the model failed in {what} on a batch of shape {tuple(x.shape)}: {why}{hint}") from None
+
+
 def train_float(model: nn.Module, x: np.ndarray, y: np.ndarray, config: CompressConfig, progress: bool = False,
                 task: Task = CLASSIFICATION) -> None:
     """Train the float reference model in place: Adam, ``float_epochs`` epochs, cosine learning rate."""
@@ -76,7 +91,7 @@ def train_float(model: nn.Module, x: np.ndarray, y: np.ndarray, config: Compress
             for s in range(0, len(xt), config.batch_size):
                 idx = perm[s : s + config.batch_size]
                 xb, yb = task.trim(xt[idx], yt[idx])
-                loss = task.loss(model(xb), yb)
+                loss = task.loss(_forward(model, xb, "float training"), yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -309,7 +324,7 @@ def compress_loop(
             pidx = torch.randint(len(xp), (min(config.preservation_batch_size, len(xp)),), generator=generator)
             xb, yb = task.trim(xt[idx], yt[idx])
             xpb, ypb = task.trim(xp[pidx], yp[pidx])
-            logits = model(xb)
+            logits = _forward(model, xb, "compression")
             teacher_logits = None
             if table is not None:
                 teacher_logits = table[idx]
@@ -317,7 +332,7 @@ def compress_loop(
                 with torch.no_grad():
                     teacher_logits = teacher(xb)
             q = size_term(model, n_start)
-            pres_logits = model(xpb) if config.lam > 0 else None
+            pres_logits = _forward(model, xpb, "compression (preservation batch)") if config.lam > 0 else None
             warm = min(1.0, (state.step + 1) / max(1.0, config.gamma_warmup * config.steps))
             gamma = 0.0 if finetune else config.gamma * warm
             parts = sgsc_loss(logits, yb, q, gamma, config.lam, pres_logits, ypb,

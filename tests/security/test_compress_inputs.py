@@ -85,6 +85,10 @@ MODELS = textwrap.dedent('''
         return nn.Sequential(nn.Flatten())
 
 
+    def batchnorm():
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 10))
+
+
     class _Matmul(nn.Module):
         def __init__(self):
             super().__init__()
@@ -228,6 +232,17 @@ def test_models_that_cannot_be_compressed(env, factory, needle):
     r = _compress(runner, "--dataset", f"npz:{npz()}", "--model", f"{models}:{factory}", "--out", out)
     _refused(r, out, needle)
     assert not out.exists()
+
+
+def test_a_batch_of_one_for_batchnorm_is_one_line(env):
+    """129 samples in batches of 128: the last batch of float training holds one sample, which BatchNorm1d cannot
+    train on. Found only in training, but still one line, and no artifact."""
+    runner, tmp, models, npz = env
+    g = _good(129)
+    out = tmp / "out"
+    r = _compress(runner, "--dataset", f"npz:{npz(x_train=g['x_train'], y_train=g['y_train'])}",
+                  "--model", f"{models}:batchnorm", "--out", out)
+    _refused(r, out, "float training on a batch of shape (1, 1, 8, 8)", "BatchNorm layer cannot train on a batch")
 
 
 def test_bad_weights_files(env):

@@ -256,7 +256,7 @@ def test_bad_weights_files(env):
         "truncated.pt": (blob[: len(blob) // 2], "cannot load weights"),
         "text.pt": (b"not a checkpoint at all\n", "cannot load weights"),
     }
-    for name, (data, needle) in cases.items():
+    for name, (data, _) in cases.items():
         (tmp / name).write_bytes(data)
     torch.save(torch.zeros(3), tmp / "tensor.pt")
     torch.save([torch.zeros(3)], tmp / "list.pt")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 import platform
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +18,10 @@ from . import __version__
 from .artifact import FORMAT, FORMAT_VERSION, CompressedModel, freeze
 from .config import CompressConfig
 from .data import Split
-from .errors import ConfigError, ModelError
+from .errors import ArtifactError, ConfigError, DataError, ModelError, SGSCError
 from .graph import find_links, fold_batchnorm_, trace
 from .heads import remove_dead_heads_
-from .nn import prepare_, quantized_layers
+from .nn import QUANTISABLE, is_quantized, prepare_, quantized_layers
 from .objective import stored_size_bits
 from .preservation import CRITERIA, PreservationSetSelector, preservation_sha256
 from .pruning import load_state_resizing_, refresh_in_alive_, remove_dead_channels_
@@ -35,13 +37,165 @@ from .train import (
     train_float,
 )
 
-__all__ = ["compress", "train_reference"]
+__all__ = ["check_inputs", "check_out_dir", "compress", "train_reference"]
 
 
 def _seed(seed: int) -> torch.Generator:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     return torch.Generator().manual_seed(seed)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
+
+
+def check_out_dir(out: str | Path) -> None:
+    """The artifact directory can be created and written; checked before any work (data, training), so a bad
+    ``--out`` costs nothing. Creates nothing."""
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"--out {p} exists and is not a directory; give a directory path")
+    existing = p
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"--out {p} cannot be created: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {p} cannot be {'written' if existing == p else 'created'}: {existing} is not "
+                          "writable; choose a directory you can write to")
+
+
+def _layer_names(model: nn.Module) -> list[str]:
+    """Names of the layers ``prepare_`` quantises (the names ``exclude`` may hold)."""
+    return [n for n, m in model.named_modules() if n and (type(m) in QUANTISABLE or is_quantized(m))]
+
+
+def check_inputs(model: nn.Module, data: Split | Any, config: CompressConfig) -> None:
+    """Refuse, with one line, what would fail later (or silently mislead): before any float training.
+
+    * a layer to compress exists, and every ``config.exclude`` name is one of the model's layers;
+    * the model runs on a probe batch of ``x_train`` and returns one tensor of finite float logits,
+      ``[batch, classes]`` (a language model: ``[batch, positions, vocab]``) with an output for every label;
+    * the preservation set fits in the training split.
+
+    The data's own checks (shapes, dtypes, NaN/inf, label range) are in :class:`~sgsc_export.data.Split`.
+    """
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"the model must be a torch.nn.Module, got {type(model).__name__}")
+    task = get_task(getattr(data, "task", "classification"))
+    names = _layer_names(model)
+    if not names:
+        raise ModelError("the model has no Conv1d/Conv2d/Linear layer to compress (or all were excluded)")
+    unknown = [n for n in config.exclude if n not in names]
+    if unknown:
+        shown = ", ".join(names[:30]) + (f", … ({len(names)} in all)" if len(names) > 30 else "")
+        raise ConfigError(f"--exclude {unknown[0]!r} is not a layer of the model; its Conv/Linear/Embedding layers "
+                          f"are: {shown}")
+    if not set(names) - set(config.exclude):
+        raise ModelError("the model has no Conv1d/Conv2d/Linear layer to compress (or all were excluded)")
+
+    n = min(len(data.x_train), 8)
+    probe = torch.as_tensor(np.ascontiguousarray(data.x_train[:n]))
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(probe)
+    except Exception as exc:  # noqa: BLE001 - the user's forward, on the user's data: any failure is a mismatch
+        raise ModelError(f"the model cannot run on the data: a batch of x_train of shape {tuple(probe.shape)} "
+                         f"({probe.dtype}) fails with {_first_line(exc)}; give x in the model's input layout, "
+                         "[samples, *input_shape]") from None
+    finally:
+        model.train(was)
+    if not isinstance(out, torch.Tensor):
+        raise ModelError(f"the model's forward returns a {type(out).__name__}, not a tensor; it must return one "
+                         "tensor of logits (return only the logits, e.g. out[0] or out['logits'])")
+    if not out.is_floating_point():
+        raise ModelError(f"the model's forward returns a {out.dtype} tensor; it must return float logits")
+    lm = task.name == "language_model"
+    want = f"[{n}, {probe.shape[1]}, vocab]" if lm else f"[{n}, classes]"
+    if out.dim() != (3 if lm else 2) or out.shape[0] != n or (lm and out.shape[1] != probe.shape[1]):
+        raise ModelError(f"the model returns shape {tuple(out.shape)} for a batch of x_train of shape "
+                         f"{tuple(probe.shape)}; a {task.name.replace('_', ' ')} must return logits {want}")
+    if out.shape[-1] < data.num_classes:
+        if lm:
+            raise DataError(f"the vocabulary has {data.num_classes} symbols but the model returns "
+                            f"{out.shape[-1]} logits per position; build it with vocab_size >= {data.num_classes}")
+        raise DataError(f"the labels go up to {data.num_classes - 1} but the model has {out.shape[-1]} outputs; "
+                        "labels must be class indices below the model's output count")
+    if not bool(torch.isfinite(out).all()):
+        raise ModelError("the model returns NaN or infinite logits on the first training samples; check its weights")
+    if config.preservation_size is not None and getattr(data, "x_preservation", None) is None \
+            and config.preservation_size > len(data.x_train):
+        raise ConfigError(f"preservation_size={config.preservation_size} is larger than the training split "
+                          f"({len(data.x_train)} samples); allowed [1, {len(data.x_train)}]")
+
+
+@contextlib.contextmanager
+def _checkpoint_errors(path: Path | None) -> Iterator[None]:
+    """A checkpoint that passed ``load_checkpoint``'s structure check but does not fit this model: one line."""
+    try:
+        yield
+    except SGSCError:
+        raise
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise ArtifactError(f"--resume: the checkpoint {path} does not fit this model ({_first_line(exc)}); "
+                            "delete it and run without --resume") from None
+
+
+@contextlib.contextmanager
+def _write_errors(out: Path | None) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise ArtifactError(f"cannot write the artifact to {out}: {_first_line(exc)}") from None
+
+
+def _check_state_fits(model: nn.Module, state: dict[str, torch.Tensor], path: Path | None) -> None:
+    """The checkpoint's model state names this model's tensors, each no larger than the model's own (channels
+    removed during training only shrink a tensor)."""
+    own = model.state_dict()
+    if set(state) != set(own):
+        odd = sorted(set(state) ^ set(own))[:3]
+        raise ArtifactError(f"--resume: the checkpoint {path} holds other tensors than the model (e.g. {odd}); "
+                            "delete it and run without --resume")
+    for key, value in state.items():
+        mine = own[key]
+        if value.dim() != mine.dim() or any(a > b for a, b in zip(value.shape, mine.shape)) \
+                or value.dtype != mine.dtype:
+            raise ArtifactError(f"--resume: the checkpoint {path} has {key} of shape {tuple(value.shape)} "
+                                f"({value.dtype}); the model's is {tuple(mine.shape)} ({mine.dtype}); delete it and "
+                                "run without --resume")
+
+
+def _check_checkpoint_fits(ckpt: dict[str, Any], path: Path | None, data: Any, config: CompressConfig,
+                           task: Task) -> None:
+    """The checkpoint's step and preservation set are possible for this run and data (indices, labels, criteria)."""
+    step = ckpt["train_state"].get("step")
+    total = config.steps + config.finetune_steps
+    pres = ckpt["preservation"]
+    idx, labels, criteria = (pres[k].numpy() for k in ("indices", "labels", "criteria"))
+    fixed = getattr(data, "x_preservation", None)
+    n = len(data.x_train)
+    bad = None
+    if not 0 <= step <= total:
+        bad = f"step {step} is outside [0, {total}]"
+    elif not len(idx) == len(labels) == len(criteria) or len(idx) == 0:
+        bad = "the preservation arrays differ in length"
+    elif fixed is not None and idx[0] < 0:
+        if len(idx) != len(fixed) or not (idx == -1).all():
+            bad = "the fixed preservation set does not match --preservation-file"
+    elif int(idx.min()) < 0 or int(idx.max()) >= n:
+        bad = f"preservation indices outside the training split's {n} samples"
+    elif not np.array_equal(labels, data.y_train[idx]):
+        bad = "the preservation labels differ from the training split's"
+    if bad is None and (int(criteria.min()) < 0 or int(criteria.max()) >= len(_criteria(task))):
+        bad = "unknown preservation criteria"
+    if bad is not None:
+        raise ArtifactError(f"--resume: the checkpoint {path} does not fit this run ({bad}); delete it and run "
+                            "without --resume")
 
 
 def _prepare(model: nn.Module, config: CompressConfig):
@@ -120,19 +274,26 @@ def compress(
     trained first on the training split.
     """
     config = config or CompressConfig()
+    if not isinstance(config, CompressConfig):
+        raise ConfigError(f"config must be a CompressConfig, got {type(config).__name__}")
     task = get_task(getattr(data, "task", "classification"))
-    t0 = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        check_out_dir(out)
+    check_inputs(model, data, config)
     ckpt_path = out / "checkpoints" / "last.pt" if out is not None else None
     ckpt = load_checkpoint(ckpt_path) if (resume and ckpt_path is not None and ckpt_path.is_file()) else None
     if ckpt is not None and ckpt.get("config") != config.to_json():
         raise ConfigError(f"--resume: the checkpoint in {out} was made with another configuration; "
                           "resume with the same options, or start afresh without --resume")
+    if ckpt is not None:
+        _check_checkpoint_fits(ckpt, ckpt_path, data, config, task)
     g = _seed(config.seed)
 
     # 1. the float reference
     if ckpt is not None:
-        model.load_state_dict(ckpt["float_state"])
+        with _checkpoint_errors(ckpt_path):
+            model.load_state_dict(ckpt["float_state"])
     elif not pretrained:
         train_reference(model, data, config, progress)
     model.eval()
@@ -159,24 +320,34 @@ def compress(
     optimizer = make_optimizer(model, config)
     state = TrainState()
     if ckpt is not None:
-        load_state_resizing_(model, ckpt["model_state"])  # channels may have been removed during training
-        optimizer = make_optimizer(model, config)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        g.set_state(ckpt["generator"])
-        state = TrainState(**ckpt["train_state"])
+        with _checkpoint_errors(ckpt_path):
+            _check_state_fits(model, ckpt["model_state"], ckpt_path)
+            load_state_resizing_(model, ckpt["model_state"])  # channels may have been removed during training
+            optimizer = make_optimizer(model, config)
+            optimizer.load_state_dict(ckpt["optimizer"])
+            g.set_state(ckpt["generator"])
+            state = TrainState(**ckpt["train_state"])
+            with torch.no_grad():
+                model.eval()
+                model(torch.as_tensor(np.ascontiguousarray(data.x_train[:2])))
 
     def checkpoint(st: TrainState, opt: torch.optim.Optimizer) -> None:
         if ckpt_path is None:
             return
-        save_checkpoint(ckpt_path, {
-            "float_state": float_state, "model_state": model.state_dict(), "optimizer": opt.state_dict(),
-            "generator": g.get_state(), "train_state": st.__dict__, "config": config.to_json(),
-            "preservation": {k: torch.as_tensor(v) for k, v in pres.items()},
-        })
+        with _write_errors(out):
+            save_checkpoint(ckpt_path, {
+                "float_state": float_state, "model_state": model.state_dict(), "optimizer": opt.state_dict(),
+                "generator": g.get_state(), "train_state": st.__dict__, "config": config.to_json(),
+                "preservation": {k: torch.as_tensor(v) for k, v in pres.items()},
+            })
 
     state, optimizer = compress_loop(model, links, n_start, data.x_train, data.y_train, x_pres, y_pres, config,
                   optimizer=optimizer, state=state, generator=g, checkpoint=checkpoint, progress=progress,
                   teacher=teacher, task=task)
+    # the last checkpoint holds the trained model *before* the physical removal below: resuming a finished run
+    # then redoes the removal exactly as the uninterrupted run did (same channels_removed, same heads), and the
+    # artifact comes out byte for byte the same
+    checkpoint(state, optimizer)
 
     # 4. prune for real; removal must not change the output
     probe = torch.as_tensor(data.x_test[:256])
@@ -258,12 +429,11 @@ def compress(
         eval={"x_test": data.x_test, "y_test": data.y_test, "x_preservation": x_pres, "y_preservation": y_pres,
               "logits_test": comp_test, "logits_preservation": comp_pres,
               "logits_float_test": float_test, "logits_float_preservation": float_pres},
-        history={"records": state.history, "restores": state.restores, "removed_during_training": state.removed,
-                 "seconds": time.perf_counter() - t0},
+        # no wall-clock time here: history.json is part of the artifact, which identical runs reproduce byte for byte
+        history={"records": state.history, "restores": state.restores, "removed_during_training": state.removed},
         _module=deploy,
     )
     if out is not None:
-        artifact.save(out)
-        if ckpt_path is not None:
-            checkpoint(state, optimizer)
+        with _write_errors(out):
+            artifact.save(out)
     return artifact

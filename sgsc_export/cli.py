@@ -103,6 +103,9 @@ def _table(manifest: dict) -> str:
 def compress(dataset, data_dir, preservation_file, model_spec, weights, out, steps, finetune_steps, float_epochs, gamma,
              lam, init_bits, distill, preservation_size, exclude, seed, resume, threads, quiet) -> None:
     """Compress a model with SGSC and write the artifact directory OUT."""
+    import time
+
+    from .api import check_out_dir
     from .api import compress as run
     from .config import CompressConfig
     from .data import load_dataset
@@ -113,8 +116,17 @@ def compress(dataset, data_dir, preservation_file, model_spec, weights, out, ste
         import torch
 
         torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    check_out_dir(out)  # before any work: a bad --out must not cost a data load and a float training
     if resume and not (out / "checkpoints" / "last.pt").is_file():
         raise click.UsageError(f"--resume: no checkpoint at {out / 'checkpoints' / 'last.pt'}")
+    overrides = {k: v for k, v in dict(steps=steps, finetune_steps=finetune_steps, float_epochs=float_epochs,
+                                       gamma=gamma, lam=lam, init_bits=init_bits, seed=seed, distill=distill,
+                                       preservation_size=preservation_size).items() if v is not None}
+    if exclude:
+        overrides["exclude"] = tuple(exclude)
+    # the config is checked before the data is loaded (a bad --seed must not reach the data set's split)
+    config = CompressConfig.from_dict({**preset(dataset.split(":")[0]).to_dict(), **overrides})
     data = load_dataset(dataset, data_dir, seed=0 if seed is None else seed)
     if preservation_file is not None:
         if getattr(data, "task", "") != "language_model":
@@ -126,12 +138,6 @@ def compress(dataset, data_dir, preservation_file, model_spec, weights, out, ste
     model, digest = build_model(spec, default_kwargs(data) if model_spec is None else {})
     if weights is not None:
         load_weights(model, weights)
-    overrides = {k: v for k, v in dict(steps=steps, finetune_steps=finetune_steps, float_epochs=float_epochs,
-                                       gamma=gamma, lam=lam, init_bits=init_bits, seed=seed, distill=distill,
-                                       preservation_size=preservation_size).items() if v is not None}
-    if exclude:
-        overrides["exclude"] = tuple(exclude)
-    config = CompressConfig.from_dict({**preset(dataset.split(":")[0]).to_dict(), **overrides})
     factory_spec = spec if model_spec is None else str(Path(spec.rpartition(":")[0]).resolve()) + ":" + spec.rpartition(":")[2]
     art = run(model, data, config, out_dir=out, pretrained=weights is not None, resume=resume,
               progress=not quiet and sys.stderr.isatty(),
@@ -148,14 +154,14 @@ def compress(dataset, data_dir, preservation_file, model_spec, weights, out, ste
                        f"next-token acc. {f[split + '_accuracy']:.4f} → {c[split + '_accuracy']:.4f}")
         click.echo(f"size         {m['totals']['quantized_bits']} bits of {m['totals']['fp32_bits']} fp32 bits: "
                    f"ratio {m['totals']['ratio']:.4f}; {len(m['restores'])} restore event(s)")
-        click.echo(f"artifact     {out}")
+        click.echo(f"artifact     {out}  ({time.perf_counter() - t0:.1f} s)")
         return
     click.echo(f"test accuracy      float {f['test_accuracy']:.4f}  compressed {c['test_accuracy']:.4f}")
     click.echo(f"preservation acc.  float {f['preservation_accuracy']:.4f}  compressed {c['preservation_accuracy']:.4f}"
                f"  ({m['preservation']['size']} training samples)")
     click.echo(f"size               {m['totals']['quantized_bits']} bits of {m['totals']['fp32_bits']} fp32 bits: "
                f"ratio {m['totals']['ratio']:.4f}; {len(m['restores'])} restore event(s)")
-    click.echo(f"artifact           {out}")
+    click.echo(f"artifact           {out}  ({time.perf_counter() - t0:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -4,21 +4,34 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["CONFIG_VERSION", "CompressConfig"]
+__all__ = ["CONFIG_VERSION", "MAX_STEPS", "SEED_MAX", "CompressConfig"]
 
 CONFIG_VERSION = 1
 
 
-def _check(name: str, value: float, lo: float, hi: float, *, lo_open: bool = False) -> None:
-    ok = (value > lo if lo_open else value >= lo) and value <= hi
+SEED_MAX = 2**32 - 1  # numpy's seed range; torch's is wider, numpy's is the binding one
+MAX_STEPS = 10_000_000
+
+
+def _check(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False, integer: bool = False) -> Any:
+    """``value`` in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``), a real number (an integer with ``integer``);
+    returned as a plain ``int``/``float`` (numpy scalars included), so the config stays JSON-serialisable."""
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{name}={value!r} must be {'an integer' if integer else 'a number'}")
+    value = int(value) if integer else float(value)
+    ok = (value > lo if lo_open else value >= lo) and value <= hi  # NaN fails both, inf fails the upper bound
     if not ok:
         bracket = "(" if lo_open else "["
         raise ConfigError(f"{name}={value!r} is out of range; allowed {bracket}{lo}, {hi}]")
+    return value
 
 
 @dataclass
@@ -77,34 +90,38 @@ class CompressConfig:
     def __post_init__(self) -> None:
         if self.version != CONFIG_VERSION:
             raise ConfigError(f"version={self.version!r} is not supported; this toolchain reads version {CONFIG_VERSION}")
-        for name in ("steps", "finetune_steps", "float_epochs"):
-            _check(name, getattr(self, name), 0, 10_000_000)
-        for name in ("batch_size", "preservation_batch_size", "restore_every", "checkpoint_every", "prune_every"):
-            _check(name, getattr(self, name), 1, 10_000_000)
-        for name in ("lr", "lr_bits", "eps_bits", "float_lr"):
-            _check(name, getattr(self, name), 0.0, 10.0, lo_open=True)
-        if self.lr_exponent is not None:
-            _check("lr_exponent", self.lr_exponent, 0.0, 10.0, lo_open=True)
-        _check("weight_decay", self.weight_decay, 0.0, 1.0)
-        _check("lr_min_factor", self.lr_min_factor, 0.0, 1.0)
-        _check("max_bits", self.max_bits, 1.0, 8.0)
-        _check("init_bits", self.init_bits, 0.0, self.max_bits, lo_open=True)
-        _check("gamma", self.gamma, 0.0, 1e3)
-        _check("gamma_warmup", self.gamma_warmup, 0.0, 1.0)
-        _check("lam", self.lam, 0.0, 1e3)
-        _check("distill", self.distill, 0.0, 1e3)
-        _check("distill_temperature", self.distill_temperature, 0.0, 100.0, lo_open=True)
-        _check("restore_tolerance", self.restore_tolerance, 0.0, 1.0)
-        _check("restore_fraction", self.restore_fraction, 0.0, 1.0)
-        _check("restore_bits", self.restore_bits, 0.0, self.max_bits, lo_open=True)
+        ints = {"steps": (1, MAX_STEPS), "finetune_steps": (0, MAX_STEPS), "float_epochs": (0, 100_000),
+                "batch_size": (1, 1_000_000), "preservation_batch_size": (1, 1_000_000),
+                "restore_every": (1, MAX_STEPS), "checkpoint_every": (1, MAX_STEPS), "prune_every": (1, MAX_STEPS),
+                "seed": (0, SEED_MAX)}
         if self.preservation_size is not None:
-            _check("preservation_size", self.preservation_size, 0, 10_000_000)
-        self.preservation_budget = tuple(float(x) for x in self.preservation_budget)  # type: ignore[assignment]
-        if len(self.preservation_budget) != 3 or min(self.preservation_budget) < 0 or sum(self.preservation_budget) <= 0:
+            ints["preservation_size"] = (1, 10_000_000)
+        for name, (lo, hi) in ints.items():
+            setattr(self, name, _check(name, getattr(self, name), lo, hi, integer=True))
+        self.max_bits = _check("max_bits", self.max_bits, 1.0, 8.0)
+        reals = {"lr": (0.0, 10.0, True), "lr_bits": (0.0, 10.0, True), "eps_bits": (0.0, 10.0, True),
+                 "float_lr": (0.0, 10.0, True), "weight_decay": (0.0, 1.0, False), "lr_min_factor": (0.0, 1.0, False),
+                 "init_bits": (0.0, self.max_bits, True), "gamma": (0.0, 1e3, False), "gamma_warmup": (0.0, 1.0, False),
+                 "lam": (0.0, 1e3, False), "distill": (0.0, 1e3, False), "distill_temperature": (0.0, 100.0, True),
+                 "restore_tolerance": (0.0, 1.0, False), "restore_fraction": (0.0, 1.0, False),
+                 "restore_bits": (0.0, self.max_bits, True)}
+        if self.lr_exponent is not None:
+            reals["lr_exponent"] = (0.0, 10.0, True)
+        for name, (lo, hi, lo_open) in reals.items():
+            setattr(self, name, _check(name, getattr(self, name), lo, hi, lo_open=lo_open))
+        budget = self.preservation_budget
+        if (isinstance(budget, (str, bytes)) or not hasattr(budget, "__len__") or len(budget) != 3
+                or not all(isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) for x in budget)):
+            raise ConfigError(f"preservation_budget must be three finite numbers (uncertainty, saliency, diversity); "
+                              f"got {budget!r}")
+        self.preservation_budget = tuple(float(x) for x in budget)  # type: ignore[assignment]
+        if min(self.preservation_budget) < 0 or sum(self.preservation_budget) <= 0:
             raise ConfigError(
                 "preservation_budget must be three non-negative shares (uncertainty, saliency, diversity) "
                 f"with a positive sum; got {self.preservation_budget!r}"
             )
+        if not isinstance(self.exclude, (list, tuple)) or not all(isinstance(n, str) for n in self.exclude):
+            raise ConfigError(f"exclude={self.exclude!r} must be a list of layer names")
         self.exclude = tuple(self.exclude)
         if not isinstance(self.learn_bits, bool):
             raise ConfigError(f"learn_bits={self.learn_bits!r} must be true or false")

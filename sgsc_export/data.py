@@ -15,9 +15,10 @@ import numpy as np
 
 from .errors import DataError
 
-__all__ = ["DATASETS", "Split", "load_dataset", "load_digits", "load_mnist", "load_npz", "read_idx"]
+__all__ = ["DATASETS", "MAX_CLASSES", "Split", "load_dataset", "load_digits", "load_mnist", "load_npz", "read_idx"]
 
 DATASETS = ("digits", "mnist", "npz:PATH", "names", "text:PATH")
+MAX_CLASSES = 2**20  # a label at or above it is refused before any model is built with that many outputs
 
 
 @dataclass
@@ -31,19 +32,45 @@ class Split:
     def __post_init__(self) -> None:
         for part in ("train", "test"):
             x, y = getattr(self, f"x_{part}"), getattr(self, f"y_{part}")
+            if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
+                raise DataError(f"{self.name}: x_{part} and y_{part} must be numpy arrays, got "
+                                f"{type(x).__name__} and {type(y).__name__}")
+            if x.ndim < 2:
+                raise DataError(f"{self.name}: x_{part} has shape {x.shape}; it must be [samples, *input_shape] "
+                                "(at least 2 dimensions)")
+            if y.ndim != 1:
+                raise DataError(f"{self.name}: y_{part} has shape {y.shape}; it must be one class index per sample")
             if len(x) == 0:
                 raise DataError(f"{self.name}: the {part} split is empty; provide at least one sample")
             if len(x) != len(y):
                 raise DataError(f"{self.name}: x_{part} has {len(x)} samples but y_{part} has {len(y)}; they must match")
+            if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+                raise DataError(f"{self.name}: x_{part} has dtype {x.dtype}; it must hold real numbers (float32)")
+            # labels are class indices: integers only. A float array is refused even when its values are whole
+            # (2.0): casting would silently truncate 2.7 to 2, and "whole-valued" cannot be told from "rounded"
+            if y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
+                raise DataError(f"{self.name}: y_{part} must hold integer class indices, got {y.dtype}; "
+                                "convert the labels to int64 (y.astype('int64')) if they are whole numbers")
+            lo, hi = int(y.min()), int(y.max())
+            if lo < 0:
+                raise DataError(f"{self.name}: y_{part} holds {lo}; labels must be class indices >= 0")
+            if hi >= MAX_CLASSES:
+                raise DataError(f"{self.name}: y_{part} holds {hi}; labels must be class indices below "
+                                f"MAX_CLASSES = {MAX_CLASSES} (2^20), one output of the model per class")
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
             raise DataError(f"{self.name}: train inputs {self.x_train.shape[1:]} and test inputs "
                             f"{self.x_test.shape[1:]} differ in shape; they must match")
-        self.x_train = np.ascontiguousarray(self.x_train, np.float32)
-        self.x_test = np.ascontiguousarray(self.x_test, np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf, refused below
+            self.x_train = np.ascontiguousarray(self.x_train, np.float32)
+            self.x_test = np.ascontiguousarray(self.x_test, np.float32)
         self.y_train = np.ascontiguousarray(self.y_train, np.int64)
         self.y_test = np.ascontiguousarray(self.y_test, np.int64)
-        if self.y_train.min() < 0 or self.y_test.min() < 0:
-            raise DataError(f"{self.name}: labels must be class indices >= 0")
+        for part in ("train", "test"):  # after the cast: float64 values beyond float32's range became inf
+            x = getattr(self, f"x_{part}")
+            if not np.isfinite(x).all():
+                bad = int(np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(1))[0])
+                raise DataError(f"{self.name}: x_{part} holds NaN or infinite values (first in sample {bad}, or "
+                                "beyond float32's range); clean or drop those samples")
 
     @property
     def num_classes(self) -> int:

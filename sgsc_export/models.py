@@ -106,14 +106,43 @@ def build_model(spec: str, kwargs: dict[str, Any] | None = None) -> tuple[nn.Mod
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a state dict saved with ``torch.save``; never unpickles arbitrary objects (weights_only=True)."""
+    """Load a state dict saved with ``torch.save``; never unpickles arbitrary objects (weights_only=True).
+
+    The file must hold a dict of tensors (or ``{"state_dict": {...}}``) whose names and shapes are the model's;
+    an empty, truncated or foreign file, or a NaN/inf weight, is a one-line ``ModelError``.
+    """
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"weights file {p} does not exist")
+
+    def why(exc: BaseException) -> str:
+        lines = str(exc).strip().splitlines()
+        return f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
+
+    if p.stat().st_size == 0:
+        raise ModelError(f"weights file {p} is empty (0 bytes); save the model's state_dict with torch.save")
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-            state = state["state_dict"]
+    except Exception as exc:  # noqa: BLE001 - truncated, not a torch file, or an object weights_only refuses
+        raise ModelError(f"cannot load weights {p}: {why(exc)}; it must be a state_dict saved with torch.save") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise ModelError(f"weights file {p} holds a {type(state).__name__}, not a state dict (parameter name → "
+                         "tensor); save model.state_dict() with torch.save")
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise ModelError(f"weights file {p}: {bad} holds NaN or infinite values")
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ModelError(f"weights file {p} does not match the model: missing {missing[:3]}, unexpected "
+                         f"{unexpected[:3]}{' …' if len(missing) > 3 or len(unexpected) > 3 else ''}")
+    shape = next((k for k, v in state.items() if v.shape != own[k].shape), None)
+    if shape is not None:
+        raise ModelError(f"weights file {p}: {shape} has shape {tuple(state[shape].shape)}, the model's is "
+                         f"{tuple(own[shape].shape)}")
+    try:
         model.load_state_dict(state)
-    except Exception as exc:
-        raise ModelError(f"cannot load weights {p} into the model: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+    except Exception as exc:  # noqa: BLE001 - anything else load_state_dict refuses
+        raise ModelError(f"cannot load weights {p} into the model: {why(exc)}") from None

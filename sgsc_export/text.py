@@ -48,6 +48,23 @@ class TextSplit:
         for part in ("train", "test"):
             if len(getattr(self, f"x_{part}")) == 0:
                 raise DataError(f"{self.name}: the {part} split is empty; the text needs at least 2 non-empty lines")
+        if not isinstance(self.vocab, str) or not self.vocab:
+            raise DataError(f"{self.name}: the vocabulary must be a non-empty string")
+        v = len(self.vocab)
+        for part in ("train", "test", "preservation"):
+            x, y = getattr(self, f"x_{part}"), getattr(self, f"y_{part}")
+            if part == "preservation" and x is None and y is None:
+                continue
+            # token sequences [N, context]: x in [0, V), y in [0, V) or PAD (a padding target)
+            for arr, lo, what in ((x, 0, "x"), (y, PAD, "y")):
+                if (not isinstance(arr, np.ndarray) or arr.ndim != 2 or arr.shape[1] != self.context
+                        or not np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
+                    raise DataError(f"{self.name}: {what}_{part} must be integer tokens of shape [N, {self.context}]")
+                if arr.size and (int(arr.min()) < lo or int(arr.max()) >= v):
+                    raise DataError(f"{self.name}: {what}_{part} holds a token outside [{lo}, {v}) "
+                                    f"(the vocabulary has {v} symbols)")
+            if len(x) != len(y):
+                raise DataError(f"{self.name}: x_{part} has {len(x)} sequences but y_{part} has {len(y)}")
 
     @property
     def num_classes(self) -> int:

@@ -10,6 +10,7 @@ is written atomically every ``checkpoint_every`` steps; ``resume`` continues it 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from torch import nn
 
 from ._io import write_atomic
 from .config import CompressConfig
+from .errors import ArtifactError, ModelError
 from .graph import Link
 from .nn import quantized_layers
 from .objective import sgsc_loss, size_term, stored_size_bits
@@ -56,6 +58,21 @@ def _progress(total: int, desc: str, enabled: bool, initial: int = 0):
     return tqdm(total=total, desc=desc, disable=not enabled, initial=initial, leave=False, dynamic_ncols=True)
 
 
+def _forward(model: nn.Module, x: torch.Tensor, what: str) -> torch.Tensor:
+    """``model(x)`` in a training loop; the user's model failing there is one line naming the batch, not a
+    traceback (``api.check_inputs`` ran it once in eval mode already, so this is a training-only failure)."""
+    try:
+        return model(x)
+    except Exception as exc:  # noqa: BLE001 - the user's forward
+        lines = str(exc).strip().splitlines()
+        why = f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+        hint = ""
+        if len(x) == 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            hint = ("; a BatchNorm layer cannot train on a batch of one sample: change the batch size, the number of "
+                    "training samples or --preservation-size (at least 2)")
+        raise ModelError(f"the model failed in {what} on a batch of shape {tuple(x.shape)}: {why}{hint}") from None
+
+
 def train_float(model: nn.Module, x: np.ndarray, y: np.ndarray, config: CompressConfig, progress: bool = False,
                 task: Task = CLASSIFICATION) -> None:
     """Train the float reference model in place: Adam, ``float_epochs`` epochs, cosine learning rate."""
@@ -74,7 +91,7 @@ def train_float(model: nn.Module, x: np.ndarray, y: np.ndarray, config: Compress
             for s in range(0, len(xt), config.batch_size):
                 idx = perm[s : s + config.batch_size]
                 xb, yb = task.trim(xt[idx], yt[idx])
-                loss = task.loss(model(xb), yb)
+                loss = task.loss(_forward(model, xb, "float training"), yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -180,8 +197,61 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     write_atomic(path, buf.getvalue())
 
 
+def _is_tensor_dict(d: Any) -> bool:
+    return isinstance(d, dict) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in d.items())
+
+
+def _checkpoint_problem(ckpt: Any) -> str | None:
+    """What is wrong with the structure of a loaded checkpoint (None: it has the shape ``compress`` writes)."""
+    if not isinstance(ckpt, dict):
+        return f"it holds a {type(ckpt).__name__}, not a dict"
+    expected = {"float_state", "model_state", "optimizer", "generator", "train_state", "config", "preservation"}
+    if set(ckpt) != expected:
+        return f"its keys are {sorted(map(str, ckpt))[:8]}, expected {sorted(expected)}"
+    if not (_is_tensor_dict(ckpt["float_state"]) and _is_tensor_dict(ckpt["model_state"])):
+        return "float_state/model_state are not state dicts"
+    opt = ckpt["optimizer"]
+    if not (isinstance(opt, dict) and isinstance(opt.get("state"), dict) and isinstance(opt.get("param_groups"), list)):
+        return "optimizer is not an optimizer state dict"
+    gen = ckpt["generator"]
+    if not (torch.is_tensor(gen) and gen.dtype == torch.uint8 and gen.dim() == 1):
+        return "generator is not a generator state"
+    if not isinstance(ckpt["config"], str):
+        return "config is not JSON text"
+    pres = ckpt["preservation"]
+    if not (_is_tensor_dict(pres) and set(pres) == {"indices", "labels", "scores", "criteria"}
+            and all(pres[k].dim() == 1 for k in ("indices", "criteria"))
+            and not any(pres[k].is_floating_point() for k in ("indices", "labels", "criteria"))
+            and pres["scores"].is_floating_point()):
+        return "preservation is not the preservation set's indices, labels, scores and criteria"
+    st = ckpt["train_state"]
+    fields = {f.name for f in dataclasses.fields(TrainState)}
+    if not isinstance(st, dict) or set(st) != fields:
+        return "train_state has other fields than a TrainState"
+    types = {"step": int, "best_preservation": (int, float), "best_alive": dict, "history": list, "restores": list,
+             "dead_prev": dict, "removed": dict}
+    if any(isinstance(st[k], bool) or not isinstance(st[k], t) for k, t in types.items()):
+        return "train_state has a field of the wrong type"
+    if not all(isinstance(k, str) and isinstance(v, int) for k, v in st["removed"].items()):
+        return "train_state.removed is not layer name → channel count"
+    return None
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A checkpoint that ``save_checkpoint`` wrote, read with ``weights_only=True`` (no object is unpickled) and
+    checked for the structure ``compress`` expects; anything else is an ``ArtifactError``, one line."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated, empty, not a torch file, or an object weights_only refuses
+        text = str(exc).strip().splitlines()
+        why = f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+        raise ArtifactError(f"--resume: the checkpoint {path} cannot be read ({why}); it is corrupt or not an sgsc "
+                            "checkpoint: delete it and run without --resume") from None
+    problem = _checkpoint_problem(ckpt)
+    if problem is not None:
+        raise ArtifactError(f"--resume: the checkpoint {path} is not an sgsc checkpoint ({problem}); delete it and "
+                            "run without --resume")
+    return ckpt
 
 
 # the largest teacher-logit table kept in memory; above it the teacher runs on every batch instead
@@ -254,7 +324,7 @@ def compress_loop(
             pidx = torch.randint(len(xp), (min(config.preservation_batch_size, len(xp)),), generator=generator)
             xb, yb = task.trim(xt[idx], yt[idx])
             xpb, ypb = task.trim(xp[pidx], yp[pidx])
-            logits = model(xb)
+            logits = _forward(model, xb, "compression")
             teacher_logits = None
             if table is not None:
                 teacher_logits = table[idx]
@@ -262,7 +332,7 @@ def compress_loop(
                 with torch.no_grad():
                     teacher_logits = teacher(xb)
             q = size_term(model, n_start)
-            pres_logits = model(xpb) if config.lam > 0 else None
+            pres_logits = _forward(model, xpb, "compression (preservation batch)") if config.lam > 0 else None
             warm = min(1.0, (state.step + 1) / max(1.0, config.gamma_warmup * config.steps))
             gamma = 0.0 if finetune else config.gamma * warm
             parts = sgsc_loss(logits, yb, q, gamma, config.lam, pres_logits, ypb,

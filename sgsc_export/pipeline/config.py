@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import MAX_STEPS, SEED_MAX, _check
 from ..errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -97,20 +98,18 @@ class PipelineConfig:
         _choices("opt_levels", self.opt_levels, OPT_LEVELS)
         if not self.dataset:
             raise ConfigError("dataset must not be empty; use digits, mnist or npz:PATH")
-        for name in ("steps", "finetune_steps", "float_epochs", "preservation_size"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ConfigError(f"{name}={value!r} is out of range; allowed [0, 10000000]")
-        if self.checkpoint_every is not None and self.checkpoint_every < 1:
-            raise ConfigError(f"checkpoint_every={self.checkpoint_every!r} is out of range; allowed [1, 10000000]")
-        if not 0.0 <= self.max_accuracy_drop <= 100.0:
-            raise ConfigError(f"max_accuracy_drop={self.max_accuracy_drop!r} is out of range; allowed [0, 100]")
-        if not 0.0 <= self.min_agreement <= 1.0:
-            raise ConfigError(f"min_agreement={self.min_agreement!r} is out of range; allowed [0, 1]")
-        if self.torch_threads < 0:
-            raise ConfigError(f"torch_threads={self.torch_threads!r} is out of range; allowed [0, 1024]")
-        if self.threads < 1:
-            raise ConfigError(f"threads={self.threads!r} is out of range; allowed [1, 1024]")
+        ints = {"steps": (1, MAX_STEPS), "finetune_steps": (0, MAX_STEPS), "float_epochs": (0, 100_000),
+                "preservation_size": (1, 10_000_000), "checkpoint_every": (1, MAX_STEPS), "seed": (0, SEED_MAX),
+                "torch_threads": (0, 1024), "threads": (1, 1024)}
+        for name, (lo, hi) in ints.items():
+            if getattr(self, name) is not None:
+                setattr(self, name, _check(name, getattr(self, name), lo, hi, integer=True))
+        reals = {"gamma": (0.0, 1e3, False), "lam": (0.0, 1e3, False), "init_bits": (0.0, 8.0, True),
+                 "distill": (0.0, 1e3, False), "max_accuracy_drop": (0.0, 100.0, False),
+                 "min_agreement": (0.0, 1.0, False)}
+        for name, (lo, hi, lo_open) in reals.items():
+            if getattr(self, name) is not None:
+                setattr(self, name, _check(name, getattr(self, name), lo, hi, lo_open=lo_open))
 
     def compress_config(self):
         """The data set's preset with this config's compression values on top (a ``CompressConfig``)."""

@@ -37,6 +37,8 @@ def test_same_seed_same_artifact_and_resume_is_lossless(tmp_path, digits_split, 
                  resume=True)
     compress(digits_cnn(), digits_split, CompressConfig(**SMALL), out_dir=c, model_spec=SPEC, resume=True)
     assert _files(c) == _files(a)
+    for name in ("manifest.json", "history.json"):  # the whole artifact: no wall-clock time, same channel counts
+        assert (c / name).read_bytes() == (a / name).read_bytes() == (b / name).read_bytes()
 
 
 def test_pruning_during_training_removes_channels_and_keeps_optimizer_state(tmp_path, digits_split):

@@ -39,3 +39,7 @@ def test_lm_resume_is_lossless_with_preservation_file(tmp_path, monkeypatch):
     monkeypatch.setattr(api, "save_checkpoint", real_save)
     compress(char_transformer(**KW), data, CompressConfig(**SMALL), out_dir=c, model_spec=SPEC, resume=True)
     assert _files(c) == _files(a)  # a fresh run and an interrupted + resumed one: the same bytes
+    before = {name: (a / name).read_bytes() for name in ("manifest.json", "history.json")}
+    assert before["manifest.json"] == (c / "manifest.json").read_bytes()
+    compress(char_transformer(**KW), data, CompressConfig(**SMALL), out_dir=a, model_spec=SPEC, resume=True)
+    assert {name: (a / name).read_bytes() for name in before} == before  # resuming a finished run changes nothing

@@ -78,11 +78,10 @@ def check_outputs(outputs: dict[str, str | Path | None], inputs: dict[str, str |
 
     given = [(label, Path(p)) for label, p in outputs.items() if p is not None and str(p) != ""]
     for label, path in given:
-        if path.is_dir():
-            raise ConfigError(f"{label} {path} is a directory; give a file path")
         for in_label, in_path in inputs.items():
             if in_path is not None and str(in_path) != "" and same_file(path, in_path):
-                raise ConfigError(f"{label} {path} is {in_label} ({in_path}): writing it would destroy an input; "
+                where = "" if str(in_path) == str(path) else f" ({in_path})"
+                raise ConfigError(f"{label} {path} is {in_label}{where}: writing it would destroy an input; "
                                   "choose another output path")
     for i, (label, path) in enumerate(given):
         for other_label, other in given[i + 1:]:

@@ -51,7 +51,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except SGSCError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo("error: " + " ".join(str(exc).split("\n")), err=True)  # one line, always
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt as exc:  # Ctrl-C (130) or SIGTERM (143), instead of click's `Aborted!` and 1
             code = getattr(exc, "exit_code", 130)

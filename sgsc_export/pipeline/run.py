@@ -218,8 +218,8 @@ def _run_locked(config: PipelineConfig, out: Path, echo: Echo) -> PipelineResult
             _supersede(cache, out, name)
             raise ModelError(f"the model code called sys.exit({exc.code!r}) during {name}; a model factory or "
                              "forward must return or raise, not exit the process") from None
-        except BaseException:
-            _supersede(cache, out, name)  # an erroring rerun leaves no earlier report saying "passed"
+        except Exception:  # an erroring rerun leaves no earlier report saying "passed" (Ctrl-C: what it had
+            _supersede(cache, out, name)  # started, compress or validate, was superseded when it started)
             raise
         stages.append(stage)
         if stage.reused:

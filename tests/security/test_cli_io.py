@@ -350,10 +350,11 @@ def test_a_real_signal_during_compress(tmp_path, sig, code):
     out = tmp_path / "run"
     proc = sgsc_process("compress", "--dataset", "digits", "--steps", "5000", "--finetune-steps", "0",
                         "--float-epochs", "1", "--quiet", "--out", out)
-    deadline = time.monotonic() + 120
-    while not (out / "checkpoints").is_dir() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)
+    deadline = time.monotonic() + 60
+    while not (out / ".sgsc.lock.json").is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the run holds its directory: it has started
+    assert proc.poll() is None
+    time.sleep(1.5)  # loading the data or training
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == code, stdout + stderr

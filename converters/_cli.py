@@ -31,12 +31,20 @@ def _fail(exc: SGSCError) -> None:
               help="The .onnx file to write (atomically).")
 def export_cmd(directory: str, profile: str, output: str) -> None:
     """Export the compressed artifact DIRECTORY to one standard ONNX file and print its size table."""
+    from sgsc_export._io import artifact_files, check_outputs
+    from sgsc_export.errors import ModelError
+
     from .export import export
 
     try:
+        check_outputs({"-o": output}, artifact_files(directory))  # never over the artifact's own files
         result = export(directory, output, profile=profile)
     except SGSCError as exc:
         _fail(exc)
+        return
+    except SystemExit as exc:  # a user's model code called sys.exit while the module was rebuilt or traced
+        _fail(ModelError(f"the model code called sys.exit({exc.code!r}) during export; a model factory or "
+                         "forward must return or raise, not exit the process"))
         return
     click.echo(result.table.render())
     click.echo(f"wrote {result.path} (sha256 {result.sha256[:16]}…)")

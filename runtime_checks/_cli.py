@@ -11,10 +11,11 @@ from pathlib import Path
 
 import click
 
-from sgsc_export.errors import ValidationError
+from sgsc_export._io import artifact_files, check_outputs, check_writable, write_atomic_many
+from sgsc_export.errors import SGSCError, ValidationError
 
 from .gate import Thresholds
-from .reports import Report, write_atomic
+from .reports import Report
 
 __all__ = ["validate_cmd"]
 
@@ -55,12 +56,24 @@ class _BatchSizes(click.ParamType):
 
 
 def _write_reports(report: Report, json_path: str | None, md_path: str | None, junit_path: str | None) -> None:
-    if json_path:
-        write_atomic(json_path, report.to_json())
-    if md_path:
-        write_atomic(md_path, report.to_markdown())
-    if junit_path:
-        write_atomic(junit_path, report.to_junit())
+    """All the requested files, or none (``write_atomic_many``: every temp file first, then the renames)."""
+    items = [(path, render()) for path, render in ((json_path, report.to_json), (md_path, report.to_markdown),
+                                                   (junit_path, report.to_junit)) if path]
+    write_atomic_many(items)
+
+
+def _supersede_reports(report: Report, *paths: str | None) -> None:
+    """After an error: the error report at every requested path, all or none; if it cannot be written, remove
+    what is there, so that no file at these paths says "passed" after a run that exited 2."""
+    try:
+        _write_reports(report, *paths)
+    except OSError:
+        for path in paths:
+            if path and (Path(path).is_file() or Path(path).is_symlink()):
+                try:
+                    Path(path).unlink()
+                except OSError:
+                    pass
 
 
 @click.command("validate")
@@ -101,25 +114,41 @@ def validate_cmd(model: str, run_dir: str | None, data_spec: str | None, provide
                  junit_path: str | None, batch_sizes: str, threads: int, no_latency: bool,
                  unsafe_session_options: bool) -> None:
     """Validate MODEL.onnx in onnxruntime and gate it: exit 0 passed, 1 a threshold failed, 2 could not run."""
+    outputs = {"--report": report_path, "--markdown": markdown_path, "--junit": junit_path}
+    try:  # before anything runs or is written: no output over an input, none unwritable
+        inputs = {"the model": model, "--layer-reference": layer_reference,
+                  "--data's file": data_spec[4:] if data_spec and data_spec.startswith("npz:") else None}
+        check_outputs(outputs, {**inputs, **(artifact_files(run_dir) if run_dir else {})})
+    except SGSCError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
+    try:
+        check_writable(outputs)
+    except SGSCError as exc:
+        _supersede_reports(Report(errors=[str(exc)], status="error"), report_path, markdown_path, junit_path)
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
     try:
         report = _run(model, run_dir, data_spec, providers, require_providers, opt_levels, max_accuracy_drop,
                       min_agreement, (max_layer_error, max_perplexity_ratio), layers, layer_reference, batch_sizes, threads, no_latency,
                       unsafe_session_options)
-    except Exception as exc:  # noqa: BLE001 - fail closed: every error, expected or not, is exit 2
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if not isinstance(exc, ValidationError | ValueError):
-            message = f"{type(exc).__name__}: {message}"
-        report = Report(errors=[message], status="error")
-        try:
-            _write_reports(report, report_path, markdown_path, junit_path)
-        except OSError:
-            pass
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - fail closed: every error, expected or not, is exit 2
+        if isinstance(exc, SystemExit):  # a user's model code (validate --run rebuilds the module) called sys.exit
+            message = (f"the model code called sys.exit({exc.code!r}) during validate; a model factory or forward "
+                       "must return or raise, not exit the process")
+        else:
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if not isinstance(exc, ValidationError | ValueError):
+                message = f"{type(exc).__name__}: {message}"
+        _supersede_reports(Report(errors=[message], status="error"), report_path, markdown_path, junit_path)
         click.echo(f"error: {message}", err=True)
         raise SystemExit(2) from None
     try:
         _write_reports(report, report_path, markdown_path, junit_path)
     except OSError as exc:
-        click.echo(f"error: cannot write the report: {exc}", err=True)
+        message = f"cannot write the report: {exc}"
+        _supersede_reports(Report(errors=[message], status="error"), report_path, markdown_path, junit_path)
+        click.echo(f"error: {message}", err=True)
         raise SystemExit(2) from None
     _print_summary(report)
     raise SystemExit(report.exit_code)

@@ -1,13 +1,19 @@
 """The ``sgsc`` command line: the one place that sees all three packages.
 
 Heavy parts (torch training, onnx, onnxruntime) are imported only when a command runs. Every ``SGSCError``
-becomes one line on stderr and exit code 2; a failed check is exit code 1.
+becomes one line on stderr and exit code 2; a failed check is exit code 1. Any other exception is one line naming
+its type, exit code 2 (never a traceback). Ctrl-C is exit code 130 and SIGTERM exit code 143 (128 + the signal),
+each with one line; every file is written through a temp file, so neither leaves a half-written one.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import signal
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -41,11 +47,92 @@ class _Group(click.Group):
             return _unavailable(name, f"{module} is not available ({exc})")
 
     def invoke(self, ctx: click.Context):
+        previous = _catch_sigterm()
         try:
             return super().invoke(ctx)
         except SGSCError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo("error: " + " ".join(str(exc).split("\n")), err=True)  # one line, always
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt as exc:  # Ctrl-C (130) or SIGTERM (143), instead of click's `Aborted!` and 1
+            code = getattr(exc, "exit_code", 130)
+            what = "terminated (SIGTERM)" if code == 143 else "interrupted (Ctrl-C)"
+            click.echo(f"{what}: stopped; no half-written file is left", err=True)
+            ctx.exit(code)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one line, never a traceback (the type says where to look)
+            text = str(exc).splitlines()[0] if str(exc).strip() else "(no message)"
+            click.echo(f"error: unexpected {type(exc).__name__}: {text}", err=True)
+            ctx.exit(2)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, like Ctrl-C: every writer removes its temp file. Exit code 143."""
+
+    exit_code = 143
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+def _catch_sigterm():
+    """Make SIGTERM raise ``Terminated`` (main thread only); returns the previous handler, or None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):
+        return None
+
+
+def user_code_exit(exc: SystemExit, stage: str) -> SGSCError:
+    """The error for ``sys.exit`` called by a user's model code (a factory, forward) inside ``stage``."""
+    from .errors import ModelError
+
+    return ModelError(f"the model code called sys.exit({exc.code!r}) during {stage}; a model factory or forward "
+                      "must return or raise, not exit the process")
+
+
+_COMPRESS_WRITES = ("manifest.json", "history.json", "model.safetensors", "quant.safetensors", "preservation.npz",
+                    "eval.npz", "checkpoints/last.pt")
+
+
+def _compress_outputs_checked(fn: Callable) -> Callable:
+    """``sgsc compress``: refuse an --out that would destroy an input, before any work; hold the run directory's
+    lock (one sgsc run at a time); a user's ``sys.exit`` is an error; Ctrl-C leaves no temp file."""
+
+    @functools.wraps(fn)
+    def wrapper(**params):
+        from ._io import check_outputs, lock_run_dir
+        from .errors import ConfigError
+        from .pipeline.run import remove_partial_files
+
+        out: Path = params["out"]
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} exists and is not a directory (an input would be overwritten); "
+                              "give a new or an artifact directory")
+        dataset = params.get("dataset") or ""
+        inputs = {"--dataset's file": dataset.partition(":")[2] if dataset.startswith(("npz:", "text:")) else None,
+                  "--weights": params.get("weights"), "--preservation-file": params.get("preservation_file"),
+                  "--model's file": (params.get("model_spec") or "").rpartition(":")[0] or None}
+        check_outputs({f"--out's {name}": out / name for name in _COMPRESS_WRITES}, inputs)
+        with lock_run_dir(out, "sgsc compress") as held:
+            if held.stale is not None:
+                remove_partial_files(out)
+                click.echo(held.stale_note(), err=True)
+            try:
+                return fn(**params)
+            except SystemExit as exc:
+                raise user_code_exit(exc, "compress") from None
+            except KeyboardInterrupt:
+                remove_partial_files(out)
+                raise
+
+    return wrapper
 
 
 def _unavailable(name: str, why: str) -> click.Command:
@@ -100,6 +187,7 @@ def _table(manifest: dict) -> str:
 @click.option("--threads", type=click.IntRange(0, 1024), default=1, show_default=True,
               help="torch intra-op threads (0: torch's default). One is fastest for small models.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@_compress_outputs_checked
 def compress(dataset, data_dir, preservation_file, model_spec, weights, out, steps, finetune_steps, float_epochs, gamma,
              lam, init_bits, distill, preservation_size, exclude, seed, resume, threads, quiet) -> None:
     """Compress a model with SGSC and write the artifact directory OUT."""

@@ -1,7 +1,8 @@
 """Which pipeline stages can be reused: ``OUT/pipeline.json`` records, per stage, the content hash of its inputs
 and config (the key) and the SHA-256 of every file it wrote. A stage is reused only when its key is unchanged and
 every recorded output is still there, byte for byte. Written atomically after each stage, so an interrupted run
-never records a stage it did not finish.
+never records a stage it did not finish; a stage that is redone or fails first removes what it supersedes
+(``StageCache.supersede``), so no earlier report saying "passed" survives a rerun that errors.
 """
 
 from __future__ import annotations
@@ -30,9 +31,6 @@ def file_sha256(path: str | Path) -> str:
 def hash_json(value: Any) -> str:
     """SHA-256 of a JSON-able value, independent of key order."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
-
-
-
 
 
 class StageCache:
@@ -70,6 +68,25 @@ class StageCache:
         rels = sorted(str(Path(p).resolve().relative_to(self.out.resolve())) for p in outputs)
         self.stages[name] = {"key": key, "status": "done", "outputs": {r: file_sha256(self.out / r) for r in rels}}
         self._save()
+
+    def supersede(self, names: Iterable[str]) -> list[Path]:
+        """Remove the recorded outputs of these stages and forget them (saved at once): a rerun that redoes or
+        fails a stage must not leave an earlier run's file (a report saying "passed") beside its own."""
+        removed: list[Path] = []
+        changed = False
+        for name in list(names):
+            entry = self.stages.pop(name, None)
+            if entry is None:
+                continue
+            changed = True
+            for rel in entry.get("outputs", {}):
+                p = self.out / rel
+                if p.is_file() or p.is_symlink():
+                    p.unlink(missing_ok=True)
+                    removed.append(p)
+        if changed:
+            self._save()
+        return removed
 
     def key_of(self, name: str) -> str | None:
         entry = self.stages.get(name)

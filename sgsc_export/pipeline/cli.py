@@ -60,7 +60,8 @@ def pipeline_cmd(ctx: click.Context, config_path: Path | None, print_config: boo
 
     Precedence: command line > environment (SGSC_*) > config file > defaults. A stage whose inputs and config are
     unchanged is reused; --force redoes it. Ctrl-C keeps the last complete checkpoint; --resume continues.
-    Exit code: 0 every gate passed, 1 a threshold failed, 2 error.
+    Exit code: 0 every gate passed, 1 a threshold failed, 2 error, 130 Ctrl-C, 143 SIGTERM. One run at a time
+    holds OUT (a second one is refused).
     """
     config_path = config_path or (Path(os.environ[env_name("config")]) if os.environ.get(env_name("config")) else None)
     config, sources = resolve_config(_given(ctx, params), os.environ, config_path)
@@ -72,7 +73,7 @@ def pipeline_cmd(ctx: click.Context, config_path: Path | None, print_config: boo
 
     try:
         result = run_pipeline(config, echo=lambda line: click.echo(line, err=True))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C: 130; SIGTERM (sgsc_export.cli.Terminated): 143
         out = Path(config.out or ".")
         remove_partial_files(out)
         ckpt = out / "checkpoints" / "last.pt"
@@ -81,7 +82,7 @@ def pipeline_cmd(ctx: click.Context, config_path: Path | None, print_config: boo
         else:
             advice = "no checkpoint was written yet; run the same command again to start over"
         click.echo(f"\ninterrupted: {advice}. No half-written file is left.", err=True)
-        sys.exit(130)
+        sys.exit(getattr(exc, "exit_code", 130))
     click.echo(summary(result))
     sys.exit(result.exit_code)
 

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..errors import ConfigError
+from .._io import check_outputs, lock_run_dir, write_atomic_many
+from ..errors import ConfigError, ModelError
 from .cache import StageCache, file_sha256, hash_json, write_atomic
 from .config import PipelineConfig
 
@@ -114,6 +115,7 @@ def _compress(cfg: PipelineConfig, out: Path, cache: StageCache, echo: Echo) -> 
     factory = spec if cfg.model is None else (str(Path(spec.rpartition(":")[0]).resolve()) + ":"
                                               + spec.rpartition(":")[2])
     t0 = time.perf_counter()
+    _supersede(cache, out, "compress")  # a new artifact: no earlier ONNX file or report may stay beside it
     cache.started("compress", key)
     compress(model, data, config, out_dir=out, pretrained=cfg.weights is not None, resume=cfg.resume,
              progress=not cfg.quiet and sys.stderr.isatty(),
@@ -156,13 +158,13 @@ def _validate(cfg: PipelineConfig, out: Path, cache: StageCache, profile: str) -
     from runtime_checks import EvalData, Thresholds, validate
 
     t0 = time.perf_counter()
+    _supersede(cache, out, name)  # no earlier report of this profile survives a run that stops here
     report = validate(onnx_path, EvalData.from_run_dir(out), providers=cfg.providers, opt_levels=cfg.opt_levels,
                       thresholds=Thresholds(cfg.max_accuracy_drop, cfg.min_agreement),
                       layers=cfg.layers, latency=cfg.latency, require_providers=cfg.require_providers,
                       threads=cfg.threads)
-    write_atomic(paths["json"], report.to_json())
-    write_atomic(paths["md"], report.to_markdown())
-    write_atomic(paths["junit.xml"], report.to_junit())
+    write_atomic_many([(paths["json"], report.to_json()), (paths["md"], report.to_markdown()),
+                       (paths["junit.xml"], report.to_junit())])
     cache.done(name, key, paths.values())
     return StageRun(name, False, time.perf_counter() - t0)
 
@@ -190,28 +192,48 @@ def run_pipeline(config: PipelineConfig, echo: Echo | None = None) -> PipelineRe
         raise ConfigError("no run directory: give --out DIR (config key out, environment SGSC_OUT)")
     out = Path(config.out)
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+        raise ConfigError(f"--out {out} exists and is not a directory (an input would be overwritten); "
+                          "give a new or a run directory")
+    inputs = {"--dataset's file": config.dataset.partition(":")[2] if config.dataset.startswith("npz:") else None,
+              "--weights": config.weights, "--model's file": (config.model or "").rpartition(":")[0] or None}
+    check_outputs({f"--out's {name}": out / name for name in (*ARTIFACT_FILES, "checkpoints/last.pt",
+                                                              "pipeline.json")}, inputs)
+    with lock_run_dir(out, "sgsc pipeline") as held:
+        if held.stale is not None:
+            remove_partial_files(out)
+            echo(held.stale_note())
+        return _run_locked(config, out, echo)
+
+
+def _run_locked(config: PipelineConfig, out: Path, echo: Echo) -> PipelineResult:
     cache = StageCache(out)
     stages: list[StageRun] = []
 
-    def step(run: Callable[[], StageRun], label: str) -> None:
+    def step(run: Callable[[], StageRun], label: str, name: str) -> None:
         if not config.quiet:
             echo(f"{label} …")
-        stage = run()
+        try:
+            stage = run()
+        except SystemExit as exc:  # a user's model code called sys.exit: never an exit code of the gate
+            _supersede(cache, out, name)
+            raise ModelError(f"the model code called sys.exit({exc.code!r}) during {name}; a model factory or "
+                             "forward must return or raise, not exit the process") from None
+        except Exception:  # an erroring rerun leaves no earlier report saying "passed" (Ctrl-C: what it had
+            _supersede(cache, out, name)  # started, compress or validate, was superseded when it started)
+            raise
         stages.append(stage)
         if stage.reused:
             echo(f"{stage.name}: reused (inputs and config unchanged; --force redoes it)")
         elif not config.quiet:
             echo(f"{stage.name}: done in {stage.seconds:.1f} s")
 
-    step(lambda: _compress(config, out, cache, echo), f"compress {config.dataset}")
+    step(lambda: _compress(config, out, cache, echo), f"compress {config.dataset}", "compress")
     for profile in config.profiles:
-        step(lambda p=profile: _export(config, out, cache, p), f"export {profile}")
+        step(lambda p=profile: _export(config, out, cache, p), f"export {profile}", f"export:{profile}")
     for profile in config.profiles:
-        step(lambda p=profile: _validate(config, out, cache, p), f"validate {profile}")
+        step(lambda p=profile: _validate(config, out, cache, p), f"validate {profile}", f"validate:{profile}")
     if config.report:
-        step(lambda: _report(config, out, cache), "report")
+        step(lambda: _report(config, out, cache), "report", "report")
 
     result = PipelineResult(out=out, config=config, manifest=json.loads((out / "manifest.json").read_text()),
                             stages=stages)
@@ -221,6 +243,27 @@ def run_pipeline(config: PipelineConfig, echo: Echo | None = None) -> PipelineRe
     if config.report:
         result.report_html, result.report_md = out / "report.html", out / "report.md"
     return result
+
+
+def _supersede(cache: StageCache, out: Path, name: str) -> list[Path]:
+    """Remove what stage ``name`` supersedes when it is redone or fails: the recorded outputs of the stages after it
+    (and its own, except compress's artifact, which stays until a new one replaces it), and the reports by name."""
+    after = {"compress": lambda n: n != "compress",
+             "export": lambda n: n in (name, f"validate:{name.partition(':')[2]}", "report"),
+             "validate": lambda n: n in (name, "report"), "report": lambda n: n == "report"}[name.partition(":")[0]]
+    names = [n for n in cache.stages if after(n)]
+    removed = cache.supersede(names)
+    reports = [out / "report.html", out / "report.md"]
+    for n in {*names, name}:
+        if n.startswith("validate:"):
+            reports += [out / "validation" / f"{n.partition(':')[2]}.{ext}" for ext in ("json", "md", "junit.xml")]
+    if name == "compress" and (out / "validation").is_dir():
+        reports += [p for p in (out / "validation").iterdir() if p.is_file()]
+    for p in reports:
+        if p.is_file():
+            p.unlink()
+            removed.append(p)
+    return removed
 
 
 def remove_partial_files(out: Path) -> list[Path]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["RunDirLock", "artifact_files", "check_outputs", "check_writable", "load_npz_bounded", "lock_run_dir",
+__all__ = ["RunDirLock", "artifact_files", "check_out_dir", "check_outputs", "check_writable", "load_npz_bounded", "lock_run_dir",
            "same_file", "write_atomic", "write_atomic_many"]
 
 
@@ -344,3 +344,21 @@ def lock_run_dir(directory: str | Path, command: str = "sgsc") -> Iterator[RunDi
                 directory.rmdir()  # only if the run wrote nothing into the directory it created
             except OSError:
                 pass
+
+
+def check_out_dir(out: str | Path) -> None:
+    """The artifact directory can be created and written; checked before any work (data, training), so a bad
+    ``--out`` costs nothing. Creates nothing."""
+    from .errors import ConfigError
+
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"--out {p} exists and is not a directory; give a directory path")
+    existing = p
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"--out {p} cannot be created: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {p} cannot be {'written' if existing == p else 'created'}: {existing} is not "
+                          "writable; choose a directory you can write to")

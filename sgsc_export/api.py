@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 import platform
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from ._io import check_out_dir
 from .artifact import FORMAT, FORMAT_VERSION, CompressedModel, freeze
 from .config import CompressConfig
 from .data import Split
@@ -49,22 +49,6 @@ def _seed(seed: int) -> torch.Generator:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
-
-
-def check_out_dir(out: str | Path) -> None:
-    """The artifact directory can be created and written; checked before any work (data, training), so a bad
-    ``--out`` costs nothing. Creates nothing."""
-    p = Path(out)
-    if p.exists() and not p.is_dir():
-        raise ConfigError(f"--out {p} exists and is not a directory; give a directory path")
-    existing = p
-    while not os.path.lexists(existing) and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ConfigError(f"--out {p} cannot be created: {existing} is not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {p} cannot be {'written' if existing == p else 'created'}: {existing} is not "
-                          "writable; choose a directory you can write to")
 
 
 def _layer_names(model: nn.Module) -> list[str]:

@@ -193,7 +193,7 @@ def compress(dataset, data_dir, preservation_file, model_spec, weights, out, ste
     """Compress a model with SGSC and write the artifact directory OUT."""
     import time
 
-    from .api import check_out_dir
+    from ._io import check_out_dir
     from .api import compress as run
     from .config import CompressConfig
     from .data import load_dataset

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from .._io import check_outputs, lock_run_dir, write_atomic_many
+from .._io import check_out_dir, check_outputs, lock_run_dir, write_atomic_many
 from ..errors import ConfigError, ModelError
 from .cache import StageCache, file_sha256, hash_json, write_atomic
 from .config import PipelineConfig
@@ -191,9 +191,7 @@ def run_pipeline(config: PipelineConfig, echo: Echo | None = None) -> PipelineRe
     if not config.out:
         raise ConfigError("no run directory: give --out DIR (config key out, environment SGSC_OUT)")
     out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a directory (an input would be overwritten); "
-                          "give a new or a run directory")
+    check_out_dir(out)  # before any work: a path under a file, or an unwritable one, is one line
     inputs = {"--dataset's file": config.dataset.partition(":")[2] if config.dataset.startswith("npz:") else None,
               "--weights": config.weights, "--model's file": (config.model or "").rpartition(":")[0] or None}
     check_outputs({f"--out's {name}": out / name for name in (*ARTIFACT_FILES, "checkpoints/last.pt",

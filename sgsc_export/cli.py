@@ -58,6 +58,10 @@ class _Group(click.Group):
             what = "terminated (SIGTERM)" if code == 143 else "interrupted (Ctrl-C)"
             click.echo(f"{what}: stopped; no half-written file is left", err=True)
             ctx.exit(code)
+        except click.UsageError as exc:  # a bad flag or value: one line too, not click's three
+            where = exc.ctx.command_path if exc.ctx is not None else "sgsc"
+            click.echo(f"error: {' '.join(exc.format_message().split())} (see `{where} --help`)", err=True)
+            ctx.exit(exc.exit_code)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 - one line, never a traceback (the type says where to look)
@@ -107,14 +111,11 @@ def _compress_outputs_checked(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(**params):
-        from ._io import check_outputs, lock_run_dir
-        from .errors import ConfigError
+        from ._io import check_out_dir, check_outputs, lock_run_dir
         from .pipeline.run import remove_partial_files
 
         out: Path = params["out"]
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out {out} exists and is not a directory (an input would be overwritten); "
-                              "give a new or an artifact directory")
+        check_out_dir(out)
         dataset = params.get("dataset") or ""
         inputs = {"--dataset's file": dataset.partition(":")[2] if dataset.startswith(("npz:", "text:")) else None,
                   "--weights": params.get("weights"), "--preservation-file": params.get("preservation_file"),

@@ -172,10 +172,9 @@ def check_manifest(manifest: dict[str, Any]) -> None:
                    if isinstance(pres, dict) else pres)
     lm = manifest.get("language_model")
     if lm is not None:
-        if not isinstance(lm, dict) or not isinstance(lm.get("vocab"), list) or not all(
-                isinstance(t, str) for t in lm["vocab"]):
-            raise _bad("language_model.vocab", "a list of strings", (lm or {}).get("vocab")
-                       if isinstance(lm, dict) else lm)
+        vocab = lm.get("vocab") if isinstance(lm, dict) else lm
+        if not isinstance(vocab, str) or not vocab:  # one character a token (sgsc_export.text)
+            raise _bad("language_model.vocab", "a non-empty string (token id = index)", vocab)
         _int(lm.get("context"), "language_model.context", 1, _MAX_DIM)
 
 

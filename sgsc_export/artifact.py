@@ -241,6 +241,11 @@ class CompressedModel:
             if wi is None or list(wi.shape) != list(layer["weight_shape"]):
                 raise ArtifactError(f"layer {layer['name']!r}: quant.safetensors does not match the manifest's "
                                     "weight_shape/bits; re-run `sgsc compress`")
+        x_test = ev.get("x_test")
+        if x_test is None or list(x_test.shape[1:]) != list(manifest["model"]["input_shape"][1:]):
+            raise ArtifactError(f"{d}: eval.npz x_test {None if x_test is None else list(x_test.shape)} does not "
+                                f"match the manifest's model.input_shape {manifest['model']['input_shape']}; "
+                                "re-run `sgsc compress`")
         hist_path = d / "history.json"
         history = read_json(hist_path, "training history") if hist_path.is_file() else {}
         if not isinstance(history, dict):

@@ -33,7 +33,7 @@ MAX_JSON_BYTES = 64 * 2**20
 MAX_BITS = 8
 _SHA = re.compile(r"[0-9a-f]{64}")
 _TASKS = ("classification", "language_model")
-_MAX_DIM, _MAX_INPUT = 2**20, 2**26      # one input dimension; elements of one input sample
+_MAX_DIM, _MAX_INPUT = 2**20, 2**24      # one input dimension; elements of one input sample
 
 
 def sha256_hex(data: bytes) -> str:

@@ -342,7 +342,7 @@ def fuzz_dir(digits_artifact, tmp_path_factory) -> Path:
     return _copy(digits_artifact, tmp_path_factory.mktemp("fuzz"))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(path=st.sampled_from(_PATHS), value=_JSON, delete=st.booleans())
 def test_random_manifest_corruption_is_exit_2_or_a_valid_export(fuzz_dir, digits_artifact, path, value, delete):
     original = json.loads((digits_artifact / "manifest.json").read_text())

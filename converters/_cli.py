@@ -29,16 +29,29 @@ def _fail(exc: SGSCError) -> None:
                    "ort-int8: INT8 + activation QDQ for onnxruntime's integer kernels.")
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=str),
               help="The .onnx file to write (atomically).")
-def export_cmd(directory: str, profile: str, output: str) -> None:
-    """Export the compressed artifact DIRECTORY to one standard ONNX file and print its size table."""
+@click.option("--model", "model_spec", metavar="FILE.py:FACTORY",
+              help="Your model file, as given to `sgsc compress --model`; its SHA-256 must equal the one the artifact "
+                   "recorded. Not needed for a built-in model.")
+@click.option("--trust-model-code", is_flag=True,
+              help="Run the model file the artifact's manifest names (its SHA-256 is still checked). Only for "
+                   "artifacts you trust: it runs code.")
+def export_cmd(directory: str, profile: str, output: str, model_spec: str | None, trust_model_code: bool) -> None:
+    """Export the compressed artifact DIRECTORY to one standard ONNX file and print its size table.
+
+    An artifact never runs code by itself: a user's model file runs only when named with --model or trusted
+    with --trust-model-code, and only if its SHA-256 is the one recorded at compression.
+    """
     from sgsc_export._io import artifact_files, check_outputs
     from sgsc_export.errors import ModelError
 
     from .export import export
 
     try:
-        check_outputs({"-o": output}, artifact_files(directory))  # never over the artifact's own files
-        result = export(directory, output, profile=profile)
+        inputs = dict(artifact_files(directory))
+        if model_spec and model_spec.rpartition(":")[0]:
+            inputs["--model's file"] = model_spec.rpartition(":")[0]
+        check_outputs({"-o": output}, inputs)  # never over the artifact's own files or the model file
+        result = export(directory, output, profile=profile, model=model_spec, trust_model_code=trust_model_code)
     except SGSCError as exc:
         _fail(exc)
         return

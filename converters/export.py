@@ -66,13 +66,13 @@ def write_atomic(path: Path, data: bytes) -> None:
     _write_atomic(path, data)
 
 
-def _load(compressed: Any) -> tuple[Any, bytes]:
+def _load(compressed: Any, model: str | None, trust_model_code: bool) -> tuple[Any, bytes]:
     """The CompressedModel and the bytes of its manifest.json."""
     from sgsc_export.artifact import CompressedModel
 
     if isinstance(compressed, (str, os.PathLike)):
         directory = Path(compressed)
-        cm = CompressedModel.load(directory)
+        cm = CompressedModel.load(directory, model=model, trust_model_code=trust_model_code)
         return cm, (directory / "manifest.json").read_bytes()
     if not hasattr(compressed, "manifest") or not hasattr(compressed, "to_module"):
         raise ExportError(f"export() takes an artifact directory or a CompressedModel, not {type(compressed).__name__}")
@@ -84,21 +84,29 @@ def _numpy(t: Any) -> np.ndarray:
     return t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
 
 
-def export(compressed: Any, path: str | os.PathLike, profile: str = "portable") -> ExportResult:
-    """Export an artifact (directory or ``CompressedModel``) to ``path`` in ``profile``; see ``converters.profiles``."""
+def export(compressed: Any, path: str | os.PathLike, profile: str = "portable", *, model: str | None = None,
+           trust_model_code: bool = False) -> ExportResult:
+    """Export an artifact (directory or ``CompressedModel``) to ``path`` in ``profile``; see ``converters.profiles``.
+
+    An artifact is data: a built-in model rebuilds as is, a user's model file only when named (``model=
+    "file.py:make"``, the command line's ``--model``) or trusted (``trust_model_code=True``), with the SHA-256
+    recorded at compression (``sgsc_export.artifact.resolve_rebuild_factory``).
+    """
     prof = get_profile(profile)
-    cm, manifest_bytes = _load(compressed)
+    cm, manifest_bytes = _load(compressed, model, trust_model_code)
     manifest = cm.manifest
     layers = manifest.get("layers")
-    if not isinstance(layers, list):
-        raise ArtifactError("manifest.json has no 'layers' list; the artifact is corrupt, re-run `sgsc compress`")
+    if not isinstance(layers, list) or not layers:
+        raise ArtifactError("manifest.json has no compressed layers ('layers' missing or empty); the artifact is "
+                            "corrupt, re-run `sgsc compress`")
     quant = {k: _numpy(v) for k, v in cm.quant.items()}
     bits = [np.asarray(layer.get("bits", []), dtype=np.int64) for layer in layers]
     opset = required_opset(bits, prof.name)
 
     from ._torch_export import export_float
 
-    module = cm.to_module()
+    module = cm.to_module(model=model, trust_model_code=trust_model_code) if model or trust_model_code \
+        else cm.to_module()  # duck-typed artifacts take no arguments
     kinds = {layer["name"]: type(module.get_submodule(layer["name"])).__name__
              for layer in layers if _has_submodule(module, layer["name"])}
     model = export_float(module, cm.example_input(2), opset)

@@ -12,7 +12,8 @@ over the preservation samples in order; a model exported from an artifact carrie
 from __future__ import annotations
 
 import hashlib
-import json
+import io
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,18 +97,22 @@ class EvalData:
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path) -> EvalData:
-        """Load ``DIR/eval.npz`` and ``DIR/manifest.json``; check the preservation set against the manifest."""
+        """Load ``DIR/eval.npz`` and ``DIR/manifest.json`` after checking every artifact file's SHA-256 against the
+        manifest (``sgsc_export.artifact_format.read_artifact_files``, the check ``verify_artifact_files`` makes);
+        check the preservation set against the manifest."""
+        from sgsc_export.artifact_format import read_artifact_files
+        from sgsc_export.errors import ArtifactError
+
         run_dir = Path(run_dir)
-        manifest_path, eval_path = run_dir / "manifest.json", run_dir / "eval.npz"
-        if not manifest_path.is_file():
+        if not (run_dir / "manifest.json").is_file():
             raise ValidationError(f"{run_dir}: no manifest.json; not a complete sgsc artifact directory")
-        if not eval_path.is_file():
-            raise ValidationError(f"{run_dir}: no eval.npz; the artifact holds no evaluation data")
         try:
-            manifest = json.loads(manifest_path.read_text())
-            with np.load(eval_path, allow_pickle=False) as npz:
+            manifest, blobs = read_artifact_files(run_dir)  # the bytes checked are the bytes read
+            with np.load(io.BytesIO(blobs["eval.npz"]), allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError) as exc:
+        except ArtifactError as exc:
+            raise ValidationError(str(exc)) from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise ValidationError(f"{run_dir}: cannot read the artifact: {exc}") from exc
         return cls._from_artifact(manifest, arrays, f"run:{run_dir}", run_dir)
 

@@ -15,7 +15,8 @@ from torch import nn
 
 from .errors import ModelError
 
-__all__ = ["build_model", "default_factory", "default_kwargs", "digits_cnn", "load_weights", "mnist_cnn", "resolve_factory"]
+__all__ = ["BUILTIN_FACTORIES", "build_model", "check_builtin_kwargs", "default_factory", "default_kwargs",
+           "digits_cnn", "load_weights", "mnist_cnn", "resolve_factory"]
 
 
 def digits_cnn(num_classes: int = 10, width: int = 32) -> nn.Module:
@@ -48,6 +49,16 @@ def mnist_cnn(num_classes: int = 10) -> nn.Module:
 _DEFAULTS = {"digits": "sgsc_export.models:digits_cnn", "mnist": "sgsc_export.models:mnist_cnn",
              "names": "sgsc_export.charlm:char_transformer", "text": "sgsc_export.charlm:char_transformer"}
 
+# The only factories an artifact may name without the user naming a model file (the trust rule, docs/ARTIFACT.md):
+# factory → {argument: (lowest, highest)}. Arguments are JSON integers in these ranges and nothing else, so a
+# manifest cannot make a built-in factory allocate a huge model (the largest allowed is a few hundred MB).
+BUILTIN_FACTORIES: dict[str, dict[str, tuple[int, int]]] = {
+    "sgsc_export.models:digits_cnn": {"num_classes": (1, 10_000), "width": (1, 512)},
+    "sgsc_export.models:mnist_cnn": {"num_classes": (1, 10_000)},
+    "sgsc_export.charlm:char_transformer": {"vocab_size": (1, 65_536), "context": (1, 2048), "n_embd": (1, 512),
+                                            "n_head": (1, 64), "n_layer": (1, 12)},
+}
+
 
 def default_kwargs(data: Any) -> dict[str, Any]:
     """The built-in model's factory arguments for a data set: its classes, or its vocabulary and context."""
@@ -62,8 +73,28 @@ def default_factory(dataset: str) -> str:
     return _DEFAULTS[dataset]
 
 
-def resolve_factory(spec: str) -> tuple[Callable[..., nn.Module], str | None]:
-    """``package.module:function`` or ``path/to/file.py:function`` → (callable, sha256 of the file or None)."""
+def check_builtin_kwargs(spec: str, kwargs: dict[str, Any]) -> dict[str, int]:
+    """``kwargs`` of the built-in factory ``spec``, each a JSON integer in its range; anything else is refused."""
+    allowed = BUILTIN_FACTORIES[spec]
+    for key, value in kwargs.items():
+        if key not in allowed:
+            raise ModelError(f"model.kwargs: {spec} takes no argument {key!r} (it takes {', '.join(allowed)}); "
+                             "the manifest is corrupt, re-run `sgsc compress`")
+        lo, hi = allowed[key]
+        if type(value) is not int or not lo <= value <= hi:
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            raise ModelError(f"model.kwargs[{key!r}] of {spec} must be an integer in [{lo}, {hi}], got {shown}; "
+                             "the manifest is corrupt, re-run `sgsc compress`")
+    return dict(kwargs)
+
+
+def resolve_factory(spec: str, expected_sha256: str | None = None) -> tuple[Callable[..., nn.Module], str | None]:
+    """``package.module:function`` or ``path/to/file.py:function`` → (callable, sha256 of the file or None).
+
+    Only for a spec the user named (the command line's ``--model``, the API's ``model=``) or a built-in: it
+    imports and runs the file. With ``expected_sha256`` the file runs only if its bytes have that SHA-256 (the
+    bytes hashed are the bytes executed).
+    """
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr:
         raise ModelError(f"model spec {spec!r} must look like path/to/file.py:factory")
@@ -73,15 +104,23 @@ def resolve_factory(spec: str) -> tuple[Callable[..., nn.Module], str | None]:
             path = Path(target)
             if not path.is_file():
                 raise ModelError(f"model file {path} does not exist")
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            name = f"_sgsc_user_model_{digest[:16]}"
+            source = path.read_bytes()
+            digest = hashlib.sha256(source).hexdigest()
+            if expected_sha256 is not None and digest != expected_sha256:
+                raise ModelError(f"model file {path} has SHA-256 {digest[:12]}…, not the {expected_sha256[:12]}… "
+                                 "recorded at compression; name the file the artifact was made with")
+            name = f"_sgsc_user_model_{digest}"
             if name in sys.modules:
                 module = sys.modules[name]
             else:
                 spec_ = importlib.util.spec_from_file_location(name, path)
                 module = importlib.util.module_from_spec(spec_)  # type: ignore[arg-type]
-                spec_.loader.exec_module(module)  # type: ignore[union-attr]
-                sys.modules[name] = module
+                sys.modules[name] = module  # before running it, as importlib does (dataclasses look it up)
+                try:
+                    exec(compile(source, str(path), "exec"), module.__dict__)  # noqa: S102 - the user named it
+                except BaseException:
+                    del sys.modules[name]
+                    raise
         else:
             module = importlib.import_module(target)
     except ModelError:
@@ -94,8 +133,10 @@ def resolve_factory(spec: str) -> tuple[Callable[..., nn.Module], str | None]:
     return fn, digest
 
 
-def build_model(spec: str, kwargs: dict[str, Any] | None = None) -> tuple[nn.Module, str | None]:
-    fn, digest = resolve_factory(spec)
+def build_model(spec: str, kwargs: dict[str, Any] | None = None,
+                expected_sha256: str | None = None) -> tuple[nn.Module, str | None]:
+    """The module ``spec(**kwargs)`` and the SHA-256 of its file; ``spec`` is one the user named, or a built-in."""
+    fn, digest = resolve_factory(spec, expected_sha256)
     try:
         model = fn(**(kwargs or {}))
     except Exception as exc:

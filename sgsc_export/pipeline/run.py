@@ -137,7 +137,8 @@ def _export(cfg: PipelineConfig, out: Path, cache: StageCache, profile: str) -> 
 
     t0 = time.perf_counter()
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    result = export(out, onnx_path, profile=profile)
+    # the user named cfg.model (None: a built-in); its SHA-256 is checked against the manifest's before it runs
+    result = export(out, onnx_path, profile=profile, model=cfg.model)
     table = {**result.table.to_dict(), "path": str(onnx_path.relative_to(out)), "sha256": result.sha256,
              "fused": result.fused}
     write_atomic(table_path, json.dumps(table, indent=1))

@@ -64,10 +64,11 @@ def float_models(cm: CompressedModel) -> dict[str, bytes]:
     """Float ONNX of the factory's model (unpruned; sizes do not depend on values) and of the deployable module."""
     import onnx_ir as ir
 
+    from sgsc_export.artifact import resolve_rebuild_factory
     from sgsc_export.models import build_model
 
-    spec = cm.manifest["model"]
-    original, _ = build_model(spec["factory"], spec.get("kwargs") or {})
+    factory, kwargs, digest = resolve_rebuild_factory(cm.manifest)  # the trust rule: built-in models only
+    original, _ = build_model(factory, kwargs, digest)
     out = {}
     for name, module in (("float_original", original.eval()), ("float_deployable", cm.to_module())):
         out[name] = ir.serde.serialize_model(export_float(module, cm.example_input(2), 21)).SerializeToString()

@@ -12,7 +12,6 @@ over the preservation samples in order; a model exported from an artifact carrie
 from __future__ import annotations
 
 import hashlib
-import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +99,7 @@ class EvalData:
         """Load ``DIR/eval.npz`` and ``DIR/manifest.json`` after checking every artifact file's SHA-256 against the
         manifest (``sgsc_export.artifact_format.read_artifact_files``, the check ``verify_artifact_files`` makes);
         check the preservation set against the manifest."""
+        from sgsc_export._io import load_npz_bounded
         from sgsc_export.artifact_format import read_artifact_files
         from sgsc_export.errors import ArtifactError
 
@@ -108,8 +108,7 @@ class EvalData:
             raise ValidationError(f"{run_dir}: no manifest.json; not a complete sgsc artifact directory")
         try:
             manifest, blobs = read_artifact_files(run_dir)  # the bytes checked are the bytes read
-            with np.load(io.BytesIO(blobs["eval.npz"]), allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
+            arrays = load_npz_bounded(blobs["eval.npz"], error=ValidationError, name=f"{run_dir}/eval.npz")
         except ArtifactError as exc:
             raise ValidationError(str(exc)) from None
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:

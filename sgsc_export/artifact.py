@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from . import core
-from ._io import write_atomic
+from ._io import load_npz_bounded, write_atomic
 from .artifact_format import (
     FORMAT,
     FORMAT_VERSION,
@@ -230,10 +230,10 @@ class CompressedModel:
         check_manifest(manifest)
         try:
             state, quant = load(blobs["model.safetensors"]), load(blobs["quant.safetensors"])
-            with np.load(io.BytesIO(blobs["preservation.npz"]), allow_pickle=False) as z:
-                pres = {k: z[k] for k in z.files}
-            with np.load(io.BytesIO(blobs["eval.npz"]), allow_pickle=False) as z:
-                ev = {k: z[k] for k in z.files}
+            pres = load_npz_bounded(blobs["preservation.npz"], error=ArtifactError, name=f"{d}/preservation.npz")
+            ev = load_npz_bounded(blobs["eval.npz"], error=ArtifactError, name=f"{d}/eval.npz")
+        except ArtifactError:
+            raise
         except Exception as exc:
             raise ArtifactError(f"cannot read the tensors of {d}: {str(exc).splitlines()[0][:160]}") from exc
         for layer in manifest["layers"]:

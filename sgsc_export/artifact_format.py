@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ._limits import input_limit_message, max_input_bytes
 from .errors import ArtifactError
 
 __all__ = ["ARTIFACT_FILES", "FORMAT", "FORMAT_VERSION", "MAX_JSON_BYTES", "check_manifest", "read_artifact_files",
@@ -95,6 +96,9 @@ def read_artifact_files(directory: str | Path) -> tuple[dict[str, Any], dict[str
     blobs = {}
     for name in ARTIFACT_FILES:
         p = _inside(d, name)
+        size = p.stat().st_size
+        if size > max_input_bytes():
+            raise ArtifactError(input_limit_message(str(p), size))
         b = p.read_bytes()
         if sha256_hex(b) != files[name]:
             raise ArtifactError(f"{p} does not match the manifest (SHA-256 differs); the artifact was modified or "

@@ -244,6 +244,16 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _write(out: Path, rows: list[dict], meta: dict) -> str:
+    """The JSON lines and the Markdown table, each written atomically; returns the table."""
+    from sgsc_export._io import write_atomic
+
+    table = markdown(rows)
+    write_atomic(out, "".join(json.dumps({**r, "run": meta}, ensure_ascii=False) + "\n" for r in rows))
+    write_atomic(out.with_suffix(".md"), table)
+    return table
+
+
 def select(only: str | None) -> list[Case]:
     if not only:
         return list(CASES)
@@ -268,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     cases = select(args.only)
     work = Path(tempfile.mkdtemp(prefix="sgsc-untrusted-"))
     t0 = time.monotonic()
+    meta = {"sgsc": sgsc, "cap_mib": cap >> 20, "jobs": args.jobs}
     try:
         base = None
         if any(c.needs_base for c in cases):
@@ -281,15 +292,12 @@ def main(argv: list[str] | None = None) -> int:
             for c, f in zip(cases, futures):
                 rows.append(f.result())
                 print(f"{c.id}: {rows[-1]['verdict']} ({rows[-1]['wall_s']:.1f} s)", file=sys.stderr)
+                _write(args.out, rows, {**meta, "complete": len(rows) == len(cases)})  # a killed run keeps its rows
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    from sgsc_export._io import write_atomic
-
-    table = markdown(rows)
-    meta = {"sgsc": sgsc, "cap_mib": cap >> 20, "jobs": args.jobs, "wall_s": round(time.monotonic() - t0, 1)}
-    write_atomic(args.out, "".join(json.dumps({**r, "run": meta}, ensure_ascii=False) + "\n" for r in rows))
-    write_atomic(args.out.with_suffix(".md"), table)
+    meta["wall_s"] = round(time.monotonic() - t0, 1)
+    table = _write(args.out, rows, {**meta, "complete": True})
     print(table)
     print(f"total {meta['wall_s']:.0f} s" + (f"; work directory kept: {work}" if args.keep else ""),
           file=sys.stderr)

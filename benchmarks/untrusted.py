@@ -7,7 +7,7 @@ no traceback, no new, temp or changed files outside the case's declared outputs 
 after), no marker file from a payload, memory under the cap, and the case's own check where it has one.
 
 The cap is RLIMIT_AS, set in the child just before it execs ``sgsc`` (torch and onnxruntime run under 4 GiB); peak
-memory is the child's ``ru_maxrss`` from ``os.wait4`` (no dependency), and a run whose output names an allocation
+memory is the child's ``ru_maxrss`` from ``os.wait4`` in a small wrapper process (no dependency), and a run whose output names an allocation
 failure is recorded as "hit the memory cap". The base artifact (a toy digits compression and its three exports)
 is built once per harness run with the same ``sgsc``; then the cases run in a pool of 2.
 
@@ -51,8 +51,30 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "untrusted.jsonl"
 # -P: the working directory is not put on sys.path, as with the installed `sgsc` script (a case dir holds .py files)
 DEFAULT_SGSC = [sys.executable, "-P", "-m", "sgsc_export.cli"]
-_LIMIT = ("import os,resource,sys;c=int(sys.argv[1]);resource.setrlimit(resource.RLIMIT_AS,(c,c));"
-          "os.execvp(sys.argv[2],sys.argv[2:])")
+# The child that execs sgsc is forked from this small wrapper, not from the harness: a vforked child's ru_maxrss
+# starts at its parent's high-water mark, which would report the harness's RSS as every case's peak. The wrapper
+# sets the cap in the child, passes on SIGINT (Ctrl-C reaches the whole process group), and writes the child's
+# ru_maxrss (KiB) to a file; its exit status is the child's.
+_WRAPPER = """
+import os, resource, signal, sys
+cap, rss_file, argv = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+signal.signal(signal.SIGINT, lambda *a: None)
+pid = os.fork()
+if pid == 0:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    try:
+        os.execvp(argv[0], argv)
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+open(rss_file, "w").write(str(usage.ru_maxrss))
+code = os.waitstatus_to_exitcode(status)
+if code < 0:
+    signal.signal(-code, signal.SIG_DFL)
+    os.kill(os.getpid(), -code)
+sys.exit(code)
+"""
 _OOM = re.compile(r"MemoryError|Unable to allocate|bad_alloc|[Cc]annot allocate memory|can't allocate memory|"
                   r"[Ff]ailed to allocate|out of memory")
 _TRACEBACK = "Traceback (most recent call last)"
@@ -86,7 +108,8 @@ def run_procs(procs: list[Proc], cwd: Path, logs: Path, sgsc: list[str], cap: in
         while pending and (not running if pending[0][1].after_previous else now >= pending[0][1].start):
             i, p = pending.pop(0)
             out, err = open(logs / f"{i}.out", "wb"), open(logs / f"{i}.err", "wb")
-            child = subprocess.Popen([sys.executable, "-c", _LIMIT, str(cap), *sgsc, *p.argv], cwd=cwd, env=env,
+            child = subprocess.Popen([sys.executable, "-c", _WRAPPER, str(cap), str(logs / f"{i}.rss"), *sgsc,
+                                      *p.argv], cwd=cwd, env=env,
                                      stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
             running[i] = (child, time.monotonic(), out, err, [False])
         for i, (child, started, out, err, signalled) in list(running.items()):
@@ -96,7 +119,9 @@ def run_procs(procs: list[Proc], cwd: Path, logs: Path, sgsc: list[str], cap: in
                 child.returncode = os.waitstatus_to_exitcode(status)
                 out.close()
                 err.close()
-                done[i] = {"exit": child.returncode, "peak_mib": usage.ru_maxrss / 1024, "wall_s": age,
+                rss = logs / f"{i}.rss"  # absent when the wrapper was killed too (a timeout): then its own
+                kib = int(rss.read_text()) if rss.is_file() else usage.ru_maxrss
+                done[i] = {"exit": child.returncode, "peak_mib": kib / 1024, "wall_s": age,
                            "stdout": (logs / f"{i}.out").read_text(errors="replace"),
                            "stderr": (logs / f"{i}.err").read_text(errors="replace")}
                 del running[i]

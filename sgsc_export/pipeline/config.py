@@ -80,6 +80,8 @@ class PipelineConfig:
     max_accuracy_drop: float = _opt("Largest accuracy drop against the float model, percentage points.", 1.0,
                                     "validate")
     min_agreement: float = _opt("Smallest top-1 agreement with the PyTorch reference.", 0.99, "validate")
+    max_logit_diff: float | None = _opt("Largest |Δlogit| against the PyTorch reference (default: derived from "
+                                        "the file's profile).", None, "validate")
     layers: bool = _opt("Per-layer parity of the quantised layers.", False, "validate")
     latency: bool = _opt("Measure latency (batch 1 and 64).", True, "validate")
     threads: int = _opt("onnxruntime intra-op threads.", 1, "validate")
@@ -107,6 +109,8 @@ class PipelineConfig:
             raise ConfigError(f"max_accuracy_drop={self.max_accuracy_drop!r} is out of range; allowed [0, 100]")
         if not 0.0 <= self.min_agreement <= 1.0:
             raise ConfigError(f"min_agreement={self.min_agreement!r} is out of range; allowed [0, 1]")
+        if self.max_logit_diff is not None and not 0.0 <= self.max_logit_diff < float("inf"):
+            raise ConfigError(f"max_logit_diff={self.max_logit_diff!r} is out of range; allowed [0, inf)")
         if self.torch_threads < 0:
             raise ConfigError(f"torch_threads={self.torch_threads!r} is out of range; allowed [0, 1024]")
         if self.threads < 1:

@@ -25,6 +25,8 @@ the reference does not have either). A bias step is below the effect of the same
 
     threshold = (1 + β) · D_q + atol_exact          β = QDQ_MARGIN (measured: the bias term is ~2 % of D_q)
 
+Only true round trips are removed (the DequantizeLinear has the QuantizeLinear's own scale, zero point and axis): a
+pair that rescales changes the function, stays in the twin and so counts against the file, never into ``D_q``.
 It catches any change of the weights, biases or graph whose effect on the logits exceeds about ``(2 + β) · D_q``;
 it cannot catch a smaller one, and a file whose activation steps were made coarse widens its own bound (the
 accuracy and agreement checks see the damage that does).
@@ -37,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from .graph import COMPUTE_OPS, ModelInfo
 
@@ -142,10 +145,42 @@ def _constant_names(model: onnx.ModelProto) -> set[str]:
     return names
 
 
+def _constant_values(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    values = {i.name: i for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].type == onnx.AttributeProto.TENSOR:
+            values[node.output[0]] = node.attribute[0].t
+    return values
+
+
+def _same_input(q: onnx.NodeProto, dq: onnx.NodeProto, i: int, consts: dict[str, onnx.TensorProto]) -> bool:
+    """Input ``i`` (scale 1, zero point 2) of the QuantizeLinear and the DequantizeLinear is the same tensor."""
+    a = q.input[i] if len(q.input) > i else ""
+    b = dq.input[i] if len(dq.input) > i else ""
+    if a == b:
+        return True
+    if not (a in consts and b in consts):
+        return False
+    x, y = numpy_helper.to_array(consts[a]), numpy_helper.to_array(consts[b])
+    return x.shape == y.shape and x.dtype == y.dtype and bool(np.array_equal(x, y))
+
+
+def _is_round_trip(q: onnx.NodeProto, dq: onnx.NodeProto, consts: dict[str, onnx.TensorProto]) -> bool:
+    """``dq(q(x))`` only rounds ``x`` to its steps: the same scale, zero point and attributes on both sides. A pair
+    that rescales (another scale or zero point on the DequantizeLinear) changes the function and stays in the twin,
+    so its effect counts against the file, not into its tolerance."""
+    def attrs(n: onnx.NodeProto) -> list:
+        return sorted((a.name, onnx.helper.get_attribute_value(a)) for a in n.attribute
+                      if a.name in ("axis", "block_size"))
+    return _same_input(q, dq, 1, consts) and _same_input(q, dq, 2, consts) and attrs(q) == attrs(dq)
+
+
 def float_twin(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model`` with every activation QuantizeLinear → DequantizeLinear pair removed (the weights'
-    DequantizeLinear and everything else untouched): what the file computes without its activation steps."""
+    """A copy of ``model`` with every activation QuantizeLinear → DequantizeLinear round trip removed (the weights'
+    DequantizeLinear, any pair that rescales, and everything else untouched): what the file computes without its
+    activation steps."""
     consts = _constant_names(model)
+    values = _constant_values(model)
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:
         for name in node.input:
@@ -157,7 +192,7 @@ def float_twin(model: onnx.ModelProto) -> onnx.ModelProto:
         if node.op_type != "QuantizeLinear" or node.input[0] in consts or node.output[0] in graph_outputs:
             continue
         users = consumers.get(node.output[0], [])
-        if not users or any(u.op_type != "DequantizeLinear" for u in users):
+        if not users or any(u.op_type != "DequantizeLinear" or not _is_round_trip(node, u, values) for u in users):
             continue
         drop.add(id(node))
         for dq in users:

@@ -271,6 +271,21 @@ def test_layers_without_the_artifact_float_weights_is_exit_2(tmp_path):
     assert code == 2 and "model.safetensors" in out
 
 
+def test_layers_with_artifact_weights_that_miss_a_layer_is_exit_2(tmp_path):
+    """A layer without its artifact weight would be compared against its own dequantized weight: never silently."""
+    from safetensors.numpy import load_file, save_file
+
+    from tests.runtime_checks.conftest import save_artifact_weights
+    model = make_model()
+    run, path = write_run(tmp_path, model, make_data())
+    save_artifact_weights(run, model)
+    assert sgsc("validate", path, "--run", run, "--layers", *FAST)[0] == 0
+    state = load_file(str(run / "model.safetensors"))
+    save_file({"conv.weight": state["conv.weight"]}, str(run / "model.safetensors"))  # fc's weight gone
+    code, out = sgsc("validate", path, "--run", run, "--layers", *FAST)
+    assert code == 2 and "1 of 2 quantised layers have no match" in out, out
+
+
 # -- language models: [N, T, vocab] logits, the same check over every real position ---------------------------
 
 def test_language_model_honest_passes_and_tampered_fails(lm_artifact, lm_portable, tmp_path):

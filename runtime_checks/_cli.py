@@ -94,6 +94,9 @@ def _supersede_reports(report: Report, *paths: str | None) -> None:
               help="With --layers: largest per-layer error in quantisation steps.")
 @click.option("--max-perplexity-ratio", type=float, default=None, metavar="RATIO",
               help="Language models: largest perplexity over the float model's, per split (default 1.05).")
+@click.option("--max-logit-diff", type=float, default=None, metavar="X",
+              help="Largest |Δlogit| against the PyTorch reference (default: derived from the file's profile, "
+                   "see docs/REPORT.md).")
 @click.option("--layers", is_flag=True, help="Per-layer parity of the quantised layers.")
 @click.option("--layer-reference", metavar="REF.onnx", type=click.Path(dir_okay=False),
               help="With --layers: a reference ONNX model (default: the artifact's float weights, or the model's "
@@ -110,7 +113,7 @@ def _supersede_reports(report: Report, *paths: str | None) -> None:
               help="Do not apply the workarounds for known onnxruntime traps (to reproduce its defaults).")
 def validate_cmd(model: str, run_dir: str | None, data_spec: str | None, providers: str, require_providers: bool,
                  opt_levels: str, max_accuracy_drop: float, min_agreement: float, max_layer_error: float,
-                 max_perplexity_ratio: float | None, layers: bool, layer_reference: str | None, report_path: str | None, markdown_path: str | None,
+                 max_perplexity_ratio: float | None, max_logit_diff: float | None, layers: bool, layer_reference: str | None, report_path: str | None, markdown_path: str | None,
                  junit_path: str | None, batch_sizes: str, threads: int, no_latency: bool,
                  unsafe_session_options: bool) -> None:
     """Validate MODEL.onnx in onnxruntime and gate it: exit 0 passed, 1 a threshold failed, 2 could not run."""
@@ -130,7 +133,7 @@ def validate_cmd(model: str, run_dir: str | None, data_spec: str | None, provide
         raise SystemExit(2) from None
     try:
         report = _run(model, run_dir, data_spec, providers, require_providers, opt_levels, max_accuracy_drop,
-                      min_agreement, (max_layer_error, max_perplexity_ratio), layers, layer_reference, batch_sizes, threads, no_latency,
+                      min_agreement, (max_layer_error, max_perplexity_ratio, max_logit_diff), layers, layer_reference, batch_sizes, threads, no_latency,
                       unsafe_session_options)
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - fail closed: every error, expected or not, is exit 2
         if isinstance(exc, SystemExit):  # a user's model code (validate --run rebuilds the module) called sys.exit
@@ -164,8 +167,8 @@ def _run(model, run_dir, data_spec, providers, require_providers, opt_levels, ma
     if data_spec and not data_spec.startswith("npz:"):
         raise ValidationError(f"--data must be npz:PATH, got {data_spec!r}")
     data = EvalData.from_run_dir(run_dir) if run_dir else EvalData.from_npz(Path(data_spec[4:]))
-    max_layer_error, max_perplexity_ratio = max_layer_error
-    thresholds = Thresholds(max_accuracy_drop, min_agreement, max_layer_error, max_perplexity_ratio)
+    max_layer_error, max_perplexity_ratio, max_logit_diff = max_layer_error
+    thresholds = Thresholds(max_accuracy_drop, min_agreement, max_layer_error, max_perplexity_ratio, max_logit_diff)
     return validate(model, data, providers=_csv(providers), opt_levels=_csv(opt_levels), thresholds=thresholds,
                     layers=layers, latency=not no_latency, require_providers=require_providers, threads=threads,
                     batch_sizes=_ints(batch_sizes), safe_session_options=not unsafe, layer_reference=layer_reference)

@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 
 from .accuracy import SplitResult
 
-__all__ = ["DEFAULT_PERPLEXITY_RATIO", "CheckResult", "Thresholds", "decide", "layer_check", "perplexity_check",
-           "split_checks"]
+__all__ = ["DEFAULT_PERPLEXITY_RATIO", "CheckResult", "LogitTolerance", "Thresholds", "decide", "layer_check",
+           "logit_parity_check", "perplexity_check", "split_checks"]
 
 
 @dataclass(frozen=True)
@@ -20,12 +20,15 @@ class Thresholds:
     """``max_accuracy_drop`` in percentage points (against the float model's accuracy, per split);
     ``min_agreement`` as a fraction of samples whose top-1 equals the reference's; ``max_layer_error_steps`` the
     largest per-layer error, in quantisation steps, allowed under ``layers=True``; ``max_perplexity_ratio`` the
-    largest perplexity of a language model over the float model's, per split (``None``: the default, 1.05)."""
+    largest perplexity of a language model over the float model's, per split (``None``: the default, 1.05);
+    ``max_logit_diff`` the largest |Δlogit| against the PyTorch reference (``None``: derived from the file's profile,
+    see :mod:`runtime_checks.logit_parity`)."""
 
     max_accuracy_drop: float = 1.0
     min_agreement: float = 0.99
     max_layer_error_steps: float = 1.0
     max_perplexity_ratio: float | None = None  # language models: None → DEFAULT_PERPLEXITY_RATIO
+    max_logit_diff: float | None = None  # None → derived per file and split (logit_parity)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.max_accuracy_drop) and 0.0 <= self.max_accuracy_drop <= 100.0):
@@ -38,10 +41,14 @@ class Thresholds:
         if self.max_perplexity_ratio is not None and not (math.isfinite(self.max_perplexity_ratio)
                                                           and self.max_perplexity_ratio >= 1.0):
             raise ValueError(f"max_perplexity_ratio must be >= 1, got {self.max_perplexity_ratio}")
+        if self.max_logit_diff is not None and not (math.isfinite(self.max_logit_diff) and self.max_logit_diff >= 0.0):
+            raise ValueError(f"max_logit_diff must be a finite number >= 0, got {self.max_logit_diff}")
 
     def to_dict(self) -> dict:
-        """The thresholds; ``max_perplexity_ratio`` only when set (it applies to language models only)."""
-        return {k: v for k, v in asdict(self).items() if k != "max_perplexity_ratio" or v is not None}
+        """The thresholds; ``max_perplexity_ratio`` (language models only) and ``max_logit_diff`` (else derived per
+        check) only when set."""
+        optional = ("max_perplexity_ratio", "max_logit_diff")
+        return {k: v for k, v in asdict(self).items() if k not in optional or v is not None}
 
 
 DEFAULT_PERPLEXITY_RATIO = 1.05
@@ -92,10 +99,40 @@ def perplexity_check(prefix: str, result: SplitResult, baseline: float | None, b
     return (CheckResult.ok if ratio <= limit + 1e-12 else CheckResult.fail)(name, text, ratio, limit)
 
 
+@dataclass(frozen=True)
+class LogitTolerance:
+    """The derived threshold of one split's logit-parity check and how it was derived; ``threshold`` is ``None``
+    when there is no PyTorch reference (``reason`` says so)."""
+
+    threshold: float | None
+    reason: str
+
+
+def logit_parity_check(prefix: str, result: SplitResult, tolerance: LogitTolerance,
+                       thresholds: Thresholds) -> CheckResult:
+    """The largest |Δlogit| against the PyTorch reference (every class, every real position of a language model)
+    against ``max_logit_diff`` when set, else the derived ``tolerance``."""
+    name = f"{prefix}/logit_parity"
+    if result.n == 0:
+        return CheckResult.skip(name, f"the {result.split} split is empty")
+    if result.parity is None or tolerance.threshold is None:
+        return CheckResult.skip(name, tolerance.reason)
+    value = result.parity.max_abs_logit_diff
+    if thresholds.max_logit_diff is not None:
+        limit = thresholds.max_logit_diff
+        how = f"set by max_logit_diff; derived would be {tolerance.threshold:.3g}: {tolerance.reason}"
+    else:
+        limit, how = tolerance.threshold, tolerance.reason
+    text = f"max |Δlogit| {value:.3g} against {result.parity.reference} (max {limit:.3g}, {how})"
+    return (CheckResult.ok if value <= limit else CheckResult.fail)(name, text, value, limit)
+
+
 def split_checks(prefix: str, result: SplitResult, baseline: float | None, baseline_name: str,
-                 thresholds: Thresholds, baseline_perplexity: float | None = None) -> list[CheckResult]:
+                 thresholds: Thresholds, baseline_perplexity: float | None = None,
+                 logit_tolerance: LogitTolerance | None = None) -> list[CheckResult]:
     """Accuracy drop against ``baseline`` and agreement with the reference, for one split of one run; for a
-    language model also its perplexity ratio against ``baseline_perplexity``."""
+    language model also its perplexity ratio against ``baseline_perplexity``; with ``logit_tolerance`` the
+    logit-parity check."""
     checks = []
     if result.task == "language_model":
         checks.append(perplexity_check(prefix, result, baseline_perplexity, baseline_name, thresholds))
@@ -122,6 +159,8 @@ def split_checks(prefix: str, result: SplitResult, baseline: float | None, basel
                 f"{len(parity.flipped)} flipped" + (f": [{shown}]" if parity.flipped else ""))
         make = CheckResult.ok if parity.agreement >= thresholds.min_agreement else CheckResult.fail
         checks.append(make(name, text, parity.agreement, thresholds.min_agreement))
+    if logit_tolerance is not None:
+        checks.append(logit_parity_check(prefix, result, logit_tolerance, thresholds))
     return checks
 
 

@@ -21,12 +21,15 @@ from sgsc_export.errors import ValidationError
 from .accuracy import TASK_EVALUATORS, evaluate_split
 from .data import EvalData
 from .fusion import fusion_report
-from .gate import DEFAULT_PERPLEXITY_RATIO, CheckResult, Thresholds, decide, layer_check, split_checks
+from .gate import DEFAULT_PERPLEXITY_RATIO, LogitTolerance, Thresholds, decide, layer_check, split_checks
 from .graph import ModelInfo, load_model
+from .language_model import PAD
 from .latency import LatencyConfig, measure_latency
 from .layers import layer_parity
+from .logit_parity import EXACT_C, float_twin, logit_tolerance_basis
 from .reports import SPLITS, ProviderResult, Report
 from .sessions import (
+    ProviderPlan,
     ProviderUnavailable,
     make_session,
     parse_opt_levels,
@@ -140,7 +143,12 @@ def validate(onnx_path: str | Path, data: EvalData | str | Path | Any, *, provid
     if not logits and not report.errors:
         report.errors.append("no provider produced outputs")
     if logits:
-        _judge(info, data, logits, report)
+        tolerances = None
+        try:
+            tolerances = _logit_tolerances(info, data, logits, report, session_plan, threads, batch_size)
+        except Exception as exc:  # noqa: BLE001 - fail closed: a tolerance that cannot be derived is an error
+            report.errors.append(f"logit_parity could not run: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+        _judge(info, data, logits, report, tolerances)
     plan_by_name = {p.name: p for p in plans}
     if not report.errors:
         try:
@@ -155,9 +163,53 @@ def validate(onnx_path: str | Path, data: EvalData | str | Path | Any, *, provid
     return report
 
 
-def _judge(info: ModelInfo, data: EvalData, logits: dict, report: Report) -> None:
+_CPU = ProviderPlan("cpu", "CPUExecutionProvider", ("CPUExecutionProvider",))
+
+
+def _twin_logits(info: ModelInfo, data: EvalData, session_plan, threads: int, batch_size: int
+                 ) -> dict[str, np.ndarray]:
+    """The float twin's logits (activation QDQ removed, see logit_parity), unoptimised on the CPU, per split."""
+    twin = float_twin(info.model).SerializeToString()
+    session = make_session(twin, _CPU, "disabled", session_plan, threads)
+    return {s: run_batched(session, data.split(s)[0], batch_size)[0] for s in SPLITS}
+
+
+def _logit_tolerances(info: ModelInfo, data: EvalData, logits: dict, report: Report, session_plan, threads: int,
+                      batch_size: int) -> dict[tuple[str, str, str], LogitTolerance]:
+    """The logit-parity tolerance of every (provider, level, split); see :mod:`runtime_checks.logit_parity`."""
+    basis = logit_tolerance_basis(info)
+    report.data["logit_parity"] = {"kind": basis.kind, "profile": basis.profile, "note": basis.note,
+                                   "sum_sqrt_fan_in": basis.sum_sqrt_fan_in, "exact_c": EXACT_C}
+    from_artifact = data.source.startswith(("run:", "compressed-model"))
+    twin = None
+    if basis.kind != "exact" and any(data.split(s)[2] is not None for s in SPLITS):
+        twin = _twin_logits(info, data, session_plan, threads, batch_size)
+    out = {}
+    for split in SPLITS:
+        _, y, ref, _ = data.split(split)
+        if ref is None:
+            if from_artifact and len(y):
+                report.errors.append(f"{split}/logit_parity could not run: the artifact's evaluation data has no "
+                                     f"logits_{split} (the PyTorch reference); re-run `sgsc compress`")
+            reason = (f"no PyTorch reference logits for the {split} split (an artifact's eval.npz logits_{split}, "
+                      f"or `logits` in the npz): the logits cannot be compared")
+            out.update({(p, lvl, split): LogitTolerance(None, reason) for p, lvl in logits})
+            continue
+        real = y != PAD if y.ndim == 2 else np.ones(len(y), bool)
+        ref_max = float(np.abs(ref[real]).max(initial=0.0))
+        for (provider, level), outputs in logits.items():
+            d_q = None
+            if twin is not None:
+                d_q = float(np.abs(outputs[split][real] - twin[split][real]).max(initial=0.0))
+            out[provider, level, split] = LogitTolerance(*basis.threshold(ref_max, d_q))
+    return out
+
+
+def _judge(info: ModelInfo, data: EvalData, logits: dict, report: Report,
+           tolerances: dict[tuple[str, str, str], LogitTolerance] | None = None) -> None:
     """Accuracy and parity for every run, then the threshold checks."""
     first = next(iter(logits))
+    tolerances = tolerances or {}
     for split in SPLITS:
         _, y, ref, float_acc = data.split(split)
         ref_name = "pytorch"
@@ -175,7 +227,8 @@ def _judge(info: ModelInfo, data: EvalData, logits: dict, report: Report) -> Non
         for (provider, level), result in results.items():
             report.providers[provider].levels.setdefault(level, {})[split] = result
             report.checks += split_checks(f"{provider}/{level}/{split}", result, baseline, baseline_name,
-                                          report.thresholds, data.float_perplexity(split))
+                                          report.thresholds, data.float_perplexity(split),
+                                          tolerances.get((provider, level, split)))
 
 
 def _extras(info, data, plans, levels, session_plan, threads, batch_sizes, latency, report) -> None:
@@ -192,7 +245,14 @@ def _extras(info, data, plans, levels, session_plan, threads, batch_sizes, laten
 
 
 def _layers(info, data, plan, levels, session_plan, threads, reference, samples, report) -> None:
-    """Per-layer parity on the first provider, and its check."""
+    """Per-layer parity on the first provider, and its check. ``--layers`` asks for it, so a comparison that cannot
+    be made (no quantised layers, a reference that matches none or only some of them, an artifact without its
+    float weights) is an error, never a skipped check."""
+    name = "layers/max_error_steps"
+    if not info.layers:
+        report.errors.append(f"{name} could not run: per-layer parity was asked for but the model has no quantised "
+                             f"layers (DequantizeLinear → Conv/Gemm/MatMul); drop --layers")
+        return
     x = data.x_preservation if len(data.x_preservation) else data.x_test
     x = x[:samples]
     kwargs: dict = {}
@@ -202,10 +262,22 @@ def _layers(info, data, plan, levels, session_plan, threads, reference, samples,
         kwargs["reference_model"] = str(reference)
     else:
         kwargs["artifact_state"], kwargs["artifact_layers"] = _artifact_weights(data.run_dir)
+        if data.run_dir is not None and kwargs["artifact_state"] is None:
+            report.errors.append(f"{name} could not run: the artifact {data.run_dir} has no model.safetensors (its "
+                                 f"float weights, the per-layer reference); give --layer-reference REF.onnx")
+            return
     result = layer_parity(info, x, levels, session_plan, threads, provider=plan, **kwargs)
     report.layers = result
+    compared = {e.layer for e in result.layers}
+    if kwargs.get("artifact_state") is not None:  # a layer without its artifact weight compared against itself
+        compared = {e.layer for e in result.layers if e.reference == "artifact_weights"}
+    missing = [layer.name for layer in info.layers if layer.name not in compared]
+    if missing:
+        shown = ", ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
+        report.errors.append(f"{name} could not run: {len(missing)} of {len(info.layers)} quantised layers have no "
+                             f"match in the reference {result.reference} ({shown}); give a reference of the same "
+                             f"model")
+        return
     worst = result.worst
     report.checks.append(layer_check(worst.layer if worst else None, worst.max_error_steps if worst else None,
-                                     report.thresholds)
-                         if result.layers or info.layers else
-                         CheckResult.skip("layers/max_error_steps", "; ".join(result.notes) or "no layers"))
+                                     report.thresholds))

@@ -81,6 +81,8 @@ class PipelineConfig:
     max_accuracy_drop: float = _opt("Largest accuracy drop against the float model, percentage points.", 1.0,
                                     "validate")
     min_agreement: float = _opt("Smallest top-1 agreement with the PyTorch reference.", 0.99, "validate")
+    max_logit_diff: float | None = _opt("Largest |Δlogit| against the PyTorch reference (default: derived from "
+                                        "the file's profile).", None, "validate")
     layers: bool = _opt("Per-layer parity of the quantised layers.", False, "validate")
     latency: bool = _opt("Measure latency (batch 1 and 64).", True, "validate")
     threads: int = _opt("onnxruntime intra-op threads.", 1, "validate")
@@ -106,7 +108,7 @@ class PipelineConfig:
                 setattr(self, name, _check(name, getattr(self, name), lo, hi, integer=True))
         reals = {"gamma": (0.0, 1e3, False), "lam": (0.0, 1e3, False), "init_bits": (0.0, 8.0, True),
                  "distill": (0.0, 1e3, False), "max_accuracy_drop": (0.0, 100.0, False),
-                 "min_agreement": (0.0, 1.0, False)}
+                 "min_agreement": (0.0, 1.0, False), "max_logit_diff": (0.0, 1e30, False)}
         for name, (lo, hi, lo_open) in reals.items():
             if getattr(self, name) is not None:
                 setattr(self, name, _check(name, getattr(self, name), lo, hi, lo_open=lo_open))

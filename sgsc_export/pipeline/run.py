@@ -150,7 +150,7 @@ def _validate(cfg: PipelineConfig, out: Path, cache: StageCache, profile: str) -
     onnx_path = out / "onnx" / f"{profile}.onnx"
     paths = {ext: out / "validation" / f"{profile}.{ext}" for ext in ("json", "md", "junit.xml")}
     options = {k: cfg.to_dict()[k] for k in ("providers", "require_providers", "opt_levels", "max_accuracy_drop",
-                                              "min_agreement", "layers", "latency", "threads")}
+                                              "min_agreement", "max_logit_diff", "layers", "latency", "threads")}
     key = hash_json({"onnx": file_sha256(onnx_path), "manifest": file_sha256(out / "manifest.json"),
                      "options": options, "version": __version__})
     name = f"validate:{profile}"
@@ -161,7 +161,8 @@ def _validate(cfg: PipelineConfig, out: Path, cache: StageCache, profile: str) -
     t0 = time.perf_counter()
     _supersede(cache, out, name)  # no earlier report of this profile survives a run that stops here
     report = validate(onnx_path, EvalData.from_run_dir(out), providers=cfg.providers, opt_levels=cfg.opt_levels,
-                      thresholds=Thresholds(cfg.max_accuracy_drop, cfg.min_agreement),
+                      thresholds=Thresholds(cfg.max_accuracy_drop, cfg.min_agreement,
+                                            max_logit_diff=cfg.max_logit_diff),
                       layers=cfg.layers, latency=cfg.latency, require_providers=cfg.require_providers,
                       threads=cfg.threads)
     write_atomic_many([(paths["json"], report.to_json()), (paths["md"], report.to_markdown()),

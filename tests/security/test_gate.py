@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from onnx import numpy_helper as nh
 
 from sgsc_export.cli import main
-from tests.runtime_checks.conftest import make_data, make_model, write_run
+from tests.runtime_checks.conftest import make_data, make_model, seal_run, write_run
 
 FAST = ["--no-latency"]
 
@@ -220,6 +220,7 @@ def test_an_artifact_without_its_reference_logits_is_an_error(tmp_path):
     with np.load(run / "eval.npz") as npz:
         arrays = {k: npz[k] for k in npz.files if not k.startswith("logits")}
     np.savez(run / "eval.npz", **arrays)
+    seal_run(run)  # a complete, consistent artifact that simply has no reference logits
     code, out = sgsc("validate", path, "--run", run, *FAST)
     assert code == 2 and "logit_parity could not run" in out
 
@@ -266,7 +267,8 @@ def test_layers_on_a_model_without_quantised_layers_is_exit_2(tmp_path):
 
 
 def test_layers_without_the_artifact_float_weights_is_exit_2(tmp_path):
-    run, path = write_run(tmp_path, make_model(), make_data())  # no model.safetensors
+    run, path = write_run(tmp_path, make_model(), make_data())
+    (run / "model.safetensors").unlink()
     code, out = sgsc("validate", path, "--run", run, "--layers", *FAST)
     assert code == 2 and "model.safetensors" in out
 
@@ -282,6 +284,7 @@ def test_layers_with_artifact_weights_that_miss_a_layer_is_exit_2(tmp_path):
     assert sgsc("validate", path, "--run", run, "--layers", *FAST)[0] == 0
     state = load_file(str(run / "model.safetensors"))
     save_file({"conv.weight": state["conv.weight"]}, str(run / "model.safetensors"))  # fc's weight gone
+    seal_run(run)
     code, out = sgsc("validate", path, "--run", run, "--layers", *FAST)
     assert code == 2 and "1 of 2 quantised layers have no match" in out, out
 

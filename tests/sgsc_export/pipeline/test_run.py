@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import torch
 
@@ -23,8 +25,15 @@ def test_outputs_and_summary(toy_run):
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
 
 
+def _copy(toy_run, tmp_path) -> Path:
+    """The shared toy run, copied: a test that reruns into it must not change what other tests read."""
+    out = tmp_path / "run"
+    shutil.copytree(toy_run[0], out, copy_function=shutil.copy2)
+    return out
+
+
 def test_rerun_reuses_every_stage_and_force_redoes(toy_run, tmp_path):
-    out, first = toy_run
+    out, first = _copy(toy_run, tmp_path), toy_run[1]
     stamps = {p: p.stat().st_mtime_ns for p in (out / "onnx" / "portable.onnx", out / "manifest.json")}
     again = run_cli("pipeline", *TOY_ARGS, "--out", out)
     assert again.exit_code == first.exit_code
@@ -41,8 +50,8 @@ def test_rerun_reuses_every_stage_and_force_redoes(toy_run, tmp_path):
     assert "export:compact: reused" not in fixed.output and "compress: reused" in fixed.output
 
 
-def test_force_redoes_everything(toy_run):
-    out, _ = toy_run
+def test_force_redoes_everything(toy_run, tmp_path):
+    out = _copy(toy_run, tmp_path)
     result = run_cli("pipeline", *TOY_ARGS, "--out", out, "--profiles", "portable", "--force", "--no-report")
     assert "reused" not in result.output and result.exit_code in (0, 1), result.output
 

@@ -196,6 +196,8 @@ def _print_summary(report: Report) -> None:
         print(f"skipped {name}: {reason}", file=out)
     for check in report.failed_checks:
         print(f"FAILED {check.name}: {check.reason}", file=out)
-    for error in report.errors:
-        print(f"error: {error}", file=sys.stderr)
+    if report.errors:  # one line: the first error, and how many more the report holds
+        more = len(report.errors) - 1
+        print(f"error: {report.errors[0]}" + (f" (and {more} more error(s) in the report)" if more else ""),
+              file=sys.stderr)
     print(report.status.upper(), file=out)

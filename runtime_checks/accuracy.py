@@ -61,11 +61,14 @@ TASK_EVALUATORS: dict[str, Evaluator] = {"classification": evaluate_classificati
 
 def evaluate_split(task: str, split: str, logits: np.ndarray, labels: np.ndarray, reference: np.ndarray | None,
                    reference_name: str) -> SplitResult:
-    """Dispatch on the task; an unsupported task is an error (the validation cannot judge it)."""
+    """Dispatch on the task; an unsupported task is an error (the validation cannot judge it). An empty split
+    (a user's npz without ``preservation_indices``) has nothing to evaluate: ``n = 0``, and its checks say so."""
     evaluator = TASK_EVALUATORS.get(task)
     if evaluator is None:
         raise ValidationError(f"task {task!r} (model metadata sgsc.task) is not supported by runtime_checks yet; "
                               f"supported: {', '.join(TASK_EVALUATORS)}")
+    if len(labels) == 0:
+        return SplitResult(split, 0, task)
     return evaluator(split, logits, labels, reference, reference_name)
 
 

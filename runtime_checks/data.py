@@ -54,9 +54,20 @@ class EvalData:
     def __post_init__(self) -> None:
         for name in ("x_test", "x_preservation"):  # token ids (a language model's input) stay int64
             x = np.asarray(getattr(self, name))
+            if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+                raise ValidationError(f"{self.source}: {name} has dtype {x.dtype}; it must hold real numbers "
+                                      "(float inputs, or integer token ids)")
+            if x.ndim < 2:
+                raise ValidationError(f"{self.source}: {name} has shape {x.shape}; it must be [samples, *input_shape]")
             setattr(self, name, np.ascontiguousarray(x, np.int64 if np.issubdtype(x.dtype, np.integer) else np.float32))
-        self.y_test = np.asarray(self.y_test).astype(np.int64)
-        self.y_preservation = np.asarray(self.y_preservation).astype(np.int64)
+            if not np.issubdtype(getattr(self, name).dtype, np.integer) and not np.isfinite(getattr(self, name)).all():
+                raise ValidationError(f"{self.source}: {name} holds NaN or infinite values; clean the data")
+        for name in ("y_test", "y_preservation"):
+            y = np.asarray(getattr(self, name))
+            if y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
+                raise ValidationError(f"{self.source}: {name} has dtype {y.dtype}; labels must be integer class "
+                                      "indices")
+            setattr(self, name, y.astype(np.int64))
         if len(self.x_test) == 0:
             raise ValidationError(f"{self.source}: the test split is empty; provide at least one sample")
         for split in ("test", "preservation"):

@@ -64,6 +64,39 @@ def _model_summary(info: ModelInfo) -> dict:
             "activation_qdq": info.has_activation_qdq}
 
 
+def _check_input(info: ModelInfo, data: EvalData) -> None:
+    """The data's inputs have the rank, the fixed dimensions and the kind (float / token ids) that the model's
+    input declares: refused with one line before any session runs, instead of one onnxruntime error per run."""
+    import onnx
+
+    vi = next(v for v in info.model.graph.input if v.name == info.input_name)
+    tensor = vi.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+    x = data.x_test
+    want = ["N" if i == 0 or d is None else d for i, d in enumerate(dims)]
+    if tensor.HasField("shape") and (len(dims) != x.ndim
+                                     or any(d is not None and i > 0 and d != n
+                                            for i, (d, n) in enumerate(zip(dims, x.shape)))):
+        raise ValidationError(f"{data.source}: inputs of shape {list(x.shape)} do not fit the model's input "
+                              f"{info.input_name!r} of shape {want}; give data in the model's layout")
+    is_int = tensor.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
+    if is_int != bool(np.issubdtype(x.dtype, np.integer)):
+        kind = "integer token ids" if is_int else "float values"
+        raise ValidationError(f"{data.source}: the model's input {info.input_name!r} takes {kind}, the data holds "
+                              f"{x.dtype}; give data of the model's input type")
+
+
+def _check_labels(data: EvalData, outputs: dict[str, np.ndarray]) -> None:
+    """Every label is a class (a vocabulary index) the model has an output for; padding is ``PAD``."""
+    for split, out in outputs.items():
+        y = data.split(split)[1]
+        real = y[y != PAD] if y.ndim == 2 else y
+        if real.size and (real.min() < 0 or real.max() >= out.shape[-1]):
+            raise ValidationError(f"{data.source}: the {split} labels range over [{int(real.min())}, "
+                                  f"{int(real.max())}] but the model has {out.shape[-1]} outputs; labels must be "
+                                  f"class indices in [0, {out.shape[-1]})")
+
+
 def _check_preservation(info: ModelInfo, data: EvalData, report: Report) -> None:
     expected, actual = info.preservation_sha256, data.preservation_sha256
     report.data["preservation_sha256"] = actual
@@ -110,6 +143,7 @@ def validate(onnx_path: str | Path, data: EvalData | str | Path | Any, *, provid
     report = Report(thresholds=thresholds, model=_model_summary(info))
     report.data = {"source": data.source, "n_test": len(data.y_test), "n_preservation": len(data.y_preservation)}
     _check_preservation(info, data, report)
+    _check_input(info, data)
     if info.task not in TASK_EVALUATORS:
         raise ValidationError(f"task {info.task!r} (sgsc.task) is not supported yet; supported: "
                               f"{', '.join(TASK_EVALUATORS)}")
@@ -143,6 +177,7 @@ def validate(onnx_path: str | Path, data: EvalData | str | Path | Any, *, provid
     if not logits and not report.errors:
         report.errors.append("no provider produced outputs")
     if logits:
+        _check_labels(data, next(iter(logits.values())))
         tolerances = None
         try:
             tolerances = _logit_tolerances(info, data, logits, report, session_plan, threads, batch_size)

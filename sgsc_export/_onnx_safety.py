@@ -194,6 +194,9 @@ def load_onnx_bounded(path: str | os.PathLike, error: type[Exception] = ValueErr
     except Exception as exc:  # noqa: BLE001 - protobuf raises several unrelated types
         raise error(f"{label}: not a readable ONNX file ({type(exc).__name__}: {_first_line(exc)}); "
                     "check the path") from None
+    if model.ir_version <= 0 or not model.graph.node:
+        raise error(f"{label}: not an ONNX model (no IR version or an empty graph; an empty or foreign file parses "
+                    "as an empty protobuf); check the path")
     _check_declared(model, label, error)
     total = size + check_external_data(model, p, error)
     if total > limit:

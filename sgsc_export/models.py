@@ -16,7 +16,7 @@ from torch import nn
 from .errors import ModelError
 
 __all__ = ["BUILTIN_FACTORIES", "build_model", "check_builtin_kwargs", "default_factory", "default_kwargs",
-           "digits_cnn", "load_weights", "mnist_cnn", "resolve_factory"]
+           "digits_cnn", "load_untrusted", "load_weights", "mnist_cnn", "resolve_factory"]
 
 
 def digits_cnn(num_classes: int = 10, width: int = 32) -> nn.Module:
@@ -146,6 +146,29 @@ def build_model(spec: str, kwargs: dict[str, Any] | None = None,
     return model, digest
 
 
+def _why(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
+
+
+def load_untrusted(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True)`` of a file nobody vouches for: no object is unpickled, torch's
+    warnings stay off the user's screen, and any failure is one ``ValueError`` line (never torch's advice to
+    retry with ``weights_only=False``, which would run the file's code)."""
+    import pickle
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise ValueError("it holds Python objects that weights_only=True refuses to unpickle (a pickle, not "
+                             "tensors); nothing in it was run") from None
+        except Exception as exc:  # noqa: BLE001 - truncated, empty, not a torch file
+            raise ValueError(_why(exc)) from None
+
+
 def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load a state dict saved with ``torch.save``; never unpickles arbitrary objects (weights_only=True).
 
@@ -156,16 +179,12 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     if not p.is_file():
         raise ModelError(f"weights file {p} does not exist")
 
-    def why(exc: BaseException) -> str:
-        lines = str(exc).strip().splitlines()
-        return f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
-
     if p.stat().st_size == 0:
         raise ModelError(f"weights file {p} is empty (0 bytes); save the model's state_dict with torch.save")
     try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - truncated, not a torch file, or an object weights_only refuses
-        raise ModelError(f"cannot load weights {p}: {why(exc)}; it must be a state_dict saved with torch.save") from None
+        state = load_untrusted(p)
+    except ValueError as exc:
+        raise ModelError(f"cannot load weights {p}: {exc}; it must be a state_dict saved with torch.save") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
@@ -186,4 +205,4 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     try:
         model.load_state_dict(state)
     except Exception as exc:  # noqa: BLE001 - anything else load_state_dict refuses
-        raise ModelError(f"cannot load weights {p} into the model: {why(exc)}") from None
+        raise ModelError(f"cannot load weights {p} into the model: {_why(exc)}") from None

@@ -240,12 +240,12 @@ def _checkpoint_problem(ckpt: Any) -> str | None:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint that ``save_checkpoint`` wrote, read with ``weights_only=True`` (no object is unpickled) and
     checked for the structure ``compress`` expects; anything else is an ``ArtifactError``, one line."""
+    from .models import load_untrusted
+
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - truncated, empty, not a torch file, or an object weights_only refuses
-        text = str(exc).strip().splitlines()
-        why = f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
-        raise ArtifactError(f"--resume: the checkpoint {path} cannot be read ({why}); it is corrupt or not an sgsc "
+        ckpt = load_untrusted(path)
+    except ValueError as exc:
+        raise ArtifactError(f"--resume: the checkpoint {path} cannot be read ({exc}); it is corrupt or not an sgsc "
                             "checkpoint: delete it and run without --resume") from None
     problem = _checkpoint_problem(ckpt)
     if problem is not None:

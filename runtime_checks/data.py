@@ -57,23 +57,24 @@ class EvalData:
             if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
                 raise ValidationError(f"{self.source}: {name} has dtype {x.dtype}; it must hold real numbers "
                                       "(float inputs, or integer token ids)")
-            if x.ndim < 2:
+            if x.ndim < 2 and x.size:
                 raise ValidationError(f"{self.source}: {name} has shape {x.shape}; it must be [samples, *input_shape]")
             setattr(self, name, np.ascontiguousarray(x, np.int64 if np.issubdtype(x.dtype, np.integer) else np.float32))
             if not np.issubdtype(getattr(self, name).dtype, np.integer) and not np.isfinite(getattr(self, name)).all():
                 raise ValidationError(f"{self.source}: {name} holds NaN or infinite values; clean the data")
-        for name in ("y_test", "y_preservation"):
-            y = np.asarray(getattr(self, name))
-            if y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
-                raise ValidationError(f"{self.source}: {name} has dtype {y.dtype}; labels must be integer class "
-                                      "indices")
-            setattr(self, name, y.astype(np.int64))
         if len(self.x_test) == 0:
             raise ValidationError(f"{self.source}: the test split is empty; provide at least one sample")
         for split in ("test", "preservation"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
-            if len(x) != len(y):
-                raise ValidationError(f"{self.source}: x_{split} has {len(x)} samples but y_{split} has {len(y)}")
+            if len(x) != len(np.asarray(y)):
+                raise ValidationError(f"{self.source}: x_{split} has {len(x)} samples but y_{split} has "
+                                      f"{len(np.asarray(y))}")
+            y = np.asarray(y)
+            if len(y) and (y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer)):
+                raise ValidationError(f"{self.source}: y_{split} has dtype {y.dtype}; labels must be integer class "
+                                      "indices")
+            y = y.astype(np.int64)
+            setattr(self, f"y_{split}", y)
             if y.ndim not in (1, 2):
                 raise ValidationError(f"{self.source}: y_{split} must be class indices [N] or next-token targets "
                                       f"[N, T], got shape {y.shape}")

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from sgsc_export.errors import SGSCError
+from sgsc_export.errors import SGSCError, user_code_exit
 
 __all__ = ["export_cmd", "inspect_cmd"]
 
@@ -42,7 +42,6 @@ def export_cmd(directory: str, profile: str, output: str, model_spec: str | None
     with --trust-model-code, and only if its SHA-256 is the one recorded at compression.
     """
     from sgsc_export._io import artifact_files, check_outputs
-    from sgsc_export.errors import ModelError
 
     from .export import export
 
@@ -56,8 +55,7 @@ def export_cmd(directory: str, profile: str, output: str, model_spec: str | None
         _fail(exc)
         return
     except SystemExit as exc:  # a user's model code called sys.exit while the module was rebuilt or traced
-        _fail(ModelError(f"the model code called sys.exit({exc.code!r}) during export; a model factory or "
-                         "forward must return or raise, not exit the process"))
+        _fail(user_code_exit(exc, "export"))
         return
     click.echo(result.table.render())
     click.echo(f"wrote {result.path} (sha256 {result.sha256[:16]}…)")

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from sgsc_export._io import artifact_files, check_outputs, check_writable, write_atomic_many
-from sgsc_export.errors import SGSCError, ValidationError
+from sgsc_export.errors import SGSCError, ValidationError, user_code_exit
 
 from .gate import Thresholds
 from .reports import Report
@@ -137,8 +137,7 @@ def validate_cmd(model: str, run_dir: str | None, data_spec: str | None, provide
                       unsafe_session_options)
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - fail closed: every error, expected or not, is exit 2
         if isinstance(exc, SystemExit):  # a user's model code (validate --run rebuilds the module) called sys.exit
-            message = (f"the model code called sys.exit({exc.code!r}) during validate; a model factory or forward "
-                       "must return or raise, not exit the process")
+            message = str(user_code_exit(exc, "validate"))
         else:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if not isinstance(exc, ValidationError | ValueError):

@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import SGSCError
+from .errors import SGSCError, user_code_exit
 
 # name → "module:attribute" of a click.Command, imported on first use
 _LAZY = {
@@ -91,14 +91,6 @@ def _catch_sigterm():
         return signal.signal(signal.SIGTERM, _on_sigterm)
     except (ValueError, OSError):
         return None
-
-
-def user_code_exit(exc: SystemExit, stage: str) -> SGSCError:
-    """The error for ``sys.exit`` called by a user's model code (a factory, forward) inside ``stage``."""
-    from .errors import ModelError
-
-    return ModelError(f"the model code called sys.exit({exc.code!r}) during {stage}; a model factory or forward "
-                      "must return or raise, not exit the process")
 
 
 _COMPRESS_WRITES = ("manifest.json", "history.json", "model.safetensors", "quant.safetensors", "preservation.npz",

@@ -24,7 +24,7 @@ from typing import Any
 
 from .. import __version__
 from .._io import check_out_dir, check_outputs, lock_run_dir, write_atomic_many
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError, user_code_exit
 from .cache import StageCache, file_sha256, hash_json, write_atomic
 from .config import PipelineConfig
 
@@ -216,8 +216,7 @@ def _run_locked(config: PipelineConfig, out: Path, echo: Echo) -> PipelineResult
             stage = run()
         except SystemExit as exc:  # a user's model code called sys.exit: never an exit code of the gate
             _supersede(cache, out, name)
-            raise ModelError(f"the model code called sys.exit({exc.code!r}) during {name}; a model factory or "
-                             "forward must return or raise, not exit the process") from None
+            raise user_code_exit(exc, name) from None
         except Exception:  # an erroring rerun leaves no earlier report saying "passed" (Ctrl-C: what it had
             _supersede(cache, out, name)  # started, compress or validate, was superseded when it started)
             raise

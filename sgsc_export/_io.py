@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["RunDirLock", "artifact_files", "check_out_dir", "check_outputs", "check_writable", "load_npz_bounded", "lock_run_dir",
-           "same_file", "write_atomic", "write_atomic_many"]
+__all__ = ["RunDirLock", "artifact_files", "check_out_dir", "check_outputs", "check_writable", "load_npz_bounded",
+           "lock_run_dir", "open_regular", "read_bounded", "read_bytes_bounded", "same_file", "write_atomic", "write_atomic_many"]
 
 
 def write_atomic(path: str | Path, data: bytes | str) -> None:
@@ -95,6 +95,54 @@ def load_npz_bounded(source: str | Path | bytes, max_bytes: int | None = None,
 
 
 _NPY_HEADER_SLACK = 1 << 16  # a .npy header is at most a few KiB (numpy's own cap is 10,000 bytes by default)
+
+
+def open_regular(path: str | Path, what: str, *, gzipped: bool = False, error: type[Exception] | None = None):
+    """An untrusted regular file opened for binary reading (through gzip when ``gzipped``).
+
+    A device, FIFO or directory is refused with one line (``/dev/zero`` would never end).
+    """
+    import gzip
+
+    from .errors import DataError
+    error = error or DataError
+    path = Path(path)
+    if not path.exists():
+        raise error(f"{what} {path} does not exist")
+    if not path.is_file():
+        raise error(f"{what} {path} is not a regular file; give the path of a file")
+    try:
+        return (gzip.open if gzipped else open)(path, "rb")
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {_first_line(exc)}") from exc
+
+
+def read_bounded(f, n: int, what: str, error: type[Exception] | None = None) -> bytes:
+    """Up to ``n`` bytes of an open file; a corrupt stream (bad gzip data) is one line of ``error``."""
+    import gzip
+
+    from .errors import DataError
+    try:
+        return f.read(n)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise (error or DataError)(f"cannot read {what}: {_first_line(exc)}") from exc
+
+
+def read_bytes_bounded(path: str | Path, what: str, *, max_bytes: int | None = None,
+                       error: type[Exception] | None = None) -> bytes:
+    """The bytes of an untrusted regular file, refused with one line when larger than ``max_bytes``
+    (default ``SGSC_MAX_INPUT_BYTES``): the read stops one byte past the limit."""
+    from ._limits import format_bytes, input_limit_message, max_input_bytes
+    limit = max_input_bytes() if max_bytes is None else max_bytes
+    with open_regular(path, what, error=error) as f:
+        raw = read_bounded(f, limit + 1, f"{what} {path}", error)
+    if len(raw) > limit:
+        from .errors import DataError
+        size = Path(path).stat().st_size
+        raise (error or DataError)(input_limit_message(f"{what} {path}", size, limit) if max_bytes is None else
+                                   f"{what} {path} ({format_bytes(size)}) is larger than a {what} can be "
+                                   f"({format_bytes(limit)})")
+    return raw
 
 
 def _first_line(exc: BaseException) -> str:

@@ -6,13 +6,15 @@ preservation set is later chosen from ``x_train`` only; the test split is never 
 
 from __future__ import annotations
 
-import gzip
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ._io import open_regular, read_bounded
+from ._limits import input_limit_message, max_input_bytes
 from .errors import DataError
 
 __all__ = ["DATASETS", "MAX_CLASSES", "Split", "load_dataset", "load_digits", "load_mnist", "load_npz", "read_idx"]
@@ -98,21 +100,29 @@ def load_digits(seed: int = 0) -> Split:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read one IDX file (optionally gzip-compressed), the format of LeCun's MNIST distribution."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise DataError(f"cannot read IDX file {path}: {exc}") from exc
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DataError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
-    ndim = raw[3]
-    dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise DataError(f"{path} is truncated: header says {dims}, found {data.size} values")
-    return data.reshape(dims)
+    """Read one IDX file (optionally gzip-compressed), the format of LeCun's MNIST distribution.
+
+    The header's declared size is checked against ``SGSC_MAX_INPUT_BYTES`` before the data is read, and no more
+    than the declared size is decompressed (a gzip bomb costs nothing).
+    """
+    with open_regular(path, "IDX file", gzipped=path.suffix == ".gz") as f:
+        head = read_bounded(f, 4, str(path))
+        if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 0x08:
+            raise DataError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
+        ndim = head[3]
+        raw_dims = read_bounded(f, 4 * ndim, str(path))
+        if len(raw_dims) < 4 * ndim:
+            raise DataError(f"{path} is truncated: its header declares {ndim} dimensions")
+        dims = struct.unpack(">" + "I" * ndim, raw_dims)
+        size = math.prod(dims)
+        if size > max_input_bytes():
+            raise DataError(input_limit_message(f"IDX file {path}, header {dims},", size))
+        raw = read_bounded(f, size + 1, str(path))
+    if len(raw) < size:
+        raise DataError(f"{path} is truncated: header says {dims}, found {len(raw)} values")
+    if len(raw) > size:
+        raise DataError(f"{path} has more data than its header {dims} declares; it is not an IDX file")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(dims)
 
 
 def _find(d: Path, stem: str) -> Path | None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._io import read_bytes_bounded
 from .errors import DataError
 from .tasks import PAD
 
@@ -81,11 +82,10 @@ class TextSplit:
 def read_items(path: str | Path) -> list[str]:
     """Non-empty lines of a UTF-8 file, without their line ends."""
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"text file {p} does not exist")
+    raw = read_bytes_bounded(p, "text file")
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise DataError(f"cannot read {p} as UTF-8 text: {exc}") from exc
     return [line for line in (raw.rstrip("\r") for raw in text.split("\n")) if line.strip()]
 

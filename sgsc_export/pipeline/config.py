@@ -188,16 +188,19 @@ def coerce(key: str, value: Any, source: str) -> Any:
     raise ConfigError(f"{source}={value!r}: expected {expected}")
 
 
+CONFIG_MAX_BYTES = 1 << 20  # a config file is a few hundred bytes; a larger one is not a config
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
     """The keys of a ``sgsc.toml`` (top level, or under ``[pipeline]``), checked against the fields."""
+    from .._io import read_bytes_bounded
     p = Path(path)
+    raw = read_bytes_bounded(p, "config file", max_bytes=CONFIG_MAX_BYTES, error=ConfigError)
     try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {p} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {p}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read config file {p} as UTF-8: {exc}") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
     if set(data) == {"pipeline"} and isinstance(data["pipeline"], dict):
         data = data["pipeline"]

@@ -313,6 +313,51 @@ def test_npz_bomb_in_compress_is_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def _gz_idx(path: Path, dims: tuple[int, ...], chunks: int) -> None:
+    import gzip
+    with gzip.open(path, "wb") as f:
+        f.write(bytes([0, 0, 8, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims))
+        for _ in range(chunks):
+            f.write(bytes(1 << 24))
+
+
+@pytest.mark.parametrize("case", ["bomb", "declared_huge"])
+def test_gzip_idx_bombs_cost_no_memory(tmp_path, case):
+    """An IDX file in --data-dir is read no further than its header's size, which is checked first."""
+    d = tmp_path / "mnist"
+    d.mkdir()
+    # bomb: 6 MB on disk, 6.7 GB decompressed behind a header of 78 MB; declared_huge: a 73 GiB header
+    _gz_idx(d / "t10k-images-idx3-ubyte.gz", (100_000 if case == "bomb" else 100_000_000, 28, 28),
+            400 if case == "bomb" else 0)
+    _gz_idx(d / "t10k-labels-idx1-ubyte.gz", (100_000,), 0)
+    code, out, rss = _sgsc("compress", "--dataset", "mnist", "--data-dir", d, "--out", tmp_path / "run", timeout=120)
+    assert code == 2, out
+    _one_line(out, "more data than its header" if case == "bomb" else MAX_INPUT_BYTES_ENV)
+    assert rss < RSS_CAP_KB, f"peak RSS {rss} kB"
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "fifo", "dir"])
+def test_text_dataset_that_is_not_a_regular_file_is_refused(tmp_path, target):
+    if target == "fifo":
+        target = tmp_path / "fifo"
+        os.mkfifo(target)
+    elif target == "dir":
+        target = tmp_path
+    code, out, _ = _sgsc("compress", "--dataset", f"text:{target}", "--out", tmp_path / "run", timeout=60)
+    assert code == 2, out
+    _one_line(out, "is not a regular file")
+
+
+def test_a_text_dataset_over_the_input_limit_is_refused(tmp_path):
+    path = tmp_path / "big.txt"
+    path.write_text("abc\n" * 1000)
+    code, out, _ = _sgsc("compress", "--dataset", f"text:{path}", "--out", tmp_path / "run",
+                         env={MAX_INPUT_BYTES_ENV: "1000"})
+    assert code == 2, out
+    _one_line(out, "1000 bytes input limit", MAX_INPUT_BYTES_ENV)
+
+
 def test_load_npz_bounded_reads_honest_files_exactly():
     buf = io.BytesIO()
     arrays = {"a": np.arange(12, dtype=np.float32).reshape(3, 4), "f": np.asfortranarray(np.eye(3)),
@@ -404,3 +449,19 @@ def test_mutated_npz_never_tracebacks(tmp_path_factory, data):
                                        "--no-latency", "--opt-levels", "disabled"])
     _clean_exit(result)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 4 * RSS_CAP_KB
+
+
+@pytest.mark.parametrize("case", ["dev_zero", "deep", "big", "not_utf8"])
+def test_hostile_config_files_are_one_line(tmp_path, case):
+    path = Path("/dev/zero") if case == "dev_zero" else tmp_path / "sgsc.toml"
+    if case == "deep":
+        path.write_text("a = " + "[" * 100_000)
+    elif case == "big":
+        path.write_text("#" * (2 << 20))
+    elif case == "not_utf8":
+        path.write_bytes(b"seed = 1\n\xff\xfe")
+    code, out, _ = _sgsc("pipeline", "--config", path, "--out", tmp_path / "run", timeout=60)
+    assert code == 2, out
+    _one_line(out, {"dev_zero": "not a regular file", "deep": "not valid TOML", "big": "larger than a config file",
+                    "not_utf8": "UTF-8"}[case])
+    assert not (tmp_path / "run").exists()

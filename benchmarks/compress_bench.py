@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 
 from sgsc_export import CompressConfig, compress, load_dataset
-from sgsc_export.api import train_reference
 from sgsc_export.models import build_model, default_factory
 from sgsc_export.presets import preset
+from sgsc_export.train.compress import train_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

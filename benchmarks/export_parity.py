@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from converters import export  # noqa: E402
 from converters._torch_export import export_float  # noqa: E402
-from sgsc_export.artifact import CompressedModel  # noqa: E402
+from sgsc_export.artifact.compressed import CompressedModel  # noqa: E402
 
 PROFILES = ("portable", "compact", "ort-int8")
 LEVELS = {"disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
@@ -64,7 +64,7 @@ def float_models(cm: CompressedModel) -> dict[str, bytes]:
     """Float ONNX of the factory's model (unpruned; sizes do not depend on values) and of the deployable module."""
     import onnx_ir as ir
 
-    from sgsc_export.artifact import resolve_rebuild_factory
+    from sgsc_export.artifact.compressed import resolve_rebuild_factory
     from sgsc_export.models import build_model
 
     factory, kwargs, digest = resolve_rebuild_factory(cm.manifest)  # the trust rule: built-in models only

@@ -31,7 +31,7 @@ from sgsc_export import compress, load_dataset
 from sgsc_export.models import build_model, default_factory, default_kwargs
 from sgsc_export.presets import preset
 from sgsc_export.tasks import LANGUAGE_MODEL
-from sgsc_export.train import train_float
+from sgsc_export.train.loop import train_float
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from multiprocessing import get_context
 from pathlib import Path
 
-from .units import DATA_DIRS, ROOT, VALIDATION_SUITES, Unit, run_unit, workdir
+from benchmarks.units import DATA_DIRS, ROOT, VALIDATION_SUITES, Unit, run_unit, workdir
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -172,10 +172,9 @@ def measure_latency(name: str, records: list[dict], out: Path, rounds: int = 5, 
     round by round so that drift of the machine falls on all of them alike."""
     import numpy as np
 
+    from benchmarks.units import cpu_session, dataset
     from runtime_checks.latency import LatencyConfig
     from runtime_checks.latency import measure_latency as timeit
-
-    from .units import cpu_session, dataset
 
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     earlier = {}
@@ -267,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(), "versions": _versions(),
         })
         meta_path.write_text(json.dumps(meta, indent=1) + "\n")
-    from .summary import IncompleteSuite, write_summary
+    from benchmarks.summary import IncompleteSuite, write_summary
 
     try:
         write_summary(args.suite, readme=args.suite == "full")

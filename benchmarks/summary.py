@@ -415,7 +415,7 @@ def time_budget(suite: str, inv: list[dict]) -> str:
 
 
 def write_summary(suite: str, readme: bool = False) -> str:
-    from .units import HOLDOUT, VALIDATION_SUITES
+    from benchmarks.units import HOLDOUT, VALIDATION_SUITES
 
     records, lat, meta = load(suite)
     pts = points(records, lat)

@@ -1,4 +1,4 @@
-"""What the distillation teacher's logit table (``sgsc_export.train.teacher_table``) saves, measured A/B.
+"""What the distillation teacher's logit table (``sgsc_export.train.loop.teacher_table``) saves, measured A/B.
 
     python -m benchmarks.teacher_table      # after `--suite full` has trained MNIST's seed-0 float reference
 
@@ -16,17 +16,16 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
+from benchmarks.run import RESULTS
+from benchmarks.units import Unit, run_unit, workdir
 from sgsc_export._io import write_atomic
-
-from .run import RESULTS
-from .units import Unit, run_unit, workdir
 
 UNIT = Unit("mnist", 0, "qat", bits=4)
 VARIANTS = ("table", "per-step")
 
 
 def _run(variant: str) -> dict:
-    from sgsc_export import train
+    from sgsc_export.train import loop as train
 
     if variant == "per-step":
         train.TEACHER_TABLE_BYTES = 0

@@ -242,7 +242,7 @@ def _run_float(suite: str, unit: Unit, out: Path) -> dict[str, Any]:
 
     from converters._torch_export import export_float
     from sgsc_export._io import write_atomic
-    from sgsc_export.api import train_reference
+    from sgsc_export.train.compress import train_reference
 
     data = data_for(suite, unit.dataset)
     cfg = config_for(unit)
@@ -308,7 +308,7 @@ def _run_ptq(suite: str, unit: Unit, out: Path, default_gamma: float) -> dict[st
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     from sgsc_export._io import write_atomic
-    from sgsc_export.artifact import CompressedModel
+    from sgsc_export.artifact.compressed import CompressedModel
 
     ref_dir = workdir(suite, Unit(unit.dataset, unit.seed, "float"))
     art = CompressedModel.load(workdir(suite, Unit(unit.dataset, unit.seed, "sgsc", gamma=default_gamma)) / "artifact")

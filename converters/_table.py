@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from sgsc_export._tables import render_rows
+
 __all__ = ["LayerRow", "SizeTable"]
 
 
@@ -80,13 +82,8 @@ class SizeTable:
         total = ["total", "", str(self.fp32_bytes), f"{self.learned_bits / 8:.0f} B", str(self.stored_bytes), ""]
         if show_fused:
             total.append("")
-        widths = [max(len(x[i]) for x in [head, total, *lines]) for i in range(len(head))]
-
-        def fmt(cols: list[str]) -> str:
-            return "  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip()
-
         est = " (estimated)" if self.float_estimated else ""
-        out = [fmt(head), *map(fmt, lines), fmt(total),
+        out = [*render_rows([head, *lines, total]),
                f"file {self.file_bytes} bytes; float ONNX {self.float_onnx_bytes} bytes{est}; "
                f"ratio {self.ratio:.4f}" + (f"; profile {self.profile}, opset {self.opset}" if self.profile else "")]
         return "\n".join(out)

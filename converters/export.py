@@ -21,13 +21,12 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from converters._table import LayerRow, SizeTable
+from converters.inspection import inspect_model
+from converters.passes import ExportContext, required_opset
+from converters.profiles import get_profile
 from sgsc_export._io import write_atomic as _write_atomic
 from sgsc_export.errors import ArtifactError, ExportError
-
-from ._table import LayerRow, SizeTable
-from .inspection import inspect_model
-from .passes import ExportContext, required_opset
-from .profiles import get_profile
 
 __all__ = ["TOOLCHAIN_VERSION", "ExportResult", "export", "inspect_model", "write_atomic"]
 
@@ -68,7 +67,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 def _load(compressed: Any, model: str | None, trust_model_code: bool) -> tuple[Any, bytes]:
     """The CompressedModel and the bytes of its manifest.json."""
-    from sgsc_export.artifact import CompressedModel
+    from sgsc_export.artifact.compressed import CompressedModel
 
     if isinstance(compressed, (str, os.PathLike)):
         directory = Path(compressed)
@@ -90,7 +89,7 @@ def export(compressed: Any, path: str | os.PathLike, profile: str = "portable", 
 
     An artifact is data: a built-in model rebuilds as is, a user's model file only when named (``model=
     "file.py:make"``, the command line's ``--model``) or trusted (``trust_model_code=True``), with the SHA-256
-    recorded at compression (``sgsc_export.artifact.resolve_rebuild_factory``).
+    recorded at compression (``sgsc_export.artifact.compressed.resolve_rebuild_factory``).
     """
     prof = get_profile(profile)
     cm, manifest_bytes = _load(compressed, model, trust_model_code)
@@ -103,7 +102,7 @@ def export(compressed: Any, path: str | os.PathLike, profile: str = "portable", 
     bits = [np.asarray(layer.get("bits", []), dtype=np.int64) for layer in layers]
     opset = required_opset(bits, prof.name)
 
-    from ._torch_export import export_float
+    from converters._torch_export import export_float
 
     module = cm.to_module(model=model, trust_model_code=trust_model_code) if model or trust_model_code \
         else cm.to_module()  # duck-typed artifacts take no arguments

@@ -22,12 +22,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from converters import packing
+from converters._table import LayerRow, SizeTable
 from sgsc_export._limits import input_limit_message, max_input_bytes
 from sgsc_export._onnx_safety import check_static_sizes, load_onnx_bounded
 from sgsc_export.errors import ExportError, SGSCError
-
-from . import packing
-from ._table import LayerRow, SizeTable
 
 __all__ = ["inspect_model"]
 

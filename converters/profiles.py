@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from converters import passes as P
 from sgsc_export.errors import ExportError
-
-from . import passes as P
 
 __all__ = ["PROFILES", "Profile", "get_profile"]
 

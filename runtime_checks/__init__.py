@@ -6,16 +6,16 @@ torch. ``validate(...)`` returns a :class:`Report`; ``Report.exit_code`` is 0 pa
 
 from __future__ import annotations
 
-from .accuracy import SplitResult
-from .data import EvalData, preservation_sha256
-from .fusion import FusionResult, LayerFusion
-from .gate import CheckResult, Thresholds
-from .latency import LatencyConfig, LatencyResult
-from .layers import LayerError, LayerParityResult
-from .parity import ParityResult, compare_logits
-from .reports import SCHEMA_VERSION, ProviderResult, Report
-from .runner import load_data, validate
-from .sessions import PROVIDERS, ProviderPlan, resolve_providers
+from runtime_checks.accuracy import SplitResult
+from runtime_checks.data import EvalData, preservation_sha256
+from runtime_checks.fusion import FusionResult, LayerFusion
+from runtime_checks.gate import CheckResult, Thresholds
+from runtime_checks.latency import LatencyConfig, LatencyResult
+from runtime_checks.layers import LayerError, LayerParityResult
+from runtime_checks.parity import ParityResult, compare_logits
+from runtime_checks.reports import SCHEMA_VERSION, ProviderResult, Report
+from runtime_checks.runner import load_data, validate
+from runtime_checks.sessions import PROVIDERS, ProviderPlan, resolve_providers
 
 __all__ = [
     "PROVIDERS",

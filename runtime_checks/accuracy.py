@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from runtime_checks.parity import ParityResult, compare_logits
 from sgsc_export.errors import ValidationError
-
-from .parity import ParityResult, compare_logits
 
 __all__ = ["TASK_EVALUATORS", "SplitResult", "evaluate_classification", "evaluate_split", "worst_of"]
 
@@ -53,7 +52,7 @@ def evaluate_classification(split: str, logits: np.ndarray, labels: np.ndarray, 
 
 Evaluator = Callable[[str, np.ndarray, np.ndarray, "np.ndarray | None", str], SplitResult]
 
-from .language_model import evaluate_language_model  # noqa: E402 - it needs SplitResult, defined above
+from runtime_checks.language_model import evaluate_language_model  # noqa: E402 - it needs SplitResult, defined above
 
 TASK_EVALUATORS: dict[str, Evaluator] = {"classification": evaluate_classification,
                                          "language_model": evaluate_language_model}

@@ -109,10 +109,10 @@ class EvalData:
     @classmethod
     def from_run_dir(cls, run_dir: str | Path) -> EvalData:
         """Load ``DIR/eval.npz`` and ``DIR/manifest.json`` after checking every artifact file's SHA-256 against the
-        manifest (``sgsc_export.artifact_format.read_artifact_files``, the check ``verify_artifact_files`` makes);
+        manifest (``sgsc_export.artifact.format.read_artifact_files``, the check ``verify_artifact_files`` makes);
         check the preservation set against the manifest."""
         from sgsc_export._io import load_npz_bounded
-        from sgsc_export.artifact_format import read_artifact_files
+        from sgsc_export.artifact.format import read_artifact_files
         from sgsc_export.errors import ArtifactError
 
         run_dir = Path(run_dir)

@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from runtime_checks.graph import ModelInfo, QuantLayer
+from runtime_checks.sessions import ProviderPlan, SessionPlan, make_session
 from sgsc_export.errors import ValidationError
-
-from .graph import ModelInfo, QuantLayer
-from .sessions import ProviderPlan, SessionPlan, make_session
 
 __all__ = ["INTEGER_OPS", "FusionResult", "LayerFusion", "classify_layers", "fusion_report", "parse_profile"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from .accuracy import SplitResult
+from runtime_checks.accuracy import SplitResult
 
 __all__ = ["DEFAULT_PERPLEXITY_RATIO", "CheckResult", "LogitTolerance", "Thresholds", "decide", "layer_check",
            "logit_parity_check", "perplexity_check", "split_checks"]

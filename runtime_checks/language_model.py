@@ -1,7 +1,7 @@
 """Task metrics of a language model's split: loss, perplexity, next-token accuracy and agreement.
 
 Logits are ``[N, T, V]`` next-token scores, labels ``[N, T]`` targets with ``-1`` on padding (the artifact's
-layout, see ``sgsc_export.text``). Only real positions count. ``accuracy`` is the next-token accuracy (so the
+layout, see ``sgsc_export.datasets.text``). Only real positions count. ``accuracy`` is the next-token accuracy (so the
 gate's accuracy-drop check applies unchanged); ``metrics`` hold ``loss`` (mean cross-entropy, nats),
 ``perplexity`` (exp of it) and, with a reference, ``next_token_agreement`` (share of real positions whose
 arg-max equals the reference's), ``reference_loss`` and ``loss_diff``. ``parity.flipped`` lists the *sequences*
@@ -14,10 +14,9 @@ import math
 
 import numpy as np
 
+from runtime_checks.accuracy import SplitResult
+from runtime_checks.parity import compare_logits
 from sgsc_export.errors import ValidationError
-
-from .accuracy import SplitResult
-from .parity import compare_logits
 
 __all__ = ["PAD", "evaluate_language_model", "mean_loss"]
 

@@ -32,10 +32,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from runtime_checks.graph import COMPUTE_OPS, ModelInfo, QuantLayer
+from runtime_checks.sessions import ProviderPlan, SessionPlan, make_session, run_batched
 from sgsc_export.errors import ValidationError
-
-from .graph import COMPUTE_OPS, ModelInfo, QuantLayer
-from .sessions import ProviderPlan, SessionPlan, make_session, run_batched
 
 __all__ = [
     "LayerError",

@@ -41,7 +41,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .graph import COMPUTE_OPS, ModelInfo
+from runtime_checks.graph import COMPUTE_OPS, ModelInfo
 
 __all__ = ["EPS_F32", "EXACT_C", "EXACT_PROFILES", "QDQ_MARGIN", "ToleranceBasis", "fan_ins", "float_twin",
            "logit_tolerance_basis"]

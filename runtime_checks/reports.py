@@ -11,13 +11,12 @@ import json
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
+from runtime_checks.accuracy import SplitResult, worst_of
+from runtime_checks.fusion import FusionResult
+from runtime_checks.gate import CheckResult, Thresholds
+from runtime_checks.latency import LatencyResult
+from runtime_checks.layers import LayerParityResult
 from sgsc_export._io import write_atomic
-
-from .accuracy import SplitResult, worst_of
-from .fusion import FusionResult
-from .gate import CheckResult, Thresholds
-from .latency import LatencyResult
-from .layers import LayerParityResult
 
 __all__ = ["SCHEMA_VERSION", "ProviderResult", "Report", "write_atomic"]
 

@@ -16,19 +16,24 @@ from typing import Any
 
 import numpy as np
 
-from sgsc_export.errors import ValidationError
-
-from .accuracy import TASK_EVALUATORS, evaluate_split
-from .data import EvalData
-from .fusion import fusion_report
-from .gate import DEFAULT_PERPLEXITY_RATIO, LogitTolerance, Thresholds, decide, layer_check, split_checks
-from .graph import ModelInfo, load_model
-from .language_model import PAD
-from .latency import LatencyConfig, measure_latency
-from .layers import layer_parity
-from .logit_parity import EXACT_C, float_twin, logit_tolerance_basis
-from .reports import SPLITS, ProviderResult, Report
-from .sessions import (
+from runtime_checks.accuracy import TASK_EVALUATORS, evaluate_split
+from runtime_checks.data import EvalData
+from runtime_checks.fusion import fusion_report
+from runtime_checks.gate import (
+    DEFAULT_PERPLEXITY_RATIO,
+    LogitTolerance,
+    Thresholds,
+    decide,
+    layer_check,
+    split_checks,
+)
+from runtime_checks.graph import ModelInfo, load_model
+from runtime_checks.language_model import PAD
+from runtime_checks.latency import LatencyConfig, measure_latency
+from runtime_checks.layers import layer_parity
+from runtime_checks.logit_parity import EXACT_C, float_twin, logit_tolerance_basis
+from runtime_checks.reports import SPLITS, ProviderResult, Report
+from runtime_checks.sessions import (
     ProviderPlan,
     ProviderUnavailable,
     make_session,
@@ -37,6 +42,7 @@ from .sessions import (
     resolve_providers,
     run_batched,
 )
+from sgsc_export.errors import ValidationError
 
 __all__ = ["load_data", "validate"]
 

@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnxruntime as ort
 
+from runtime_checks.graph import ModelInfo
 from sgsc_export.errors import ValidationError
-
-from .graph import ModelInfo
 
 __all__ = [
     "OPT_LEVELS",

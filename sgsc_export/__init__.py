@@ -13,21 +13,21 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "compress": "api",
-    "CompressedModel": "artifact",
+    "compress": "train.compress",
+    "CompressedModel": "artifact.compressed",
     "CompressConfig": "config",
-    "quantize": "core",
-    "Split": "data",
-    "load_dataset": "data",
-    "prepare_": "nn",
-    "QConv1d": "nn",
-    "QConv2d": "nn",
-    "QLinear": "nn",
-    "QEmbedding": "nn",
-    "TextSplit": "text",
-    "TextPreservationSelector": "preservation_text",
+    "quantize": "method.core",
+    "Split": "datasets.images",
+    "load_dataset": "datasets.images",
+    "prepare_": "method.nn",
+    "QConv1d": "method.nn",
+    "QConv2d": "method.nn",
+    "QLinear": "method.nn",
+    "QEmbedding": "method.nn",
+    "TextSplit": "datasets.text",
+    "TextPreservationSelector": "preservation.text",
     "get_task": "tasks",
-    "PreservationSetSelector": "preservation",
+    "PreservationSetSelector": "preservation.images",
     "SGSCError": "errors",
     "ConfigError": "errors",
     "DataError": "errors",
@@ -53,12 +53,11 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from .api import compress
-    from .artifact import CompressedModel
-    from .config import CompressConfig
-    from .core import quantize
-    from .data import Split, load_dataset
-    from .errors import (
+    from sgsc_export.artifact.compressed import CompressedModel
+    from sgsc_export.config import CompressConfig
+    from sgsc_export.datasets.images import Split, load_dataset
+    from sgsc_export.datasets.text import TextSplit
+    from sgsc_export.errors import (
         ArtifactError,
         ConfigError,
         DataError,
@@ -67,8 +66,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         SGSCError,
         ValidationError,
     )
-    from .nn import QConv1d, QConv2d, QEmbedding, QLinear, prepare_
-    from .preservation import PreservationSetSelector
-    from .preservation_text import TextPreservationSelector
-    from .tasks import get_task
-    from .text import TextSplit
+    from sgsc_export.method.core import quantize
+    from sgsc_export.method.nn import QConv1d, QConv2d, QEmbedding, QLinear, prepare_
+    from sgsc_export.preservation.images import PreservationSetSelector
+    from sgsc_export.preservation.text import TextPreservationSelector
+    from sgsc_export.tasks import get_task
+    from sgsc_export.train.compress import compress

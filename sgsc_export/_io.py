@@ -57,8 +57,8 @@ def load_npz_bounded(source: str | Path | bytes, max_bytes: int | None = None,
     ``error`` (default :class:`sgsc_export.errors.DataError`) with a one-line message starting with ``name``
     (default: the path).
     """
-    from ._limits import input_limit_message, max_input_bytes
-    from .errors import DataError
+    from sgsc_export._limits import input_limit_message, max_input_bytes
+    from sgsc_export.errors import DataError
 
     error = error or DataError
     label = name or ("<bytes>" if isinstance(source, bytes | bytearray) else str(source))
@@ -104,7 +104,7 @@ def open_regular(path: str | Path, what: str, *, gzipped: bool = False, error: t
     """
     import gzip
 
-    from .errors import DataError
+    from sgsc_export.errors import DataError
     error = error or DataError
     path = Path(path)
     if not path.exists():
@@ -121,7 +121,7 @@ def read_bounded(f, n: int, what: str, error: type[Exception] | None = None) -> 
     """Up to ``n`` bytes of an open file; a corrupt stream (bad gzip data) is one line of ``error``."""
     import gzip
 
-    from .errors import DataError
+    from sgsc_export.errors import DataError
     try:
         return f.read(n)
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
@@ -132,12 +132,12 @@ def read_bytes_bounded(path: str | Path, what: str, *, max_bytes: int | None = N
                        error: type[Exception] | None = None) -> bytes:
     """The bytes of an untrusted regular file, refused with one line when larger than ``max_bytes``
     (default ``SGSC_MAX_INPUT_BYTES``): the read stops one byte past the limit."""
-    from ._limits import format_bytes, input_limit_message, max_input_bytes
+    from sgsc_export._limits import format_bytes, input_limit_message, max_input_bytes
     limit = max_input_bytes() if max_bytes is None else max_bytes
     with open_regular(path, what, error=error) as f:
         raw = read_bounded(f, limit + 1, f"{what} {path}", error)
     if len(raw) > limit:
-        from .errors import DataError
+        from sgsc_export.errors import DataError
         size = Path(path).stat().st_size
         raise (error or DataError)(input_limit_message(f"{what} {path}", size, limit) if max_bytes is None else
                                    f"{what} {path} ({format_bytes(size)}) is larger than a {what} can be "
@@ -152,7 +152,7 @@ def _first_line(exc: BaseException) -> str:
 
 def _read_npy_bounded(fp, member_size: int, used: int, limit: int, label: str,
                       error: type[Exception]) -> np.ndarray:
-    from ._limits import input_limit_message
+    from sgsc_export._limits import input_limit_message
 
     fmt = np.lib.format
     version = fmt.read_magic(fp)
@@ -230,7 +230,7 @@ def check_outputs(outputs: dict[str, str | Path | None], inputs: dict[str, str |
     ``outputs`` / ``inputs`` map a label (``"--report"``, ``"the model"``) to a path (``None``: not given). Raises
     ``ConfigError`` with one line naming both.
     """
-    from .errors import ConfigError
+    from sgsc_export.errors import ConfigError
 
     given = [(label, Path(p)) for label, p in outputs.items() if p is not None and str(p) != ""]
     for label, path in given:
@@ -248,7 +248,7 @@ def check_outputs(outputs: dict[str, str | Path | None], inputs: dict[str, str |
 def check_writable(outputs: dict[str, str | Path | None]) -> None:
     """Refuse, before a long run, an output path that cannot be written: its nearest existing ancestor must be a
     writable directory (probed with a temp file when the parent exists). Raises ``ConfigError``."""
-    from .errors import ConfigError
+    from sgsc_export.errors import ConfigError
 
     for label, p in outputs.items():
         if p is None or str(p) == "":
@@ -353,7 +353,7 @@ def lock_run_dir(directory: str | Path, command: str = "sgsc") -> Iterator[RunDi
 
     import filelock
 
-    from .errors import ConfigError
+    from sgsc_export.errors import ConfigError
 
     directory = Path(directory)
     created = not directory.exists()
@@ -397,7 +397,7 @@ def lock_run_dir(directory: str | Path, command: str = "sgsc") -> Iterator[RunDi
 def check_out_dir(out: str | Path) -> None:
     """The artifact directory can be created and written; checked before any work (data, training), so a bad
     ``--out`` costs nothing. Creates nothing."""
-    from .errors import ConfigError
+    from sgsc_export.errors import ConfigError
 
     p = Path(out)
     if p.exists() and not p.is_dir():

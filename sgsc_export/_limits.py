@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import ConfigError
+from sgsc_export.errors import ConfigError
 
 __all__ = ["DEFAULT_MAX_INPUT_BYTES", "DEFAULT_MAX_ONNX_ELEMENTS", "MAX_INPUT_BYTES_ENV", "MAX_ONNX_ELEMENTS_ENV",
            "format_bytes", "input_limit_message", "max_input_bytes", "max_onnx_elements", "onnx_limit_message"]

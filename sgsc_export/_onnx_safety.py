@@ -28,7 +28,7 @@ from pathlib import Path
 import onnx
 from onnx import external_data_helper
 
-from ._limits import input_limit_message, max_input_bytes, max_onnx_elements, onnx_limit_message
+from sgsc_export._limits import input_limit_message, max_input_bytes, max_onnx_elements, onnx_limit_message
 
 __all__ = ["check_external_data", "check_static_sizes", "iter_tensors", "load_onnx_bounded"]
 

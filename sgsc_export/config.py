@@ -9,7 +9,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
+from sgsc_export.errors import ConfigError
 
 __all__ = ["CONFIG_VERSION", "MAX_STEPS", "SEED_MAX", "CompressConfig"]
 

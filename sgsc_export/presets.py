@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .config import CompressConfig
+from sgsc_export.config import CompressConfig
 
 __all__ = ["PRESETS", "preset"]
 

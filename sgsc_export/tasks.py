@@ -105,7 +105,7 @@ _TASKS = {t.name: t for t in (CLASSIFICATION, LANGUAGE_MODEL)}
 
 
 def get_task(name: str) -> Task:
-    from .errors import ConfigError
+    from sgsc_export.errors import ConfigError
 
     if name not in _TASKS:
         raise ConfigError(f"task={name!r} is not supported; choose one of {', '.join(_TASKS)}")

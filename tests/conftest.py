@@ -52,8 +52,8 @@ def lm_artifact(tmp_path_factory) -> Path:
     import torch
 
     from sgsc_export import CompressConfig, compress, load_dataset
-    from sgsc_export.charlm import char_transformer
     from sgsc_export.models import default_kwargs
+    from sgsc_export.models.charlm import char_transformer
 
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("lm_artifact")

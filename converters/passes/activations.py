@@ -19,9 +19,8 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from converters.passes._context import ExportContext, GraphEditor
 from sgsc_export.errors import ExportError
-
-from ._context import ExportContext, GraphEditor
 
 __all__ = ["activation_qdq", "calibrate"]
 

@@ -26,9 +26,9 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from .. import packing
-from ._context import ExportContext, GraphEditor
-from .weights import replace_with_dq
+from converters import packing
+from converters.passes._context import ExportContext, GraphEditor
+from converters.passes.weights import replace_with_dq
 
 __all__ = ["weights_to_packed", "BIT_WEIGHTS"]
 

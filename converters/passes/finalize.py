@@ -5,9 +5,8 @@ from __future__ import annotations
 import onnx
 import onnx_ir as ir
 
+from converters.passes._context import ExportContext
 from sgsc_export.errors import ExportError
-
-from ._context import ExportContext
 
 __all__ = ["check_model", "remove_unused"]
 

@@ -13,7 +13,7 @@ import tempfile
 import onnx
 import onnx_ir as ir
 
-from ._context import ExportContext
+from converters.passes._context import ExportContext
 
 __all__ = ["INTEGER_KERNELS", "report_fusion"]
 

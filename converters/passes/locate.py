@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from converters.passes._context import ExportContext, LayerWeight
 from sgsc_export.errors import ArtifactError, ExportError
-
-from ._context import ExportContext, LayerWeight
 
 __all__ = ["SUPPORTED_KINDS", "locate_weights"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from ._context import ExportContext
+from converters.passes._context import ExportContext
 
 __all__ = ["LAYERS_KEY", "add_metadata"]
 

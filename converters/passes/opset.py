@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from converters import packing
+from converters.passes._context import ExportContext
 from sgsc_export.errors import ExportError
-
-from .. import packing
-from ._context import ExportContext
 
 __all__ = ["BASE_OPSET", "check_opset", "required_opset"]
 

@@ -12,8 +12,8 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from .. import packing
-from ._context import ExportContext, GraphEditor, LayerWeight
+from converters import packing
+from converters.passes._context import ExportContext, GraphEditor, LayerWeight
 
 __all__ = ["replace_with_dq", "weights_to_dq", "weights_to_int8"]
 

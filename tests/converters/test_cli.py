@@ -8,7 +8,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from converters._cli import export_cmd, inspect_cmd
+from sgsc_export.cli.export import export_cmd, inspect_cmd
 
 
 @pytest.mark.parametrize("cmd", [export_cmd, inspect_cmd])
@@ -89,6 +89,6 @@ def test_import_does_not_need_onnxruntime():
     import subprocess
     import sys
 
-    code = "import sys, converters, converters._cli; assert 'onnxruntime' not in sys.modules; print('ok')"
+    code = "import sys, converters, sgsc_export.cli.export; assert 'onnxruntime' not in sys.modules; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr

@@ -16,7 +16,7 @@ from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from converters import export, inspect_model
-from sgsc_export.artifact import CompressedModel
+from sgsc_export.artifact.compressed import CompressedModel
 from sgsc_export.errors import ArtifactError, ExportError
 
 PROFILES = ("portable", "compact", "ort-int8")

@@ -29,8 +29,8 @@ def _imports_torch(code: str) -> bool:
 
 def test_runtime_checks_itself_never_imports_torch():
     """With sgsc_export's package __init__ bypassed (only its errors module), runtime_checks stays torch-free."""
-    stub = ("import sys, types; p = types.ModuleType('sgsc_export'); p.__path__ = ['sgsc_export']; "
-            "sys.modules['sgsc_export'] = p; import runtime_checks, runtime_checks._cli")
+    stub = ("import sys, types; p = types.ModuleType('sgsc_export'); p.__path__ = ['sgsc_export']; p.__version__ = '0'; "
+            "sys.modules['sgsc_export'] = p; import runtime_checks, sgsc_export.cli.validate")
     assert not _imports_torch(stub)
 
 

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from runtime_checks._cli import validate_cmd
+from sgsc_export.cli.validate import validate_cmd
 from tests.runtime_checks.conftest import make_model, run_onnx, save_artifact_weights, weights_of, write_run
 
 FAST = ["--no-latency"]

@@ -241,7 +241,7 @@ def test_report_writing_that_fails_at_the_end_leaves_no_passed_report(passing, t
     ok, md = tmp_path / "ok.json", tmp_path / "ok.md"
     ok.write_text(json.dumps({"status": "passed", "passed": True}))  # an earlier run's verdict
 
-    import runtime_checks._cli as cli
+    import sgsc_export.cli.validate as cli
 
     def disk_full(items):
         raise OSError(28, "No space left on device")
@@ -388,7 +388,7 @@ def test_a_pipeline_rerun_that_errors_removes_the_reports_it_supersedes(tmp_path
     monkeypatch.undo()
 
     assert sgsc("pipeline", *args).exit_code in (0, 1) and report.is_file()
-    import sgsc_export.api as api
+    import sgsc_export.train.compress as api
 
     def user_code_exits(*a, **kw):
         sys.exit(0)

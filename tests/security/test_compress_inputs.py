@@ -171,7 +171,7 @@ def test_label_beyond_the_models_outputs(env):
 def test_absurd_label_refused_before_a_default_model_is_built(tmp_path):
     """10^12 classes would allocate terabytes in the default model's last layer: refused in the data check."""
     from sgsc_export import DataError
-    from sgsc_export.data import Split
+    from sgsc_export.datasets.images import Split
 
     g = _good()
     with pytest.raises(DataError, match="MAX_CLASSES"):
@@ -296,7 +296,7 @@ def test_out_of_range_options(env, args, needle):
 
 
 def test_out_that_cannot_be_created_is_refused_before_any_work(env, monkeypatch):
-    import sgsc_export.data as data
+    import sgsc_export.datasets.images as data
 
     def no_data(*a, **k):
         raise AssertionError("the data was loaded before --out was checked")
@@ -345,9 +345,9 @@ def test_pipeline_refuses_the_same_inputs(env):
 
 def test_the_python_api_refuses_too(tmp_path):
     from sgsc_export import CompressConfig, ConfigError, DataError, ModelError, compress
-    from sgsc_export.data import Split
+    from sgsc_export.datasets.images import Split
+    from sgsc_export.datasets.text import TextSplit
     from sgsc_export.models import build_model
-    from sgsc_export.text import TextSplit
 
     (tmp_path / "m.py").write_text(MODELS)
     g = _good()

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sgsc_export import ArtifactError, CompressedModel
-from sgsc_export.train import predict
+from sgsc_export.train.loop import predict
 
 
 def test_manifest_has_the_contract_keys(digits_artifact, digits_split):

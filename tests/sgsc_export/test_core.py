@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sgsc_export import core
+from sgsc_export.method import core
 
 
 def reference_q(w: np.ndarray, b: float, e: float) -> np.ndarray:

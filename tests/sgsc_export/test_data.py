@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sgsc_export import DataError, load_dataset
-from sgsc_export.data import load_mnist, read_idx
+from sgsc_export.datasets.images import load_mnist, read_idx
 
 MNIST_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist-t10k"
 

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from sgsc_export import CompressConfig, ConfigError, api, compress
+from sgsc_export import CompressConfig, ConfigError, compress
+from sgsc_export.train import compress as api
 from sgsc_export.models import digits_cnn
 
 SPEC = {"factory": "sgsc_export.models:digits_cnn", "kwargs": {"num_classes": 10}}

@@ -5,8 +5,7 @@ import json
 from click.testing import CliRunner
 
 from sgsc_export.cli import main
-
-from ..conftest import NAMES_DIR, names_subset
+from tests.conftest import NAMES_DIR, names_subset
 
 
 def test_compress_text_dataset_with_preservation_file(tmp_path):

@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from sgsc_export import CompressConfig, QConv1d, QConv2d, QLinear, prepare_
-from sgsc_export.nn import quantized_layers
-from sgsc_export.train import make_optimizer
+from sgsc_export.method.nn import quantized_layers
+from sgsc_export.train.loop import make_optimizer
 
 
 class Mixed(nn.Module):

@@ -5,13 +5,13 @@ from torch import nn
 
 from sgsc_export import ConfigError, DataError, PreservationSetSelector
 from sgsc_export.models import digits_cnn
-from sgsc_export.preservation import default_size
+from sgsc_export.preservation.images import default_size
 
 
 @pytest.fixture(scope="module")
 def trained(digits_split):
     from sgsc_export import CompressConfig
-    from sgsc_export.train import train_float
+    from sgsc_export.train.loop import train_float
 
     torch.manual_seed(0)
     m = digits_cnn()

@@ -2,10 +2,10 @@ import torch
 from torch import nn
 
 from sgsc_export import CompressConfig, prepare_
-from sgsc_export.graph import find_links, fold_batchnorm_
-from sgsc_export.nn import quantized_layers
-from sgsc_export.objective import size_term, stored_size_bits
-from sgsc_export.pruning import refresh_in_alive_, remove_dead_channels_
+from sgsc_export.method.graph import find_links, fold_batchnorm_
+from sgsc_export.method.nn import quantized_layers
+from sgsc_export.method.objective import size_term, stored_size_bits
+from sgsc_export.method.pruning import refresh_in_alive_, remove_dead_channels_
 
 
 def chain():
@@ -120,7 +120,7 @@ def test_sigmoid_breaks_the_chain():
 
 
 def test_revive_writes_data_not_a_tracked_leaf():
-    from sgsc_export.pruning import revive_
+    from sgsc_export.method.pruning import revive_
 
     m = nn.Sequential(nn.Linear(3, 6))
     prepare_(m)

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from sgsc_export import DataError, load_dataset
-from sgsc_export.charlm import char_transformer
-from sgsc_export.preservation_text import TextPreservationSelector
+from sgsc_export.datasets.text import encode_items, with_preservation_file
+from sgsc_export.models.charlm import char_transformer
+from sgsc_export.preservation.text import TextPreservationSelector
 from sgsc_export.tasks import PAD
-from sgsc_export.text import encode_items, with_preservation_file
 
 NAMES = Path(__file__).resolve().parents[3] / "shared" / "data" / "names"
 

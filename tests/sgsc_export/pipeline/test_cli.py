@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sgsc_export.pipeline.config import tomllib
-
-from ..conftest import run_cli
+from sgsc_export.cli.pipeline.config import tomllib
+from tests.sgsc_export.conftest import run_cli
 
 COMMANDS = ["compress", "export", "inspect", "validate", "pipeline", "config"]
 
@@ -26,7 +25,7 @@ def test_every_command_has_help(name):
 
 
 def test_pipeline_help_names_every_key_and_variable():
-    from sgsc_export.pipeline.config import PipelineConfig, env_name, option_name
+    from sgsc_export.cli.pipeline.config import PipelineConfig, env_name, option_name
 
     text = " ".join(run_cli("pipeline", "--help").output.split())
     for key in PipelineConfig.__dataclass_fields__:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from sgsc_export.cli.pipeline.config import PipelineConfig, load_toml, resolve_config, to_toml
 from sgsc_export.errors import ConfigError
-from sgsc_export.pipeline.config import PipelineConfig, load_toml, resolve_config, to_toml
 
 
 def test_defaults_and_preset():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..conftest import TOY_ARGS, run_cli
+from tests.sgsc_export.conftest import TOY_ARGS, run_cli
 
 
 def test_outputs_and_summary(toy_run):
@@ -57,7 +57,7 @@ def test_force_redoes_everything(toy_run, tmp_path):
 
 
 def test_ctrl_c_keeps_the_last_checkpoint_and_resume_continues(tmp_path, monkeypatch):
-    import sgsc_export.api as api
+    import sgsc_export.train.compress as api
 
     real, calls = api.save_checkpoint, []
 
@@ -89,7 +89,7 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_resume_continues(tmp_path, monkeyp
 
 
 def test_ctrl_c_before_the_first_checkpoint(tmp_path, monkeypatch):
-    import sgsc_export.api as api
+    import sgsc_export.train.compress as api
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

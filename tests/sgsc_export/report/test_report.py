@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from sgsc_export.report import FIGURES
+from sgsc_export.cli.report import FIGURES
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

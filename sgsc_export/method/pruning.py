@@ -1,0 +1,146 @@
+"""Pruning for real: zero-bit channels leave the tensors, with the consumer's matching inputs.
+
+A zero-bit channel outputs exactly 0 (its bias is masked, see :mod:`sgsc_export.method.nn`), and every step on the
+link between producer and consumer maps 0 to 0, so removing the channel and the consumer's inputs that read it
+leaves the network's output unchanged. A BatchNorm on the link is sliced with it. Channels without an
+unambiguous consumer stay in place as masked zero-bit channels.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sgsc_export.method.graph import Link
+from sgsc_export.method.heads import refresh_head_in_alive_
+from sgsc_export.method.nn import is_quantized, quantized_layers
+
+__all__ = ["refresh_in_alive_", "remove_dead_channels_", "revive_", "slice_like", "Plan"]
+
+
+def slice_like(t: torch.Tensor, slicings: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
+    """Apply a tensor's slicings from a removal plan to another tensor of the same shape (optimiser state)."""
+    for dim, index in slicings:
+        t = t.index_select(dim, index)
+    return t.clone()
+
+
+def _alive(m: nn.Module) -> torch.Tensor:
+    if is_quantized(m):
+        return m.channel_alive()
+    return torch.ones(m.weight.shape[0], dtype=torch.bool, device=m.weight.device)
+
+
+def refresh_in_alive_(model: nn.Module, links: dict[str, Link]) -> None:
+    """Mark, in each consumer's ``in_alive``, the input slots that read a live producer channel (attention output
+    projections included, see :mod:`sgsc_export.method.heads`)."""
+    for link in links.values():
+        consumer = model.get_submodule(link.consumer)
+        if is_quantized(consumer):
+            alive = _alive(model.get_submodule(link.producer)).to(consumer.in_alive.dtype)
+            consumer.in_alive.copy_(alive.repeat_interleave(link.per_channel))
+    refresh_head_in_alive_(model)
+
+
+Plan = dict[str, list[tuple[int, torch.Tensor]]]  # qualified tensor name → [(dim, kept indices), ...]
+
+
+def _slice_param(module: nn.Module, name: str, index: torch.Tensor, dim: int, plan: Plan | None = None,
+                 prefix: str = "") -> None:
+    t = getattr(module, name, None)
+    if t is None:
+        return
+    if plan is not None:
+        key = f"{prefix}.{name}" if prefix else name
+        plan.setdefault(key, []).append((dim, index))  # a layer can be sliced as producer and as consumer
+    new = t.detach().index_select(dim, index).clone()
+    if isinstance(t, nn.Parameter):
+        setattr(module, name, nn.Parameter(new, requires_grad=t.requires_grad))
+    else:
+        module.register_buffer(name, new)
+
+
+def load_state_resizing_(model: nn.Module, state: dict[str, torch.Tensor], trainable: bool = True) -> None:
+    """Load a state dict whose tensors may be smaller than the model's (channels removed), in place.
+
+    Each tensor replaces the model's own; Conv/Linear/BatchNorm size attributes follow the new shapes.
+    """
+    for key, value in state.items():
+        owner_name, _, attr = key.rpartition(".")
+        owner = model.get_submodule(owner_name)
+        if attr in owner._buffers:
+            owner._buffers[attr] = value.detach().clone()
+        else:
+            grad = trainable and value.is_floating_point()
+            owner._parameters[attr] = nn.Parameter(value.detach().clone(), requires_grad=grad)
+        w = owner._parameters.get("weight")
+        if isinstance(owner, (nn.Conv1d, nn.Conv2d)) and w is not None:
+            owner.out_channels, owner.in_channels = w.shape[0], w.shape[1] * owner.groups
+        elif isinstance(owner, nn.Linear) and w is not None:
+            owner.out_features, owner.in_features = w.shape
+        elif isinstance(owner, (nn.BatchNorm1d, nn.BatchNorm2d)) and attr == "running_mean":
+            owner.num_features = value.shape[0]
+
+
+@torch.no_grad()
+def remove_dead_channels_(model: nn.Module, links: dict[str, Link], only: dict[str, torch.Tensor] | None = None,
+                          plan: Plan | None = None) -> dict[str, int]:
+    """Physically remove zero-bit channels that have an unambiguous consumer. Returns name → channels removed.
+
+    ``only`` restricts removal to the given channels of each producer (bool masks; default: every zero-bit
+    channel). ``plan``, when given, receives the slicing of every tensor touched, so that optimiser state can
+    be sliced the same way.
+    """
+    removed: dict[str, int] = {}
+    for name, link in links.items():
+        producer = model.get_submodule(name)
+        alive = _alive(producer)
+        if only is not None:
+            alive = alive | ~only.get(name, torch.zeros_like(alive))
+        if bool(alive.all()) or not bool(alive.any()):
+            continue  # nothing to remove, or removing everything would leave an empty tensor
+        keep = torch.nonzero(alive).reshape(-1)
+        for p in ("weight", "bias", "b", "e"):
+            _slice_param(producer, p, keep, 0, plan, name)
+        if isinstance(producer, nn.Linear):
+            producer.out_features = len(keep)
+        else:
+            producer.out_channels = len(keep)
+        for bn_name in link.through:
+            bn = model.get_submodule(bn_name)
+            for p in ("weight", "bias", "running_mean", "running_var"):
+                _slice_param(bn, p, keep, 0, plan, bn_name)
+            bn.num_features = len(keep)
+        consumer = model.get_submodule(link.consumer)
+        cols = (keep[:, None] * link.per_channel + torch.arange(link.per_channel, device=keep.device)).reshape(-1)
+        _slice_param(consumer, "weight", cols, 1, plan, link.consumer)
+        if is_quantized(consumer):
+            _slice_param(consumer, "in_alive", cols, 0)
+        if isinstance(consumer, nn.Linear):
+            consumer.in_features = len(cols)
+        else:
+            consumer.in_channels = len(cols)
+        removed[name] = int((~alive).sum())
+    return removed
+
+
+@torch.no_grad()
+def revive_(model: nn.Module, names: list[str], fraction: float, bits: float,
+            generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Give ``fraction`` (at least one) of the zero-bit channels of each named layer ``bits`` bits again.
+
+    Writes into the parameters' data under ``no_grad`` (never into a leaf autograd tracks). Returns
+    name → indices of the revived channels.
+    """
+    revived: dict[str, torch.Tensor] = {}
+    layers = quantized_layers(model)
+    for name in names:
+        layer = layers[name]
+        dead = torch.nonzero(~layer.channel_alive()).reshape(-1)
+        if len(dead) == 0:
+            continue
+        n = max(1, round(len(dead) * fraction))
+        pick = dead[torch.randperm(len(dead), generator=generator)[:n]]
+        layer.b.view(-1)[pick] = bits
+        revived[name] = pick
+    return revived

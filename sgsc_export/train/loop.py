@@ -1,0 +1,385 @@
+"""The loops: float reference training, and compression with restore, checkpoints and an optional fine-tune.
+
+Compression trains weights at ``lr`` and (b, e) in their own Adam group at ``lr_bits``/``eps_bits`` with no
+weight decay. Every ``restore_every`` steps the preservation accuracy is measured on the whole preservation set;
+when it falls more than τ below its best, a fraction of the zero-bit channels of the layers that lost channels
+since the best are revived (inside ``torch.no_grad()``, on the parameter's data — never into a leaf that
+autograd tracks). A checkpoint of everything needed to continue — model, optimiser, step, generator, history —
+is written atomically every ``checkpoint_every`` steps; ``resume`` continues it bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sgsc_export._io import write_atomic
+from sgsc_export.config import CompressConfig
+from sgsc_export.errors import ArtifactError, ModelError
+from sgsc_export.method.graph import Link
+from sgsc_export.method.nn import quantized_layers
+from sgsc_export.method.objective import sgsc_loss, size_term, stored_size_bits
+from sgsc_export.method.pruning import Plan, refresh_in_alive_, remove_dead_channels_, revive_, slice_like
+from sgsc_export.tasks import CLASSIFICATION, Task
+
+__all__ = ["TrainState", "accuracy", "compress_loop", "load_checkpoint", "predict", "save_checkpoint", "train_float"]
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = 512) -> np.ndarray:
+    """Logits of ``model`` in eval mode, float32 numpy.
+
+    The input is copied with canonical strides first: numpy may give a size-1 channel axis a stride that
+    makes torch see a channels-last tensor and pick another convolution kernel, which changes the last bits
+    of the result. With the copy, the same values always give the same logits.
+    """
+    was = model.training
+    model.eval()
+    xt = torch.as_tensor(x).clone(memory_format=torch.contiguous_format)
+    out = [model(xt[s : s + batch_size]) for s in range(0, len(xt), batch_size)]
+    model.train(was)
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+    return float((logits.argmax(1) == y).mean()) if len(y) else float("nan")
+
+
+def _progress(total: int, desc: str, enabled: bool, initial: int = 0):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, initial=initial, leave=False, dynamic_ncols=True)
+
+
+def _forward(model: nn.Module, x: torch.Tensor, what: str) -> torch.Tensor:
+    """``model(x)`` in a training loop; the user's model failing there is one line naming the batch, not a
+    traceback (``api.check_inputs`` ran it once in eval mode already, so this is a training-only failure)."""
+    try:
+        return model(x)
+    except Exception as exc:  # noqa: BLE001 - the user's forward
+        lines = str(exc).strip().splitlines()
+        why = f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+        hint = ""
+        if len(x) == 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            hint = ("; a BatchNorm layer cannot train on a batch of one sample: change the batch size, the number of "
+                    "training samples or --preservation-size (at least 2)")
+        raise ModelError(f"the model failed in {what} on a batch of shape {tuple(x.shape)}: {why}{hint}") from None
+
+
+def train_float(model: nn.Module, x: np.ndarray, y: np.ndarray, config: CompressConfig, progress: bool = False,
+                task: Task = CLASSIFICATION) -> None:
+    """Train the float reference model in place: Adam, ``float_epochs`` epochs, cosine learning rate."""
+    g = torch.Generator().manual_seed(config.seed)
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    steps_per_epoch = max(1, int(np.ceil(len(xt) / config.batch_size)))
+    total = config.float_epochs * steps_per_epoch
+    if total == 0:
+        return
+    opt = torch.optim.Adam(model.parameters(), lr=config.float_lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
+    model.train()
+    with _progress(total, "float", progress) as bar:
+        for _ in range(config.float_epochs):
+            perm = torch.randperm(len(xt), generator=g)
+            for s in range(0, len(xt), config.batch_size):
+                idx = perm[s : s + config.batch_size]
+                xb, yb = task.trim(xt[idx], yt[idx])
+                loss = task.loss(_forward(model, xb, "float training"), yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+
+
+@dataclass
+class TrainState:
+    """What the compression loop carries between steps and across a checkpoint."""
+
+    step: int = 0
+    best_preservation: float = -1.0
+    best_alive: dict[str, int] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    restores: list[dict[str, Any]] = field(default_factory=list)
+    dead_prev: dict[str, list[bool]] = field(default_factory=dict)
+    removed: dict[str, int] = field(default_factory=dict)
+
+
+def _param_groups(model: nn.Module, config: CompressConfig) -> list[dict[str, Any]]:
+    layers = quantized_layers(model).values()
+    b_params = [layer.b for layer in layers]
+    e_params = [layer.e for layer in layers]
+    be_ids = {id(p) for p in b_params + e_params}
+    if not config.learn_bits:  # fixed-bit QAT: b is a constant, only e learns
+        for p in b_params:
+            p.requires_grad_(False)
+        b_params = []
+    weights = [p for p in model.parameters() if id(p) not in be_ids]
+    groups = [{"params": weights, "lr": config.lr, "weight_decay": config.weight_decay}]
+    if config.lr_exponent is None:
+        groups.append({"params": b_params + e_params, "lr": config.lr_bits, "eps": config.eps_bits, "weight_decay": 0.0})
+    else:
+        groups.append({"params": b_params, "lr": config.lr_bits, "eps": config.eps_bits, "weight_decay": 0.0})
+        groups.append({"params": e_params, "lr": config.lr_exponent, "eps": config.eps_bits, "weight_decay": 0.0})
+    return [g for g in groups if g["params"]]
+
+
+def make_optimizer(model: nn.Module, config: CompressConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(_param_groups(model, config))
+
+
+@torch.no_grad()
+def _reset_moments(optimizer: torch.optim.Optimizer, layers: dict[str, nn.Module],
+                   revived: dict[str, torch.Tensor]) -> None:
+    """Forget Adam's moments of revived bit-depths, so the momentum that killed them does not at once again."""
+    for name, idx in revived.items():
+        st = optimizer.state.get(layers[name].b)
+        for key in ("exp_avg", "exp_avg_sq"):
+            if st and key in st:
+                st[key].view(-1)[idx] = 0.0
+
+
+def _cosine_lr(config: CompressConfig, step: int) -> float:
+    """Weights' learning rate at ``step``: a cosine from ``lr`` to ``lr · lr_min_factor`` per phase (stateless)."""
+    start, length = (0, config.steps) if step < config.steps else (config.steps, config.finetune_steps)
+    t = (step - start) / max(1, length)
+    lo = config.lr * config.lr_min_factor
+    return float(lo + (config.lr - lo) * 0.5 * (1 + np.cos(np.pi * t)))
+
+
+def _alive_counts(model: nn.Module) -> dict[str, int]:
+    return {n: int(layer.channel_alive().sum()) for n, layer in quantized_layers(model).items()}
+
+
+def _prune_during_training(model: nn.Module, links: dict[str, Link], optimizer: torch.optim.Optimizer,
+                           config: CompressConfig, state: TrainState) -> torch.optim.Optimizer:
+    """Remove channels dead at this check and the previous one; carry the optimiser state over, sliced."""
+    layers = quantized_layers(model)
+    only = {}
+    for name, layer in layers.items():
+        dead = ~layer.channel_alive()
+        prev = state.dead_prev.get(name)
+        if prev is not None and len(prev) == len(dead):
+            only[name] = dead & torch.tensor(prev, dtype=torch.bool)
+    old_params = dict(model.named_parameters())
+    plan: Plan = {}
+    removed = remove_dead_channels_(model, links, only, plan)
+    if removed:
+        new_opt = make_optimizer(model, config)
+        for g_new, g_old in zip(new_opt.param_groups, optimizer.param_groups):
+            g_new["lr"] = g_old["lr"]
+        for name, p in model.named_parameters():
+            old = optimizer.state.get(old_params[name])
+            if old:
+                new_opt.state[p] = {k: (slice_like(v, plan[name]) if name in plan and torch.is_tensor(v)
+                                        and v.shape == old_params[name].shape else v) for k, v in old.items()}
+        optimizer = new_opt
+        refresh_in_alive_(model, links)
+        for name, n in removed.items():
+            state.removed[name] = state.removed.get(name, 0) + n
+    state.dead_prev = {name: (~layer.channel_alive()).tolist() for name, layer in quantized_layers(model).items()}
+    return optimizer
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Atomic ``torch.save``: never a half-written checkpoint, Ctrl-C included."""
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    write_atomic(path, buf.getvalue())
+
+
+def _is_tensor_dict(d: Any) -> bool:
+    return isinstance(d, dict) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in d.items())
+
+
+def _checkpoint_problem(ckpt: Any) -> str | None:
+    """What is wrong with the structure of a loaded checkpoint (None: it has the shape ``compress`` writes)."""
+    if not isinstance(ckpt, dict):
+        return f"it holds a {type(ckpt).__name__}, not a dict"
+    expected = {"float_state", "model_state", "optimizer", "generator", "train_state", "config", "preservation"}
+    if set(ckpt) != expected:
+        return f"its keys are {sorted(map(str, ckpt))[:8]}, expected {sorted(expected)}"
+    if not (_is_tensor_dict(ckpt["float_state"]) and _is_tensor_dict(ckpt["model_state"])):
+        return "float_state/model_state are not state dicts"
+    opt = ckpt["optimizer"]
+    if not (isinstance(opt, dict) and isinstance(opt.get("state"), dict) and isinstance(opt.get("param_groups"), list)):
+        return "optimizer is not an optimizer state dict"
+    gen = ckpt["generator"]
+    if not (torch.is_tensor(gen) and gen.dtype == torch.uint8 and gen.dim() == 1):
+        return "generator is not a generator state"
+    if not isinstance(ckpt["config"], str):
+        return "config is not JSON text"
+    pres = ckpt["preservation"]
+    if not (_is_tensor_dict(pres) and set(pres) == {"indices", "labels", "scores", "criteria"}
+            and all(pres[k].dim() == 1 for k in ("indices", "criteria"))
+            and not any(pres[k].is_floating_point() for k in ("indices", "labels", "criteria"))
+            and pres["scores"].is_floating_point()):
+        return "preservation is not the preservation set's indices, labels, scores and criteria"
+    st = ckpt["train_state"]
+    fields = {f.name for f in dataclasses.fields(TrainState)}
+    if not isinstance(st, dict) or set(st) != fields:
+        return "train_state has other fields than a TrainState"
+    types = {"step": int, "best_preservation": (int, float), "best_alive": dict, "history": list, "restores": list,
+             "dead_prev": dict, "removed": dict}
+    if any(isinstance(st[k], bool) or not isinstance(st[k], t) for k, t in types.items()):
+        return "train_state has a field of the wrong type"
+    if not all(isinstance(k, str) and isinstance(v, int) for k, v in st["removed"].items()):
+        return "train_state.removed is not layer name → channel count"
+    return None
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint that ``save_checkpoint`` wrote, read with ``weights_only=True`` (no object is unpickled) and
+    checked for the structure ``compress`` expects; anything else is an ``ArtifactError``, one line."""
+    from sgsc_export.models import load_untrusted
+
+    try:
+        ckpt = load_untrusted(path)
+    except ValueError as exc:
+        raise ArtifactError(f"--resume: the checkpoint {path} cannot be read ({exc}); it is corrupt or not an sgsc "
+                            "checkpoint: delete it and run without --resume") from None
+    problem = _checkpoint_problem(ckpt)
+    if problem is not None:
+        raise ArtifactError(f"--resume: the checkpoint {path} is not an sgsc checkpoint ({problem}); delete it and "
+                            "run without --resume")
+    return ckpt
+
+
+# the largest teacher-logit table kept in memory; above it the teacher runs on every batch instead
+TEACHER_TABLE_BYTES = 256 * 2**20
+
+
+def teacher_table(teacher: nn.Module, x: torch.Tensor, config: CompressConfig, task: Task,
+                  steps: int) -> torch.Tensor | None:
+    """The frozen teacher's logits for every training sample, computed once, in chunks of the training batch size.
+
+    Indexing the table gives what ``teacher(x[idx])`` gives (eval mode: a sample's logits do not depend on its
+    batch; bit for bit on the benchmark machine, whose rerun units wrote byte-identical files), so the distillation
+    term costs one pass over the data instead of one teacher forward per step: on the MNIST preset that pass is 8,000
+    samples against 256,000 (`python -m benchmarks.teacher_table`: 300 against 376 CPU-s for a 4-bit QAT unit).
+    ``None`` where it would not pay (the run sees no more samples than the table would hold), would not fit
+    (``TEACHER_TABLE_BYTES``), or the task reshapes batches (``Task.per_sample_logits``).
+    """
+    bs = config.batch_size
+    if not task.per_sample_logits or len(x) == 0 or len(x) >= steps * bs:
+        return None
+    with torch.no_grad():
+        first = teacher(x[:bs])
+        if len(x) * first[0].numel() * first.element_size() > TEACHER_TABLE_BYTES:
+            return None
+        return torch.cat([first] + [teacher(x[i:i + bs]) for i in range(bs, len(x), bs)])
+
+
+def compress_loop(
+    model: nn.Module,
+    links: dict[str, Link],
+    n_start: int,
+    x: np.ndarray,
+    y: np.ndarray,
+    x_pres: np.ndarray,
+    y_pres: np.ndarray,
+    config: CompressConfig,
+    *,
+    optimizer: torch.optim.Optimizer,
+    state: TrainState,
+    generator: torch.Generator,
+    checkpoint: Any = None,
+    progress: bool = False,
+    teacher: nn.Module | None = None,
+    task: Task = CLASSIFICATION,
+) -> tuple[TrainState, torch.optim.Optimizer]:
+    """Run compression steps ``state.step .. steps + finetune_steps`` on a prepared model, in place.
+
+    ``checkpoint(state, optimizer)`` is called every ``checkpoint_every`` steps (the caller decides what to
+    save). Pruning during training replaces the optimiser; the one in use at the end is ``state``'s caller's
+    to fetch through the return value.
+    ``teacher`` is the float reference (eval mode) for the optional distillation term; ``task`` scores the
+    predictions (loss, preservation accuracy).
+    """
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    xp, yp = torch.as_tensor(x_pres), torch.as_tensor(y_pres)
+    fp32_bits = 32 * n_start
+    total_steps = config.steps + config.finetune_steps
+    layers = quantized_layers(model)
+    distill = teacher is not None and config.distill > 0
+    table = teacher_table(teacher, xt, config, task, total_steps - state.step) if distill else None
+    model.train()
+    refresh_in_alive_(model, links)
+    with _progress(total_steps, "compress", progress, initial=state.step) as bar:
+        while state.step < total_steps:
+            finetune = state.step >= config.steps
+            optimizer.param_groups[0]["lr"] = _cosine_lr(config, state.step)
+            for layer in layers.values():
+                layer.b.requires_grad_(not finetune)
+            idx = torch.randint(len(xt), (config.batch_size,), generator=generator)
+            pidx = torch.randint(len(xp), (min(config.preservation_batch_size, len(xp)),), generator=generator)
+            xb, yb = task.trim(xt[idx], yt[idx])
+            xpb, ypb = task.trim(xp[pidx], yp[pidx])
+            logits = _forward(model, xb, "compression")
+            teacher_logits = None
+            if table is not None:
+                teacher_logits = table[idx]
+            elif distill:
+                with torch.no_grad():
+                    teacher_logits = teacher(xb)
+            q = size_term(model, n_start)
+            pres_logits = _forward(model, xpb, "compression (preservation batch)") if config.lam > 0 else None
+            warm = min(1.0, (state.step + 1) / max(1.0, config.gamma_warmup * config.steps))
+            gamma = 0.0 if finetune else config.gamma * warm
+            parts = sgsc_loss(logits, yb, q, gamma, config.lam, pres_logits, ypb,
+                              teacher_logits, config.distill, config.distill_temperature, task)
+            optimizer.zero_grad(set_to_none=True)
+            parts.total.backward()
+            optimizer.step()
+            with torch.no_grad():
+                for layer in layers.values():
+                    layer.b.clamp_(-1.0, config.max_bits)
+            refresh_in_alive_(model, links)
+            state.step += 1
+            bar.update(1)
+
+            if state.step % config.restore_every == 0 or state.step == total_steps:
+                pres_acc = task.accuracy(predict(model, xp), y_pres)
+                bits = stored_size_bits(model)
+                record = {
+                    "step": state.step, "loss": parts.total.item(), "task_loss": parts.task, "q": parts.q,
+                    "preservation_loss": parts.preservation,
+                    "train_accuracy": task.batch_accuracy(logits, yb),
+                    "preservation_accuracy": pres_acc, "quantized_bits": bits,
+                    "avg_bits": bits / n_start, "ratio": bits / fp32_bits, "alive": _alive_counts(model),
+                    "finetune": finetune,
+                }
+                state.history.append(record)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", pres=f"{pres_acc:.3f}",
+                                bits=f"{record['avg_bits']:.2f}", ratio=f"{record['ratio']:.4f}")
+                if pres_acc >= state.best_preservation:
+                    state.best_preservation = pres_acc
+                    state.best_alive = record["alive"]
+                elif (not finetune and config.restore_fraction > 0
+                      and pres_acc < state.best_preservation - config.restore_tolerance):
+                    lost = [n for n, k in record["alive"].items() if k < state.best_alive.get(n, k)]
+                    revived = revive_(model, lost, config.restore_fraction, config.restore_bits, generator)
+                    if revived:
+                        _reset_moments(optimizer, layers, revived)
+                        refresh_in_alive_(model, links)
+                        state.restores.append({"step": state.step, "preservation_accuracy": pres_acc,
+                                               "best": state.best_preservation,
+                                               "revived": {n: len(i) for n, i in revived.items()}})
+            if not finetune and state.step % config.prune_every == 0:
+                optimizer = _prune_during_training(model, links, optimizer, config, state)
+                layers = quantized_layers(model)
+            if checkpoint is not None and state.step % config.checkpoint_every == 0 and state.step < total_steps:
+                checkpoint(state, optimizer)
+    for layer in layers.values():
+        layer.b.requires_grad_(True)
+    model.eval()
+    return state, optimizer

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from sgsc_export import CompressConfig, ConfigError, compress
-from sgsc_export.train import compress as api
 from sgsc_export.models import digits_cnn
+from sgsc_export.train import compress as api
 
 SPEC = {"factory": "sgsc_export.models:digits_cnn", "kwargs": {"num_classes": 10}}
 SMALL = dict(steps=60, float_epochs=1, restore_every=10, checkpoint_every=30, prune_every=10, seed=5, gamma=1.0)

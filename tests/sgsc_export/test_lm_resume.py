@@ -6,9 +6,9 @@ import json
 import pytest
 
 from sgsc_export import CompressConfig, compress, load_dataset
-from sgsc_export.train import compress as api
 from sgsc_export.datasets.text import with_preservation_file
 from sgsc_export.models.charlm import char_transformer
+from sgsc_export.train import compress as api
 from tests.conftest import NAMES_DIR, names_subset
 
 KW = {"vocab_size": 27, "context": 32, "n_embd": 16, "n_head": 2, "n_layer": 1}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from sgsc_export.train import loop as train
 from sgsc_export.config import CompressConfig
 from sgsc_export.models import mnist_cnn
 from sgsc_export.tasks import CLASSIFICATION, LANGUAGE_MODEL
+from sgsc_export.train import loop as train
 
 
 def _teacher() -> torch.nn.Module:

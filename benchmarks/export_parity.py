@@ -31,6 +31,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from converters import PROFILE_NAMES
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -38,7 +40,7 @@ from converters import export  # noqa: E402
 from converters._torch_export import export_float  # noqa: E402
 from sgsc_export.artifact.compressed import CompressedModel  # noqa: E402
 
-PROFILES = ("portable", "compact", "ort-int8")
+PROFILES = PROFILE_NAMES
 LEVELS = {"disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
 
 

@@ -15,11 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from converters import export
+from converters import PROFILE_NAMES, export
 from runtime_checks import EvalData, validate
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-PROFILES = ("portable", "compact", "ort-int8")
+PROFILES = PROFILE_NAMES
 
 
 def run(artifact: Path) -> list[dict]:

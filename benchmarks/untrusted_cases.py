@@ -26,8 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from converters import PROFILE_NAMES
+
 ART_FILES = ("model.safetensors", "quant.safetensors", "preservation.npz", "eval.npz")
-PROFILES = ("portable", "compact", "ort-int8")
+PROFILES = PROFILE_NAMES
 TOY = ["--steps", "60", "--finetune-steps", "10", "--float-epochs", "2", "--quiet"]
 PIPE = TOY + ["--profiles", "portable", "--no-latency", "--no-report", "--max-accuracy-drop", "100"]
 TAMPER_AGREEMENT = 0.95  # a tampered file keeps this top-1 agreement; its cases gate at --min-agreement 0.9

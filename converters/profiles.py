@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from converters import PROFILE_NAMES
 from converters import passes as P
 from sgsc_export.errors import ExportError
 
@@ -30,6 +31,7 @@ PROFILES: dict[str, Profile] = {
     "ort-int8": Profile("ort-int8", (P.locate_weights, P.weights_to_int8, P.activation_qdq, *_TAIL,
                                      P.report_fusion, P.add_metadata, P.check_model), needs_calibration=True),
 }
+assert tuple(PROFILES) == PROFILE_NAMES, "converters.PROFILE_NAMES lists the profiles defined here"
 
 
 def get_profile(name: str) -> Profile:

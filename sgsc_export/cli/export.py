@@ -10,11 +10,11 @@ import sys
 
 import click
 
+from converters import PROFILE_NAMES
 from sgsc_export.errors import SGSCError, user_code_exit
 
 __all__ = ["export_cmd", "inspect_cmd"]
 
-_PROFILES = ("portable", "compact", "ort-int8")
 
 
 def _fail(exc: SGSCError) -> None:
@@ -24,7 +24,7 @@ def _fail(exc: SGSCError) -> None:
 
 @click.command("export")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=str))
-@click.option("--profile", type=click.Choice(_PROFILES), default="portable", show_default=True,
+@click.option("--profile", type=click.Choice(PROFILE_NAMES), default="portable", show_default=True,
               help="portable: INT2/INT4/INT8 containers; compact: exact bits, unpacked in-graph; "
                    "ort-int8: INT8 + activation QDQ for onnxruntime's integer kernels.")
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=str),

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from converters import PROFILE_NAMES
 from sgsc_export.config import MAX_STEPS, SEED_MAX, _check
 from sgsc_export.errors import ConfigError
 
@@ -28,7 +29,7 @@ __all__ = ["ENV_PREFIX", "PROFILES", "PipelineConfig", "env_name", "load_toml", 
            "to_toml"]
 
 ENV_PREFIX = "SGSC_"
-PROFILES = ("portable", "compact", "ort-int8")  # converters.PROFILES; repeated here to stay import-free
+PROFILES = PROFILE_NAMES
 PROVIDERS = ("cpu", "cuda", "tensorrt")
 OPT_LEVELS = ("disabled", "basic", "extended", "all")
 

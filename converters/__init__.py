@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 PROFILE_NAMES: tuple[str, ...] = ("portable", "compact", "ort-int8")
 
 _EXPORTS = {
-    "ExportResult": "converters.export",
-    "export": "converters.export",
-    "inspect_model": "converters.export",
+    "ExportResult": "converters.exporter",
+    "export": "converters.exporter",
+    "inspect_model": "converters.exporter",
     "pack_channels": "converters.packing",
     "pack_container": "converters.packing",
     "unpack_channels": "converters.packing",
@@ -39,6 +39,6 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from converters.export import ExportResult, export, inspect_model
+    from converters.exporter import ExportResult, export, inspect_model
     from converters.packing import pack_channels, pack_container, unpack_channels, unpack_container
     from converters.profiles import PROFILES

@@ -41,7 +41,7 @@ def export_cmd(directory: str, profile: str, output: str, model_spec: str | None
     An artifact never runs code by itself: a user's model file runs only when named with --model or trusted
     with --trust-model-code, and only if its SHA-256 is the one recorded at compression.
     """
-    from converters.export import export
+    from converters.exporter import export
     from sgsc_export._io import artifact_files, check_outputs
 
     try:

@@ -309,7 +309,7 @@ def test_an_exception_in_user_code_is_one_line_naming_its_type(tmp_path, user_mo
 
 
 def test_sys_exit_while_exporting_is_an_error(artifact, tmp_path, monkeypatch):
-    export = importlib.import_module("converters.export")  # the module (the package re-exports its function)
+    export = importlib.import_module("converters.exporter")  # the module (the package re-exports its function)
 
     def user_code_exits(*args, **kwargs):  # what a user's factory or forward does while the module is rebuilt
         sys.exit(0)
@@ -328,7 +328,7 @@ def test_ctrl_c_is_130_for_every_command(passing, artifact, tmp_path, monkeypatc
     import converters.inspection as inspection
     import runtime_checks.runner as runner
 
-    export = importlib.import_module("converters.export")
+    export = importlib.import_module("converters.exporter")
 
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt

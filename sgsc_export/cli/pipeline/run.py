@@ -125,7 +125,7 @@ def _compress(cfg: PipelineConfig, out: Path, cache: StageCache, echo: Echo) -> 
 
 
 def _export(cfg: PipelineConfig, out: Path, cache: StageCache, profile: str) -> StageRun:
-    from converters.export import TOOLCHAIN_VERSION
+    from converters.exporter import TOOLCHAIN_VERSION
 
     onnx_path, table_path = out / "onnx" / f"{profile}.onnx", out / "onnx" / f"{profile}.json"
     key = hash_json({"manifest": file_sha256(out / "manifest.json"), "profile": profile,

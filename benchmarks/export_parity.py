@@ -1,15 +1,17 @@
 """Export parity, size and speed of every profile, on real artifacts (issue 3's acceptance).
 
-    .venv/bin/python benchmarks/export_parity.py ARTIFACT_DIR [ARTIFACT_DIR ...] [--out benchmarks/results/...]
+    .venv/bin/python benchmarks/export_parity.py ARTIFACT_DIR [ARTIFACT_DIR ...]
+        [--out benchmarks/results/...]
 
 For each artifact: exports portable / compact / ort-int8 (twice, to check byte-identical files), then
 
-* parity: onnxruntime CPU, optimisations disabled and ORT_ENABLE_ALL with the safe options, against the compressed
-  PyTorch logits stored in eval.npz, on 100% of the test and preservation samples: same top-1 and
-  max|Δlogit| ≤ 1e-4·max|logit| (portable, compact); top-1 agreement ≥ 99.5% and accuracy within 0.3 pp (ort-int8);
+* parity: onnxruntime CPU, optimisations disabled and ORT_ENABLE_ALL with the safe options, against the
+  compressed PyTorch logits stored in eval.npz, on 100% of the test and preservation samples: same top-1 and
+  max|Δlogit| ≤ 1e-4·max|logit| (portable, compact); top-1 agreement ≥ 99.5% and accuracy within 0.3 pp
+  (ort-int8);
 * size: compact ≤ 1.10 × (Σ learned bits / 8 + scale bytes) + 8 KiB; every file against the float ONNX files —
-  the model as defined by its factory (unpruned, BatchNorm kept: what the user exports today) and the deployable
-  module in float (pruned, folded);
+  the model as defined by its factory (unpruned, BatchNorm kept: what the user exports today) and the
+  deployable module in float (pruned, folded);
 * latency: batch 64, 2 intra-op threads, all models in one process, timed round-robin (median per batch).
 
 Raw JSON goes to benchmarks/results/export_parity.json.
@@ -41,7 +43,8 @@ from converters._torch_export import export_float  # noqa: E402
 from sgsc_export.artifact.compressed import CompressedModel  # noqa: E402
 
 PROFILES = PROFILE_NAMES
-LEVELS = {"disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+LEVELS = {"disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+          "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
 
 
 def session(data: bytes, level: str, threads: int = 2) -> ort.InferenceSession:
@@ -63,7 +66,8 @@ def run(sess: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
 
 
 def float_models(cm: CompressedModel) -> dict[str, bytes]:
-    """Float ONNX of the factory's model (unpruned; sizes do not depend on values) and of the deployable module."""
+    """Float ONNX of the factory's model (unpruned; sizes do not depend on values) and of the deployable
+    module."""
     import onnx_ir as ir
 
     from sgsc_export.artifact.compressed import resolve_rebuild_factory
@@ -73,7 +77,8 @@ def float_models(cm: CompressedModel) -> dict[str, bytes]:
     original, _ = build_model(factory, kwargs, digest)
     out = {}
     for name, module in (("float_original", original.eval()), ("float_deployable", cm.to_module())):
-        out[name] = ir.serde.serialize_model(export_float(module, cm.example_input(2), 21)).SerializeToString()
+        out[name] = ir.serde.serialize_model(export_float(module, cm.example_input(2),
+                                                          21)).SerializeToString()
     return out
 
 
@@ -89,7 +94,8 @@ def latency(models: dict[str, bytes], x: np.ndarray, rounds: int, runs: int) -> 
             for _ in range(runs):
                 s.run(None, {"input": x})
             times[k].append((time.perf_counter() - t0) / runs)
-    return {k: {"median_ms": 1e3 * statistics.median(v), "min_ms": 1e3 * min(v), "samples_ms": [1e3 * t for t in v]}
+    return {k: {"median_ms": 1e3 * statistics.median(v), "min_ms": 1e3 * min(v),
+                "samples_ms": [1e3 * t for t in v]}
             for k, v in times.items()}
 
 
@@ -117,9 +123,12 @@ def bench(directory: Path, rounds: int, runs: int) -> dict:
             again = export(directory, Path(tmp) / f"{profile}_again.onnx", profile=profile)
             data = result.path.read_bytes()
             models[profile] = data
-            rec: dict = {"file_bytes": len(data), "opset": result.opset, "sha256": hashlib.sha256(data).hexdigest(),
-                         "byte_identical_reexport": data == again.path.read_bytes(), "export_seconds": export_s,
-                         "containers": sorted({r.container for r in result.table.rows}), "fused": result.fused,
+            rec: dict = {"file_bytes": len(data), "opset": result.opset,
+                         "sha256": hashlib.sha256(data).hexdigest(),
+                         "byte_identical_reexport": data == again.path.read_bytes(),
+                         "export_seconds": export_s,
+                         "containers": sorted({r.container for r in result.table.rows}),
+                         "fused": result.fused,
                          "ratio_to_float": {k: len(data) / v for k, v in out["float_onnx_bytes"].items()},
                          "levels": {}}
             for level in LEVELS:
@@ -166,7 +175,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1, sort_keys=True))
     for r in results["runs"]:
-        print(f"== {r['artifact']} ({r['dataset']['name']}, {r['samples']} samples, tol {r['tolerance']:.2e})")
+        print(f"== {r['artifact']} ({r['dataset']['name']}, {r['samples']} samples, "
+              f"tol {r['tolerance']:.2e})")
         print(f"   float ONNX bytes {r['float_onnx_bytes']}")
         for p, rec in r["profiles"].items():
             lv = rec["levels"]

@@ -2,9 +2,9 @@
 
     python -m benchmarks.gate_bench runs/bench_digits runs/bench_mnist
 
-For each artifact and profile: `converters.export`, then `runtime_checks.validate` on CPU at optimisation levels
-disabled and all, with the default thresholds (accuracy drop ≤ 1.0 pp against the float model, agreement ≥ 0.99)
-and per-layer parity. Raw JSON lines go to ``benchmarks/results/gate.jsonl``.
+For each artifact and profile: `converters.export`, then `runtime_checks.validate` on CPU at optimisation
+levels disabled and all, with the default thresholds (accuracy drop ≤ 1.0 pp against the float model,
+agreement ≥ 0.99) and per-layer parity. Raw JSON lines go to ``benchmarks/results/gate.jsonl``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def run(artifact: Path) -> list[dict]:
             })
             r = rows[-1]
             print(json.dumps({k: r[k] for k in ("artifact", "profile", "file_bytes", "status")}
-                             | {"test_agreement": r["test"]["agreement"], "pres_agreement": r["preservation"]["agreement"],
+                             | {"test_agreement": r["test"]["agreement"],
+                                "pres_agreement": r["preservation"]["agreement"],
                                 "test_accuracy": r["test"]["accuracy"]}), flush=True)
     return rows
 

@@ -1,17 +1,18 @@
 """One command for the benchmark table: SGSC beside float, onnxruntime's PTQ, uniform QAT and λ = 0 (issue 7).
 
     python -m benchmarks.run --suite quick     # digits, one seed, small γ sweep; ≤ 10 minutes on 2 cores
-    python -m benchmarks.run --suite full      # digits, MNIST-10k, names; five seeds; γ sweeps; 110 min on 2 cores
+    python -m benchmarks.run --suite full      # digits, MNIST-10k, names; five seeds; γ sweeps;
+                                               # 110 min on 2 cores
     python -m benchmarks.run --suite seeds     # digits, 20 seeds of float, PTQ, SGSC and λ = 0: seed variance
     python -m benchmarks.run --suite select    # the presets' γ (names: and λ) chosen on a validation split
 
-Units (one method, one data set, one seed: see ``benchmarks/units.py``) run in ``--jobs`` worker processes of one
-torch thread each, longest first, each after the units it needs. Every finished unit is one JSON line in
-``benchmarks/results/bench_<suite>.jsonl``; a rerun skips the units already there (``--fresh`` starts over), so an
-interrupted run continues where it stopped. When all units are done, the latency of every ``.onnx`` of a data set
-is measured in this process alone (nothing else running), interleaved model by model at batch 1 and 64, into
-``bench_<suite>_latency.jsonl``; then ``benchmarks.summary`` writes the table (``bench_<suite>.md``), the Pareto
-plot (``bench_<suite>_pareto.png``) and, for ``full``, the README's results section.
+Units (one method, one data set, one seed: see ``benchmarks/units.py``) run in ``--jobs`` worker processes of
+one torch thread each, longest first, each after the units it needs. Every finished unit is one JSON line in
+``benchmarks/results/bench_<suite>.jsonl``; a rerun skips the units already there (``--fresh`` starts over),
+so an interrupted run continues where it stopped. When all units are done, the latency of every ``.onnx`` of a
+data set is measured in this process alone (nothing else running), interleaved model by model at batch 1 and
+64, into ``bench_<suite>_latency.jsonl``; then ``benchmarks.summary`` writes the table (``bench_<suite>.md``),
+the Pareto plot (``bench_<suite>_pareto.png``) and, for ``full``, the README's results section.
 """
 
 from __future__ import annotations
@@ -51,16 +52,19 @@ SUITES = {
     "full": Suite(("digits", "mnist", "names"), (0, 1, 2, 3, 4),
                   {"digits": (0.1, 0.2, 0.5, 1.0), "mnist": (0.1, 0.3, 0.5), "names": (0.05,)},
                   {"digits": (0.1, 0.2, 0.5, 1.0), "mnist": (0.3, 0.5), "names": (0.05,)}),
-    # the seed-variance question (does λ > 0 reduce it?) with enough seeds for an F interval that can tell; no QAT
+    # the seed-variance question (does λ > 0 reduce it?) with
+    # enough seeds for an F interval that can tell; no QAT
     "seeds": Suite(("digits",), tuple(range(20)), {}, {}, methods=("float", "sgsc", "lambda0", "ptq")),
-    # the presets' γ, chosen on a validation split held out of the training split (units.VALIDATION_SUITES) by the
-    # rule in summary.select_setting, so that no setting the full suite measures was picked on its test split; PTQ
-    # for the size budget the rule applies (1/6 of its INT8 file)
+    # the presets' γ, chosen on a validation split held out of the training split (units.VALIDATION_SUITES) by
+    # the rule in summary.select_setting, so that no setting the full suite measures was picked on its test
+    # split; PTQ for the size budget the rule applies (1/6 of its INT8 file)
     "select": Suite(("digits", "mnist", "names"), (0, 1, 2),
-                    {"digits": (0.1, 0.2, 0.3, 0.5, 1.0), "mnist": (0.1, 0.2, 0.3, 0.5), "names": (0.02, 0.05, 0.1)},
-                    {}, methods=("float", "sgsc", "ptq"), sweep_every_seed=True, sweep_sgsc_lam={"names": ((0.05, 1.0),)},
-                    # names: two seeds, its loss varies little between seeds; digits: ten, its 288 validation images
-                    # tied γ 0.5 and 1.0 on three (1 image = 0.35 pp)
+                    {"digits": (0.1, 0.2, 0.3, 0.5, 1.0), "mnist": (0.1, 0.2, 0.3, 0.5),
+                     "names": (0.02, 0.05, 0.1)},
+                    {}, methods=("float", "sgsc", "ptq"), sweep_every_seed=True,
+                    sweep_sgsc_lam={"names": ((0.05, 1.0),)},
+                    # names: two seeds, its loss varies little between seeds; digits: ten, its 288 validation
+                    # images tied γ 0.5 and 1.0 on three (1 image = 0.35 pp)
                     seeds_by_dataset={"names": (0, 1), "digits": tuple(range(10))}),
 }
 # rough CPU seconds per unit on this machine (longest first keeps two workers busy to the end)
@@ -111,7 +115,8 @@ def _append(path: Path, rec: dict) -> None:
 def _files_present(suite: str, unit: Unit) -> bool:
     """Whether the files the units after ``unit`` read are on disk (the float weights; the SGSC artifact)."""
     d = workdir(suite, unit)
-    return (d / "float.pt").is_file() if unit.method == "float" else (d / "artifact" / "manifest.json").is_file()
+    return ((d / "float.pt").is_file() if unit.method == "float"
+            else (d / "artifact" / "manifest.json").is_file())
 
 
 def run_units(name: str, units: list[Unit], jobs: int, log: Path) -> list[dict]:
@@ -123,8 +128,9 @@ def run_units(name: str, units: list[Unit], jobs: int, log: Path) -> list[dict]:
                 done[rec["key"]] = rec
     todo = [u for u in units if u.key not in done]
     gammas = {u.dataset: default_gamma(u.dataset) for u in units}
-    # a unit recorded as done whose files are gone (a fresh checkout: runs/ is not committed) is redone when a unit
-    # still to run needs them; training is deterministic per seed, so the redone reference is the same model
+    # a unit recorded as done whose files are gone (a fresh checkout: runs/ is not committed) is redone when a
+    # unit still to run needs them; training is deterministic per seed, so the redone reference is the same
+    # model
     for u in list(todo):
         for d in u.deps(gammas[u.dataset]):
             if d.key in done and not _files_present(name, d):
@@ -155,7 +161,8 @@ def run_units(name: str, units: list[Unit], jobs: int, log: Path) -> list[dict]:
                 try:
                     rec = fut.result()
                 except Exception as exc:  # a unit's failure is recorded, the others go on
-                    rec = {"key": u.key, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+                    rec = {"key": u.key,
+                           "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
                     failed.add(u.key)
                 rec["unit_wall_seconds"] = round(time.perf_counter() - t0, 1)
                 rec["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -189,7 +196,9 @@ def measure_latency(name: str, records: list[dict], out: Path, rounds: int = 5, 
         for r in records:
             if r["dataset"] != ds or "onnx" not in r:
                 continue
-            unit_dir = workdir(name, Unit(r["dataset"], r["seed"], r["method"], r["gamma"], r["bits"], r.get("lam")))
+            unit_dir = workdir(name,
+                               Unit(r["dataset"], r["seed"], r["method"], r["gamma"], r["bits"],
+                                    r.get("lam")))
             base = workdir(name, Unit(r["dataset"], r["seed"], "float")) if r["method"] == "ptq" else unit_dir
             for fmt in r["onnx"]:
                 path = (base / "float.onnx") if fmt == "float" else (unit_dir / f"{fmt}.onnx")
@@ -205,8 +214,8 @@ def measure_latency(name: str, records: list[dict], out: Path, rounds: int = 5, 
         for (key, fmt), t in times.items():
             rows.append({"key": key, "format": fmt, "threads": 1, "ms_batch_1": float(np.median(t[1])),
                          "ms_batch_64": float(np.median(t[64])), "measured": now})
-    # a file no longer on disk (runs/ is not committed; a later invocation on a fresh checkout) keeps its earlier
-    # measurement, which says when it was taken
+    # a file no longer on disk (runs/ is not committed; a later invocation on a fresh checkout) keeps its
+    # earlier measurement, which says when it was taken
     fresh = {(r["key"], r["format"]) for r in rows}
     rows += [r for k, r in earlier.items() if k not in fresh]
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -216,30 +225,36 @@ def measure_latency(name: str, records: list[dict], out: Path, rounds: int = 5, 
 def _versions() -> dict[str, str]:
     from importlib.metadata import version
 
-    return {p: version(p) for p in ("torch", "onnx", "onnxruntime", "onnxscript", "onnx-ir", "numpy", "scikit-learn")}
+    return {p: version(p)
+            for p in ("torch", "onnx", "onnxruntime", "onnxscript", "onnx-ir", "numpy", "scikit-learn")}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", choices=sorted(SUITES), default="quick")
-    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (1 thread each)")
-    ap.add_argument("--fresh", action="store_true", help="forget earlier results of this suite and start over")
-    ap.add_argument("--summary-only", action="store_true", help="only rewrite the table, plot and README section")
-    ap.add_argument("--datasets", help="comma list: run only these data sets of the suite (the table keeps them all)")
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                    help="worker processes (1 thread each)")
+    ap.add_argument("--fresh", action="store_true",
+                    help="forget earlier results of this suite and start over")
+    ap.add_argument("--summary-only", action="store_true",
+                    help="only rewrite the table, plot and README section")
+    ap.add_argument("--datasets",
+                    help="comma list: run only these data sets of the suite (the table keeps them all)")
     args = ap.parse_args(argv)
     suite = SUITES[args.suite]
     if args.datasets:
         wanted = tuple(d.strip() for d in args.datasets.split(",") if d.strip())
         unknown = sorted(set(wanted) - set(suite.datasets))
         if unknown:
-            print(f"error: --datasets {', '.join(unknown)} not in suite {args.suite} ({', '.join(suite.datasets)})",
+            print(f"error: --datasets {', '.join(unknown)} not in suite {args.suite} "
+                  f"({', '.join(suite.datasets)})",
                   file=sys.stderr)
             return 2
         suite = replace(suite, datasets=wanted)
     missing = [ds for ds in suite.datasets if DATA_DIRS[ds] is not None and not DATA_DIRS[ds].is_dir()]
     if missing and not args.summary_only:  # a summary reads only the results, never the data
-        print(f"error: {', '.join(str(DATA_DIRS[d]) for d in missing)} absent; the {args.suite} suite needs the "
-              "real data in ../shared/data (use --suite quick for digits only)", file=sys.stderr)
+        print(f"error: {', '.join(str(DATA_DIRS[d]) for d in missing)} absent; the {args.suite} suite needs "
+              "the real data in ../shared/data (use --suite quick for digits only)", file=sys.stderr)
         return 2
     RESULTS.mkdir(parents=True, exist_ok=True)
     log = RESULTS / f"bench_{args.suite}.jsonl"
@@ -262,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
             "units_seconds": round(t1 - t0, 1), "latency_seconds": round(time.perf_counter() - t1, 1),
             "wall_seconds": round(time.perf_counter() - t0, 1), "jobs": args.jobs, "cpus": os.cpu_count(),
             "load_average_start": load0, "load_average_end": os.getloadavg(),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or platform.platform()}",
+            "machine": f"{platform.machine()}, {os.cpu_count()} "
+            f"CPUs, {platform.processor() or platform.platform()}",
             "python": platform.python_version(), "versions": _versions(),
         })
         meta_path.write_text(json.dumps(meta, indent=1) + "\n")

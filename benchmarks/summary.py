@@ -1,9 +1,10 @@
-"""The benchmark's table, Pareto plot and README section, generated from the raw results of ``benchmarks.run``.
+"""The benchmark's table, Pareto plot and README section, generated from the raw results of
+``benchmarks.run``.
 
-Reads ``bench_<suite>.jsonl`` (one record per unit), ``bench_<suite>_latency.jsonl`` and ``bench_<suite>_run.json``;
-writes ``bench_<suite>.md`` and ``bench_<suite>_pareto.png``, and (``readme=True``) replaces the README's section
-between ``<!-- bench:begin -->`` and ``<!-- bench:end -->``. Nothing here is typed in by hand except the paper's
-published figures, which are labelled as theirs.
+Reads ``bench_<suite>.jsonl`` (one record per unit), ``bench_<suite>_latency.jsonl`` and
+``bench_<suite>_run.json``; writes ``bench_<suite>.md`` and ``bench_<suite>_pareto.png``, and
+(``readme=True``) replaces the README's section between ``<!-- bench:begin -->`` and ``<!-- bench:end -->``.
+Nothing here is typed in by hand except the paper's published figures, which are labelled as theirs.
 
     python -m benchmarks.run --suite full --summary-only     # regenerate from the results already there
 """
@@ -22,15 +23,15 @@ RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
-# arXiv 2505.00350's own numbers (their protocol: 60k MNIST training images; their code's defects are listed in
-# the README), quoted for comparison only
+# arXiv 2505.00350's own numbers (their protocol: 60k MNIST training images; their code's defects are listed
+# in the README), quoted for comparison only
 PAPER = {
     "mnist": [("float32", "98.6 %", "100 %"), ('"unsafe" self-compression', "97.0 %", "—"),
               ("SGSC", "99.5 %", "≈ 69 %")],
     "names": [("SGSC", "validation loss ≈ 1.66", "≈ 61 %")],
 }
-# issue 7's second target: an image task's SGSC file at ≤ this share of onnxruntime's INT8 PTQ file, within 0.5 pp of
-# float; the select suite picks the presets inside the same budget
+# issue 7's second target: an image task's SGSC file at ≤ this share of onnxruntime's INT8 PTQ file, within
+# 0.5 pp of float; the select suite picks the presets inside the same budget
 SIZE_BUDGET = 1 / 6
 # issue 7's wall-clock budget of a suite run from scratch on 2 cores, in minutes
 TIME_BUDGET = {"quick": 10, "full": 90}
@@ -91,10 +92,12 @@ def points(records: list[dict], lat: dict) -> list[dict[str, Any]]:
                 method = f"{method}:{fmt}" if r["method"] != "qat" else method
                 seconds, cpu, bits = r["seconds"], r["cpu_seconds"], r["stored_bits"]
             la = lat.get((r["key"], fmt), {})
-            out.append({"dataset": r["dataset"], "seed": r["seed"], "gamma": r.get("gamma"), "lam": r.get("lam"),
+            out.append({"dataset": r["dataset"], "seed": r["seed"], "gamma": r.get("gamma"),
+                        "lam": r.get("lam"),
                         "method": method,
                         "key": r["key"], **m, "stored_bits": bits, "weights": n_weights, "seconds": seconds,
-                        "cpu_seconds": cpu, "ms_batch_1": la.get("ms_batch_1"), "ms_batch_64": la.get("ms_batch_64")})
+                        "cpu_seconds": cpu, "ms_batch_1": la.get("ms_batch_1"),
+                        "ms_batch_64": la.get("ms_batch_64")})
     return out
 
 
@@ -127,10 +130,10 @@ def _fmt(mean: float, std: float, scale: float = 1.0, digits: int = 2) -> str:
 def table(pts: list[dict], ds: str) -> tuple[str, dict[str, dict]]:
     lm = ds == "names"
     stats: dict[str, dict] = {}
-    head = ("| method | seeds | test loss (nats) | test perplexity | preservation loss | bits / weight (of 32) | file bytes | "
-            "vs float file | ms @1 | ms @64 | CPU time (s) |\n" if lm else
-            "| method | seeds | test acc (%) | preservation acc (%) | bits / weight (of 32) | file bytes | vs float file | "
-            "ms @1 | ms @64 | CPU time (s) |\n")
+    head = ("| method | seeds | test loss (nats) | test perplexity | preservation loss | bits / weight (of "
+            "32) | file bytes | vs float file | ms @1 | ms @64 | CPU time (s) |\n" if lm else
+            "| method | seeds | test acc (%) | preservation acc (%) | bits / weight (of 32) | file bytes | "
+            "vs float file | ms @1 | ms @64 | CPU time (s) |\n")
     lines = [head, "|" + "---|" * (head.count("|") - 1) + "\n"]
     note = ""
     float_bytes = _mean_std([p["file_bytes"] for p in _at_default(pts, ds, "float")])[0]
@@ -138,9 +141,9 @@ def table(pts: list[dict], ds: str) -> tuple[str, dict[str, dict]]:
         ps = _at_default(pts, ds, method)
         if not ps:
             if method == "ptq-w4":
-                note = ("\nonnxruntime's 4-bit weight-only quantizer (`MatMulNBitsQuantizer`) does not apply to this "
-                        "model: it takes MatMul only, and the model's layers are Conv and Gemm (it logs "
-                        "\"Unsupported operator Gemm\"), so that row is absent.\n")
+                note = ("\nonnxruntime's 4-bit weight-only quantizer (`MatMulNBitsQuantizer`) does not apply "
+                        "to this model: it takes MatMul only, and the model's layers are Conv and Gemm (it "
+                        "logs \"Unsupported operator Gemm\"), so that row is absent.\n")
             continue
         s = {k: _mean_std([p.get(k) for p in ps]) for k in (
             "test_accuracy", "preservation_accuracy", "test_loss", "test_perplexity", "preservation_loss",
@@ -152,10 +155,12 @@ def table(pts: list[dict], ds: str) -> tuple[str, dict[str, dict]]:
         fb = s["file_bytes"][0]
         bpw = s["bits_per_weight"][0]
         common = (f"{bpw:.3f} ({100 * bpw / 32:.1f} %) | {fb:,.0f} | {fb / float_bytes:.3f} | "
-                  f"{s['ms_batch_1'][0]:.3f} | {s['ms_batch_64'][0]:.2f} | {s['cpu_seconds'][0]:.0f} ± {s['cpu_seconds'][1]:.0f} |")
+                  f"{s['ms_batch_1'][0]:.3f} | {s['ms_batch_64'][0]:.2f} | {s['cpu_seconds'][0]:.0f} "
+                  f"± {s['cpu_seconds'][1]:.0f} |")
         if lm:
-            lines.append(f"| {label} | {s['n']} | {_fmt(*s['test_loss'], digits=4)} | {_fmt(*s['test_perplexity'])} | "
-                         f"{_fmt(*s['preservation_loss'], digits=4)} | {common}\n")
+            lines.append(f"| {label} | {s['n']} | {_fmt(*s['test_loss'], digits=4)} "
+                         f"| {_fmt(*s['test_perplexity'])} "
+                         f"| {_fmt(*s['preservation_loss'], digits=4)} | {common}\n")
         else:
             lines.append(f"| {label} | {s['n']} | {_fmt(*s['test_accuracy'], 100)} | "
                          f"{_fmt(*s['preservation_accuracy'], 100)} | {common}\n")
@@ -182,8 +187,10 @@ def mean_interval(mean: float, sd: float, n: int, level: float = 0.9) -> tuple[f
     return mean - half, mean + half
 
 
-def std_ratio_interval(sd_a: float, n_a: int, sd_b: float, n_b: int, level: float = 0.9) -> tuple[float, float]:
-    """Confidence interval for σ_a/σ_b from two sample standard deviations (F distribution, normal samples)."""
+def std_ratio_interval(sd_a: float, n_a: int, sd_b: float, n_b: int,
+                       level: float = 0.9) -> tuple[float, float]:
+    """Confidence interval for σ_a/σ_b from two sample standard deviations (F distribution, normal
+    samples)."""
     from scipy.stats import f
 
     r2 = (sd_a / sd_b) ** 2
@@ -192,8 +199,8 @@ def std_ratio_interval(sd_a: float, n_a: int, sd_b: float, n_b: int, level: floa
 
 
 def verdicts(stats: dict[str, dict], ds: str) -> list[str]:
-    """The issue's three targets, evaluated on the means. For the language model "accuracy" is test loss (lower is
-    better) and the 1/6-size target, stated for the image tasks, is not evaluated."""
+    """The issue's three targets, evaluated on the means. For the language model "accuracy" is test loss
+    (lower is better) and the 1/6-size target, stated for the image tasks, is not evaluated."""
     lm = ds == "names"
     key, unit, scale, digits = _metric(lm)
     out: list[str] = []
@@ -208,8 +215,9 @@ def verdicts(stats: dict[str, dict], ds: str) -> list[str]:
         if a > 0 and b > 0:
             lo, hi = std_ratio_interval(a, na, b, nb)
             ci = f"; ratio {a / b:.2f}, 90 % interval of the true ratio {lo:.2f}–{hi:.2f} (F test)"
-        out.append(f"- seed standard deviation of test {'loss' if lm else 'accuracy'}, SGSC {scale * a:.{digits}f} "
-                   f"{unit} vs λ = 0 {scale * b:.{digits}f} {unit} ({na} and {nb} seeds{ci}): "
+        out.append(f"- seed standard deviation of test {'loss' if lm else 'accuracy'}, "
+                   f"SGSC {scale * a:.{digits}f} {unit} vs λ "
+                   f"= 0 {scale * b:.{digits}f} {unit} ({na} and {nb} seeds{ci}): "
                    + ("**met** (no larger)" if a <= b + 1e-12 else "**not met** (larger)"))
     return out
 
@@ -232,16 +240,19 @@ def _size_verdicts(stats: dict[str, dict], lm: bool) -> list[str]:
         pair = (f"; paired by seed, compact − PTQ = {scale * d:+.{digits}f} ± {scale * sd:.{digits}f} {unit} "
                 f"over {n} seeds, 90 % interval of the true difference {scale * lo:+.{digits}f} to "
                 f"{scale * hi:+.{digits}f} (t test)")
-    out.append(f"- SGSC at ≤ PTQ INT8's file size ({size[p8]:,.0f} B) with {'test loss ≤' if lm else 'accuracy ≥'} "
-               f"its {show(val[p8][0])}: " + ("**met**" if ok and len(ok) == len(smaller) else "**not met**") + " ("
+    out.append(f"- SGSC at ≤ PTQ INT8's file size ({size[p8]:,.0f} B) "
+               f"with {'test loss ≤' if lm else 'accuracy ≥'} its {show(val[p8][0])}: "
+               + ("**met**" if ok and len(ok) == len(smaller) else "**not met**") + " ("
                + (", ".join(f"{m.split(':')[1]} {show(val[m][0])} at {size[m]:,.0f} B" for m in smaller)
                   or "no SGSC file that small") + pair + ")")
     if not lm:
         sixth = [m for m in stats if m.startswith("sgsc:") and size[m] <= SIZE_BUDGET * size[p8]]
         close = [m for m in sixth if val[m][0] >= val["float"][0] - 0.005]
-        out.append(f"- SGSC at ≤ {_BUDGET} of PTQ INT8's size ({SIZE_BUDGET * size[p8]:,.0f} B) within 0.5 pp of float "
-                   f"({100 * val['float'][0]:.2f} %): " + ("**met**" if close else "**not met**") + " ("
-                   + (", ".join(f"{m.split(':')[1]} {100 * (val[m][0] - val['float'][0]):+.2f} pp at {size[m]:,.0f} B"
+        out.append(f"- SGSC at ≤ {_BUDGET} of PTQ INT8's size ({SIZE_BUDGET * size[p8]:,.0f} B) within 0.5 "
+                   f"pp of float ({100 * val['float'][0]:.2f} %): " + ("**met**" if close else "**not met**")
+                   + " ("
+                   + (", ".join(f"{m.split(':')[1]} {100 * (val[m][0] - val['float'][0]):+.2f} "
+                                f"pp at {size[m]:,.0f} B"
                                 for m in sixth) or "no SGSC file that small") + ")")
     return out
 
@@ -257,8 +268,8 @@ def pareto_front(xy: list[tuple[float, float]], lower_is_better: bool = False) -
 
 
 def _draw(ax, pts: list[dict], ds: str, style: dict) -> None:
-    """Every method on one axis: the γ sweep (seed 0) as a line, the mean ± std over seeds at the default γ as a
-    point with error bars, and the Pareto front over everything plotted."""
+    """Every method on one axis: the γ sweep (seed 0) as a line, the mean ± std over seeds at the default γ as
+    a point with error bars, and the Pareto front over everything plotted."""
     lm = ds == "names"
     metric, _, scale, _ = _metric(lm)
     plotted: list[tuple[float, float]] = []
@@ -296,7 +307,8 @@ def pareto(pts: list[dict], datasets: list[str], path: Path) -> None:
     fig, axes = plt.subplots(2, len(datasets), figsize=(6.2 * len(datasets), 8.4), squeeze=False)
     style = {"float": ("k", "*"), "ptq-int8": ("tab:orange", "s"), "ptq-w4": ("tab:brown", "s"),
              "qat4": ("tab:purple", "^"), "qat2": ("tab:pink", "v"), "lambda0:compact": ("tab:red", "o"),
-             "sgsc:compact": ("tab:blue", "o"), "sgsc:portable": ("tab:cyan", "D"), "sgsc:ort-int8": ("tab:green", "P"),
+             "sgsc:compact": ("tab:blue", "o"), "sgsc:portable": ("tab:cyan", "D"),
+             "sgsc:ort-int8": ("tab:green", "P"),
              "lambda0:portable": ("salmon", "D")}
     for col, ds in enumerate(datasets):
         lm = ds == "names"
@@ -327,18 +339,20 @@ class IncompleteSuite(ValueError):
 
 
 def size_budget(pts: list[dict], ds: str) -> float | None:
-    """Issue 7's size budget of an image task: ``SIZE_BUDGET`` of onnxruntime's INT8 PTQ file (its mean over seeds;
-    it depends on the architecture alone). None for a language model (no such target) or without a PTQ file."""
+    """Issue 7's size budget of an image task: ``SIZE_BUDGET`` of onnxruntime's INT8 PTQ file (its mean over
+    seeds; it depends on the architecture alone). None for a language model (no such target) or without a PTQ
+    file."""
     sizes = [p["file_bytes"] for p in pts if p["dataset"] == ds and p["method"] == "ptq-int8"]
     return None if ds == "names" or not sizes else SIZE_BUDGET * float(np.mean(sizes))
 
 
 def select_setting(pts: list[dict], ds: str) -> tuple[tuple[float, float], list[dict[str, Any]]]:
-    """The rule the ``select`` suite applies: among the (γ, λ) whose mean compact file fits the data set's size
-    budget (``size_budget``: 1/6 of PTQ INT8's file on an image task; no budget for a language model), the one with
-    the best mean validation metric over the seeds (accuracy highest; a language model's loss lowest), every setting
-    run on the same seeds; an exact tie goes to the larger γ (the smaller file). When no setting fits, the budget is
-    ignored. Returns the choice and one row per setting (``fits``: within the budget)."""
+    """The rule the ``select`` suite applies: among the (γ, λ) whose mean compact file fits the data set's
+    size budget (``size_budget``: 1/6 of PTQ INT8's file on an image task; no budget for a language model),
+    the one with the best mean validation metric over the seeds (accuracy highest; a language model's loss
+    lowest), every setting run on the same seeds; an exact tie goes to the larger γ (the smaller file). When
+    no setting fits, the budget is ignored. Returns the choice and one row per setting (``fits``: within the
+    budget)."""
     from sgsc_export.presets import preset
 
     lm = ds == "names"
@@ -358,8 +372,8 @@ def select_setting(pts: list[dict], ds: str) -> tuple[tuple[float, float], list[
                      "bits_per_weight": _mean_std([p["stored_bits"] / p["weights"] for p in ps])[0]})
     seeds = {tuple(r["seeds"]) for r in rows}
     if len(seeds) != 1:
-        raise IncompleteSuite(f"{ds}: the settings were run on different seeds ({sorted(seeds)}); run the suite to "
-                              "the end (the same command again continues where it stopped)")
+        raise IncompleteSuite(f"{ds}: the settings were run on different seeds ({sorted(seeds)}); run the "
+                              "suite to the end (the same command again continues where it stopped)")
     candidates = [r for r in rows if r["fits"]] or rows
     best = max(candidates, key=lambda r: (round(-r["metric"] if lm else r["metric"], 12), r["gamma"]))
     return (best["gamma"], best["lam"]), rows
@@ -373,7 +387,8 @@ def selection(pts: list[dict], ds: str) -> str:
     chosen, rows = select_setting(pts, ds)
     budget = size_budget(pts, ds)
     name = "validation loss (nats)" if lm else "validation acc (%)"
-    lines = [f"| γ | λ | seeds | {name} | bits / weight | compact file bytes |\n", "|---|---|---|---|---|---|\n"]
+    lines = [f"| γ | λ | seeds | {name} | bits / weight | compact file bytes |\n",
+             "|---|---|---|---|---|---|\n"]
     for r in rows:
         mark = "**" if (r["gamma"], r["lam"]) == chosen else ""
         over = "" if r["fits"] else " (over budget)"
@@ -386,7 +401,8 @@ def selection(pts: list[dict], ds: str) -> str:
     else:
         note = "No size budget (" + ("a language model" if lm else "no PTQ INT8 file measured") + "). "
     p0 = preset(ds)
-    return ("".join(lines) + f"\n{note}Chosen: **γ = {chosen[0]:g}, λ = {chosen[1]:g}** (`sgsc_export/presets.py` "
+    return ("".join(lines)
+            + f"\n{note}Chosen: **γ = {chosen[0]:g}, λ = {chosen[1]:g}** (`sgsc_export/presets.py` "
             f"has γ = {p0.gamma:g}, λ = {p0.lam:g}).\n")
 
 
@@ -398,20 +414,22 @@ def _write_md(suite: str, text: str) -> str:
 
 
 def time_budget(suite: str, inv: list[dict]) -> str:
-    """The suite's cost from scratch against issue 7's budget, as measured: only a single ``--fresh`` invocation
-    is a from-scratch run (later invocations redo part of a suite, and their walls do not add up to one)."""
+    """The suite's cost from scratch against issue 7's budget, as measured: only a single ``--fresh``
+    invocation is a from-scratch run (later invocations redo part of a suite, and their walls do not add up to
+    one)."""
     budget = TIME_BUDGET.get(suite)
     if budget is None or not inv:
         return ""
     if len(inv) > 1 or not inv[0]["command"].endswith("--fresh"):
-        return (f"Time budget ({budget} min from scratch on 2 cores): not measured by these invocations; only one "
-                "`--fresh` invocation of the whole suite measures it.\n\n")
+        return (f"Time budget ({budget} min from scratch on 2 cores): not measured by these invocations; "
+                "only one `--fresh` invocation of the whole suite measures it.\n\n")
     run = inv[0]
     wall = run["wall_seconds"] / 60
-    verdict = (f"within it by {budget - wall:.1f} min" if wall <= budget else f"**over it by {wall - budget:.1f} min**")
-    return (f"Time from scratch, this one invocation: {wall:.1f} min wall ({run['units_seconds'] / 60:.1f} min of "
-            f"units on {run['jobs']} workers, {run['latency_seconds'] / 60:.1f} min of latency) on {run['cpus']} CPUs; "
-            f"issue 7's budget is {budget} min on 2 cores: {verdict}.\n\n")
+    verdict = (f"within it by {budget - wall:.1f} min" if wall <= budget
+               else f"**over it by {wall - budget:.1f} min**")
+    return (f"Time from scratch, this one invocation: {wall:.1f} min wall ({run['units_seconds'] / 60:.1f} "
+            f"min of units on {run['jobs']} workers, {run['latency_seconds'] / 60:.1f} min of latency) "
+            f"on {run['cpus']} CPUs; issue 7's budget is {budget} min on 2 cores: {verdict}.\n\n")
 
 
 def write_summary(suite: str, readme: bool = False) -> str:
@@ -427,28 +445,30 @@ def write_summary(suite: str, readme: bool = False) -> str:
     if inv:
         last = inv[-1]
         total = sum(i["wall_seconds"] for i in inv)
-        parts.append(f"Finished {last['finished']} on {last['machine']}, {last['jobs']} worker processes of one torch "
-                     f"thread; {len(inv)} invocation(s), {total / 60:.1f} min wall in all "
-                     f"(load average at start {', '.join(f'{x:.1f}' for x in inv[0]['load_average_start'])}). "
+        parts.append(f"Finished {last['finished']} on {last['machine']}, {last['jobs']} worker processes of "
+                     f"one torch thread; {len(inv)} invocation(s), {total / 60:.1f} min wall in all "
+                     "(load average at "
+                     f"start {', '.join(f'{x:.1f}' for x in inv[0]['load_average_start'])}). "
                      f"Versions: {', '.join(f'{k} {v}' for k, v in last.get('versions', {}).items())}.\n\n")
         parts.append(time_budget(suite, inv))
     if suite in VALIDATION_SUITES:
-        parts.append(f"Validation split: {100 * HOLDOUT:.0f} % of the training split, stratified, held out (the test "
-                     "split is not read). "
-                     "Accuracy of the exported compact `.onnx` in onnxruntime CPU, mean ± sample standard deviation "
-                     "over seeds (a language model: its loss). Rule (`summary.select_setting`): on an image task, among the "
-                     f"settings whose mean compact file fits issue 7's size budget ({_BUDGET} of onnxruntime's INT8 PTQ "
-                     "file), the best mean validation metric; on the language model (no size target), the best mean "
-                     "validation metric; an exact tie goes to the larger γ.\n\n")
+        parts.append(f"Validation split: {100 * HOLDOUT:.0f} % of the training split, stratified, held out "
+                     "(the test split is not read). "
+                     "Accuracy of the exported compact `.onnx` in onnxruntime CPU, mean ± sample standard "
+                     "deviation over seeds (a language model: its loss). Rule (`summary.select_setting`): on "
+                     "an image task, among the settings whose mean compact file fits issue 7's size budget "
+                     f"({_BUDGET} of onnxruntime's INT8 PTQ file), the best mean validation metric; on the "
+                     "language model (no size target), the best mean validation "
+                     "metric; an exact tie goes to the larger γ.\n\n")
         parts += [f"#### {TITLES.get(ds, ds)}\n\n{selection(pts, ds)}\n" for ds in datasets]
         return _write_md(suite, "".join(parts))
-    parts.append("Every number is of the exported `.onnx` file in onnxruntime CPU (ORT_ENABLE_ALL, one thread), "
-                 "mean ± sample standard deviation over seeds at each method's default; bits / weight are the stored "
-                 "weight bits over the float model's weight count (in brackets as a share of 32 bits, the paper's size "
-                 "measure); latency is the median over seeds of each model's "
-                 "p50, all models timed interleaved in one process; time is the method's own (the float row: "
-                 "float training), CPU seconds of its one-thread worker (what a quiet machine's wall time approaches; "
-                 "units of a suite may share the cores).\n\n")
+    parts.append("Every number is of the exported `.onnx` file in onnxruntime CPU (ORT_ENABLE_ALL, one "
+                 "thread), mean ± sample standard deviation over seeds at each method's default; bits / "
+                 "weight are the stored weight bits over the float model's weight count (in brackets as a "
+                 "share of 32 bits, the paper's size measure); latency is the median over seeds of each "
+                 "model's p50, all models timed interleaved in one process; time is the method's own (the "
+                 "float row: float training), CPU seconds of its one-thread worker (what a quiet machine's "
+                 "wall time approaches; units of a suite may share the cores).\n\n")
     sessions: dict[str, int] = {}
     for r in lat.values():
         when = r.get("measured", "the end of an earlier invocation")
@@ -465,9 +485,9 @@ def write_summary(suite: str, readme: bool = False) -> str:
         if v:
             parts.append("Issue 7's targets, on these means:\n\n" + "\n".join(v) + "\n\n")
         if ds in PAPER:
-            parts.append("The paper's published figures (arXiv 2505.00350, **theirs, not ours**; their protocol "
-                         "differs: 60k MNIST training images where we use the 10k test set split 8k/2k, and their "
-                         "public code selected the preservation set from the test set):\n\n"
+            parts.append("The paper's published figures (arXiv 2505.00350, **theirs, not ours**; their "
+                         "protocol differs: 60k MNIST training images where we use the 10k test set split "
+                         "8k/2k, and their public code selected the preservation set from the test set):\n\n"
                          "| their method | their result | their size vs 32-bit |\n|---|---|---|\n"
                          + "".join(f"| {a} | {b} | {c} |\n" for a, b, c in PAPER[ds]) + "\n")
     png = RESULTS / f"bench_{suite}_pareto.png"

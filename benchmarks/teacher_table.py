@@ -2,10 +2,10 @@
 
     python -m benchmarks.teacher_table      # after `--suite full` has trained MNIST's seed-0 float reference
 
-Runs the full suite's ``mnist/s0/qat4`` unit twice at the same time, one per core (so both see the same machine):
-once with the table, once with the teacher run on every batch (``TEACHER_TABLE_BYTES = 0``), each in its own
-scratch suite directory. Writes both records to ``benchmarks/results/teacher_table.jsonl`` and says whether the
-two runs wrote byte-identical ``.onnx`` files.
+Runs the full suite's ``mnist/s0/qat4`` unit twice at the same time, one per core (so both see the same
+machine): once with the table, once with the teacher run on every batch (``TEACHER_TABLE_BYTES = 0``), each in
+its own scratch suite directory. Writes both records to ``benchmarks/results/teacher_table.jsonl`` and says
+whether the two runs wrote byte-identical ``.onnx`` files.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ def _run(variant: str) -> dict:
     shutil.copytree(workdir("full", Unit(UNIT.dataset, UNIT.seed, "float")),
                     workdir(suite, Unit(UNIT.dataset, UNIT.seed, "float")))
     rec = run_unit(suite, UNIT, 0.0)
-    return {"variant": variant, "key": rec["key"], "cpu_seconds": rec["cpu_seconds"], "seconds": rec["seconds"],
+    return {"variant": variant, "key": rec["key"], "cpu_seconds": rec["cpu_seconds"],
+            "seconds": rec["seconds"],
             "onnx": rec["onnx"]}
 
 

@@ -1,7 +1,8 @@
-"""The benchmark's units of work: one method on one data set with one seed, trained and measured in onnxruntime.
+"""The benchmark's units of work: one method on one data set with one seed, trained and measured in
+onnxruntime.
 
-Every unit of a (data set, seed) starts from the same float reference, trained once by the ``float`` unit, so the
-methods differ only in how they compress it:
+Every unit of a (data set, seed) starts from the same float reference, trained once by the ``float`` unit, so
+the methods differ only in how they compress it:
 
 - ``float``: the reference (the preset's float training), exported to ONNX as is;
 - ``sgsc-g<γ>``: SGSC at the preset with γ; exported in every profile (portable, compact, ort-int8);
@@ -10,12 +11,12 @@ methods differ only in how they compress it:
   pruning; the per-channel exponent still learns, as LSQ-style QAT does), as many steps as SGSC takes in all
   (its compression plus fine-tune steps), same distillation. (With 1,000 steps it fell short by up to 3.3 pp:
   ``benchmarks/results/qat_steps.jsonl``.)
-- ``ptq``: onnxruntime's own post-training quantisation of the float ONNX: ``quantize_static`` (QDQ, per-channel
-  INT8 weights, UINT8 activations, MinMax calibration on the same preservation set SGSC selected), and its 4-bit
-  weight-only ``MatMulNBitsQuantizer`` (MatMul/Gemm only; convolutions stay float).
+- ``ptq``: onnxruntime's own post-training quantisation of the float ONNX: ``quantize_static`` (QDQ,
+  per-channel INT8 weights, UINT8 activations, MinMax calibration on the same preservation set SGSC selected),
+  and its 4-bit weight-only ``MatMulNBitsQuantizer`` (MatMul/Gemm only; convolutions stay float).
 
-Accuracy (loss for the language model) is measured on the exported ``.onnx`` in onnxruntime CPU, on the test split
-and the preservation set, so every number is of the file that would ship. Latency is measured later, by
+Accuracy (loss for the language model) is measured on the exported ``.onnx`` in onnxruntime CPU, on the test
+split and the preservation set, so every number is of the file that would ship. Latency is measured later, by
 ``benchmarks.run``, with every model of a data set in one process.
 """
 
@@ -33,7 +34,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 DATA_DIRS = {"digits": None, "mnist": DATA / "mnist-t10k", "names": DATA / "names"}
-PROFILES = {"sgsc": ("portable", "compact", "ort-int8"), "lambda0": ("portable", "compact"), "qat": ("portable",)}
+PROFILES = {"sgsc": ("portable", "compact", "ort-int8"), "lambda0": ("portable", "compact"),
+            "qat": ("portable",)}
 OPSET_FLOAT = 21
 
 
@@ -48,7 +50,8 @@ class Unit:
 
     @property
     def key(self) -> str:
-        tail = {"sgsc": f"-g{self.gamma}", "lambda0": f"-g{self.gamma}", "qat": str(self.bits)}.get(self.method, "")
+        tail = {"sgsc": f"-g{self.gamma}", "lambda0": f"-g{self.gamma}",
+                "qat": str(self.bits)}.get(self.method, "")
         tail += f"-l{self.lam}" if self.lam is not None else ""
         return f"{self.dataset}/s{self.seed}/{self.method}{tail}"
 
@@ -156,7 +159,8 @@ def onnx_metrics(path: Path, task: str, x_test, y_test, x_pres, y_pres) -> dict[
 
 def onnx_weight_bits(path: Path) -> dict[str, int]:
     """Bits of the weights as the file stores them: integer initializers behind DequantizeLinear, MatMulNBits'
-    packed B, and float initializers read directly by Conv/Gemm/MatMul/Gather (biases and scales not counted)."""
+    packed B, and float initializers read directly by Conv/Gemm/MatMul/Gather (biases and scales not
+    counted)."""
     import onnx
     from onnx import numpy_helper
 
@@ -291,7 +295,8 @@ class _Calibration:
     """onnxruntime's CalibrationDataReader over the preservation set, in batches of 32."""
 
     def __init__(self, x: np.ndarray, name: str = "input", batch: int = 32) -> None:
-        self._batches = iter([{name: np.ascontiguousarray(x[s : s + batch])} for s in range(0, len(x), batch)])
+        self._batches = iter([{name: np.ascontiguousarray(x[s : s + batch])}
+                              for s in range(0, len(x), batch)])
 
     def get_next(self):
         return next(self._batches, None)
@@ -311,12 +316,14 @@ def _run_ptq(suite: str, unit: Unit, out: Path, default_gamma: float) -> dict[st
     from sgsc_export.artifact.compressed import CompressedModel
 
     ref_dir = workdir(suite, Unit(unit.dataset, unit.seed, "float"))
-    art = CompressedModel.load(workdir(suite, Unit(unit.dataset, unit.seed, "sgsc", gamma=default_gamma)) / "artifact")
+    art = CompressedModel.load(workdir(suite, Unit(unit.dataset, unit.seed, "sgsc", gamma=default_gamma))
+                               / "artifact")
     ev = art.eval
     task = art.manifest["model"]["task"]
     float_onnx = ref_dir / "float.onnx"
     args = (task, ev["x_test"], ev["y_test"], ev["x_preservation"], ev["y_preservation"])
-    rec: dict[str, Any] = {"onnx": {"float": {**onnx_metrics(float_onnx, *args), **onnx_weight_bits(float_onnx)}},
+    rec: dict[str, Any] = {"onnx": {"float": {**onnx_metrics(float_onnx, *args),
+                                              **onnx_weight_bits(float_onnx)}},
                            "seconds": {}, "cpu_seconds": {}}
 
     int8 = out / "ptq-int8.onnx"

@@ -1,15 +1,18 @@
-"""``python -m benchmarks.untrusted``: hostile inputs against the ``sgsc`` CLI, one subprocess per case (issue 14).
+"""``python -m benchmarks.untrusted``: hostile inputs against the ``sgsc`` CLI, one subprocess per case
+(issue 14).
 
-Each case (``benchmarks/untrusted_cases.py``) writes its hostile files into a fresh directory, runs ``sgsc`` there
-under a memory cap, and is judged against the promise: the expected exit code (2 bad input, 1 a gate that must
-fail, 130 Ctrl-C, 0 a control), for exit 2 exactly one stderr line ``error: …`` (click's usage error also counts),
-no traceback, no new, temp or changed files outside the case's declared outputs (SHA-256 of every file before and
-after), no marker file from a payload, memory under the cap, and the case's own check where it has one.
+Each case (``benchmarks/untrusted_cases.py``) writes its hostile files into a fresh directory, runs ``sgsc``
+there under a memory cap, and is judged against the promise: the expected exit code (2 bad input, 1 a gate
+that must fail, 130 Ctrl-C, 0 a control), for exit 2 exactly one stderr line ``error: …`` (click's usage error
+also counts), no traceback, no new, temp or changed files outside the case's declared outputs (SHA-256 of
+every file before and after), no marker file from a payload, memory under the cap, and the case's own check
+where it has one.
 
-The cap is RLIMIT_AS, set in the child just before it execs ``sgsc`` (torch and onnxruntime run under 4 GiB); peak
-memory is the child's ``ru_maxrss`` from ``os.wait4`` in a small wrapper process (no dependency), and a run whose output names an allocation
-failure is recorded as "hit the memory cap". The base artifact (a toy digits compression and its three exports)
-is built once per harness run with the same ``sgsc``; then the cases run in a pool of 2.
+The cap is RLIMIT_AS, set in the child just before it execs ``sgsc`` (torch and onnxruntime run under 4 GiB);
+peak memory is the child's ``ru_maxrss`` from ``os.wait4`` in a small wrapper process (no dependency), and a
+run whose output names an allocation failure is recorded as "hit the memory cap". The base artifact (a toy
+digits compression and its three exports) is built once per harness run with the same ``sgsc``; then the cases
+run in a pool of 2.
 
     python -m benchmarks.untrusted [--sgsc CMD] [--only ID,GLOB,…] [--out benchmarks/results/untrusted.jsonl]
 
@@ -49,12 +52,13 @@ from benchmarks.untrusted_cases import (
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "untrusted.jsonl"
-# -P: the working directory is not put on sys.path, as with the installed `sgsc` script (a case dir holds .py files)
+# -P: the working directory is not put on sys.path, as with
+# the installed `sgsc` script (a case dir holds .py files)
 DEFAULT_SGSC = [sys.executable, "-P", "-m", "sgsc_export.cli"]
-# The child that execs sgsc is forked from this small wrapper, not from the harness: a vforked child's ru_maxrss
-# starts at its parent's high-water mark, which would report the harness's RSS as every case's peak. The wrapper
-# sets the cap in the child, passes on SIGINT (Ctrl-C reaches the whole process group), and writes the child's
-# ru_maxrss (KiB) to a file; its exit status is the child's.
+# The child that execs sgsc is forked from this small wrapper, not from the harness: a vforked child's
+# ru_maxrss starts at its parent's high-water mark, which would report the harness's RSS as every case's peak.
+# The wrapper sets the cap in the child, passes on SIGINT (Ctrl-C reaches the whole process group), and writes
+# the child's ru_maxrss (KiB) to a file; its exit status is the child's.
 _WRAPPER = """
 import os, resource, signal, sys
 cap, rss_file, argv = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
@@ -97,7 +101,8 @@ def snapshot(root: Path) -> dict[str, str]:
     return out
 
 
-def run_procs(procs: list[Proc], cwd: Path, logs: Path, sgsc: list[str], cap: int, timeout: float) -> list[dict]:
+def run_procs(procs: list[Proc], cwd: Path, logs: Path, sgsc: list[str], cap: int,
+              timeout: float) -> list[dict]:
     """Start each Proc at its time under the cap; signal, time out and reap them; per process: exit code, peak
     RSS (MiB), wall time, stdout and stderr."""
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
@@ -144,7 +149,8 @@ def _first_line(text: str) -> str:
 
 
 def _stderr_problem(stderr: str) -> str | None:
-    """For exit 2: exactly one ``error:`` line (or click's usage error: Usage/Try lines and one ``Error:``)."""
+    """For exit 2: exactly one ``error:`` line (or click's usage error: Usage/Try lines and one
+    ``Error:``)."""
     lines = [line for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.lower().startswith("error:")]
     other = [line for line in lines if not line.lower().startswith("error:")
@@ -160,7 +166,8 @@ def _matches(rel: str, outputs: tuple[str, ...]) -> bool:
     return any(rel == o or rel.startswith(o.rstrip("/") + "/") for o in outputs)
 
 
-def judge(case: Case, ctx: Ctx, argv: list[str], before: dict, after: dict, procs: list[dict], cap: int) -> dict:
+def judge(case: Case, ctx: Ctx, argv: list[str], before: dict, after: dict, procs: list[dict],
+          cap: int) -> dict:
     main = procs[-1]
     text = main["stdout"] + main["stderr"]
     tmp = sorted(r for r in after if Path(r).name.startswith(".") and Path(r).name.endswith(".tmp"))
@@ -168,7 +175,8 @@ def judge(case: Case, ctx: Ctx, argv: list[str], before: dict, after: dict, proc
     changed = sorted(r for r in before if after.get(r) != before[r] and not _matches(r, case.outputs))
     row = {"id": case.id, "category": case.category, "description": case.desc,
            "command": "sgsc " + " ".join(shlex.quote(a) for a in argv),
-           "expected_exit": list(case.expect), "exit": main["exit"], "first_line": _first_line(main["stderr"]),
+           "expected_exit": list(case.expect), "exit": main["exit"],
+           "first_line": _first_line(main["stderr"]),
            "traceback": any(_TRACEBACK in p["stdout"] + p["stderr"] for p in procs),
            "new_files": new, "changed_inputs": changed, "temp_files": tmp,
            "marker": (ctx.dir / "MARKER").exists(),
@@ -211,7 +219,8 @@ def run_case(case: Case, base: Base | None, work: Path, sgsc: list[str], cap: in
     try:
         built = case.build(ctx)
     except Exception as exc:  # noqa: BLE001 - a builder bug is recorded as such, not as the product's fault
-        return {"id": case.id, "category": case.category, "description": case.desc, "kept": False, "exit": None,
+        return {"id": case.id, "category": case.category, "description": case.desc, "kept": False,
+                "exit": None,
                 "verdict": f"BROKEN: the harness could not build the case ({type(exc).__name__}: {exc})",
                 "command": "", "first_line": "", "traceback": False, "peak_mib": 0.0, "wall_s": 0.0}
     procs = built if built and isinstance(built[0], Proc) else [Proc(list(built))]
@@ -221,7 +230,8 @@ def run_case(case: Case, base: Base | None, work: Path, sgsc: list[str], cap: in
 
 
 def build_base(root: Path, sgsc: list[str], cap: int, need_bomb: bool) -> Base:
-    """The toy digits artifact and its three exports, built with the ``sgsc`` under test; the tamper channels."""
+    """The toy digits artifact and its three exports, built with the ``sgsc`` under test; the tamper
+    channels."""
     base = Base(root)
     root.mkdir(parents=True)
     bomb = threading.Thread(target=write_bomb, args=(root / "bomb.npz", cap + (512 << 20)))
@@ -231,7 +241,8 @@ def build_base(root: Path, sgsc: list[str], cap: int, need_bomb: bool) -> Base:
     logs = root / "_logs"
     logs.mkdir()
     steps = [Proc(["compress", "--out", "art", *TOY])]
-    steps += [Proc(["export", "art", "--profile", p, "-o", f"{p}.onnx"], after_previous=True) for p in PROFILES]
+    steps += [Proc(["export", "art", "--profile", p, "-o", f"{p}.onnx"], after_previous=True)
+              for p in PROFILES]
     for r, p in zip(run_procs(steps, root, logs, sgsc, cap, 600), steps):
         if r["exit"] != 0:
             raise SystemExit(f"error: the base step `sgsc {' '.join(p.argv)}` failed (exit {r['exit']}): "
@@ -250,13 +261,15 @@ def _cell(text: str, width: int = 70) -> str:
 
 
 def _files(row: dict) -> str:
-    parts = [f"{k.split('_')[0]}: {', '.join(row[k][:2])}" for k in ("new_files", "changed_inputs", "temp_files")
+    parts = [f"{k.split('_')[0]}: {', '.join(row[k][:2])}"
+             for k in ("new_files", "changed_inputs", "temp_files")
              if row.get(k)]
     return "; ".join(parts) or "—"
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| case | command | exit | first line | traceback | files left / overwritten | peak MiB | verdict |",
+    lines = ["| case | command | exit | first line | traceback "
+             "| files left / overwritten | peak MiB | verdict |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['id']} | `{_cell(r['command'], 60)}` | {r['exit']} | {_cell(r['first_line'])} | "
@@ -317,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
             for c, f in zip(cases, futures):
                 rows.append(f.result())
                 print(f"{c.id}: {rows[-1]['verdict']} ({rows[-1]['wall_s']:.1f} s)", file=sys.stderr)
-                _write(args.out, rows, {**meta, "complete": len(rows) == len(cases)})  # a killed run keeps its rows
+                # a killed run keeps its rows
+                _write(args.out, rows, {**meta, "complete": len(rows) == len(cases)})
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -1,12 +1,12 @@
 """The hostile-input cases of ``python -m benchmarks.untrusted`` (issue 14), declared as data.
 
-Each :class:`Case` has a builder that writes its hostile files into a fresh case directory (the command's working
-directory) and returns the argv after ``sgsc``, or a list of :class:`Proc` for cases of several processes (two runs
-at once, Ctrl-C, a killed run and its rerun). Ids are ``cNN_…`` for the categories numbered in issue 14 and
-``xNN_…`` for cases the issue did not list, filed under the nearest category. Three shared tampering helpers do
-the work: :func:`edit_manifest` (manifest.json, optionally re-hashing the files so only the edit is tested),
-:func:`edit_onnx` (a copy of an ONNX file with a function applied) and :func:`npz` / :func:`raw_npz` (npz files,
-the latter member by member: duplicate names, lying headers, pickles).
+Each :class:`Case` has a builder that writes its hostile files into a fresh case directory (the command's
+working directory) and returns the argv after ``sgsc``, or a list of :class:`Proc` for cases of several
+processes (two runs at once, Ctrl-C, a killed run and its rerun). Ids are ``cNN_…`` for the categories
+numbered in issue 14 and ``xNN_…`` for cases the issue did not list, filed under the nearest category. Three
+shared tampering helpers do the work: :func:`edit_manifest` (manifest.json, optionally re-hashing the files so
+only the edit is tested), :func:`edit_onnx` (a copy of an ONNX file with a function applied) and :func:`npz` /
+:func:`raw_npz` (npz files, the latter member by member: duplicate names, lying headers, pickles).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ PROFILES = PROFILE_NAMES
 TOY = ["--steps", "60", "--finetune-steps", "10", "--float-epochs", "2", "--quiet"]
 PIPE = TOY + ["--profiles", "portable", "--no-latency", "--no-report", "--max-accuracy-drop", "100"]
 TAMPER_AGREEMENT = 0.95  # a tampered file keeps this top-1 agreement; its cases gate at --min-agreement 0.9
-LOOSE = ["--no-latency", "--max-accuracy-drop", "100"]  # the toy artifact loses accuracy; only parity is gated
+# the toy artifact loses accuracy; only parity is gated
+LOOSE = ["--no-latency", "--max-accuracy-drop", "100"]
 AGREE = ["--min-agreement", "0.9"]
 DIGITS = "sgsc_export.models:digits_cnn"
 BENIGN_MODEL = ("def make(num_classes=10, width=32):\n    from sgsc_export.models import digits_cnn\n"
@@ -42,8 +43,9 @@ BENIGN_MODEL = ("def make(num_classes=10, width=32):\n    from sgsc_export.model
 
 @dataclass
 class Proc:
-    """One process of a case: started ``start`` s after the case (or after the previous ones ended), optionally
-    sent ``signal`` ``signal_after`` s after its start. The last Proc of a case is the one judged."""
+    """One process of a case: started ``start`` s after the case (or after the previous ones ended),
+    optionally sent ``signal`` ``signal_after`` s after its start. The last Proc of a case is the one
+    judged."""
 
     argv: list[str]
     start: float = 0.0
@@ -54,7 +56,8 @@ class Proc:
 
 @dataclass
 class Base:
-    """The shared inputs built once per harness run: a toy digits artifact, its three exports, the bomb npz."""
+    """The shared inputs built once per harness run: a toy digits artifact, its three exports, the bomb
+    npz."""
 
     root: Path
     tamper: dict[str, dict[str, Any]] = field(default_factory=dict)  # profile → {layer, channel, max_diff, …}
@@ -121,8 +124,8 @@ def sha(path: Path) -> str:
 
 def edit_manifest(ctx: Ctx, art: str, fn: Callable[[dict], Any] | None = None, rehash: bool = False,
                   text: str | None = None) -> None:
-    """Apply ``fn`` to ``art/manifest.json`` (or replace it by ``text``); ``rehash``: record the files' new SHA-256s,
-    so the artifact's own integrity check passes and only the edit is tested."""
+    """Apply ``fn`` to ``art/manifest.json`` (or replace it by ``text``); ``rehash``: record the files' new
+    SHA-256s, so the artifact's own integrity check passes and only the edit is tested."""
     p = ctx.dir / art / "manifest.json"
     if text is not None:
         p.write_text(text)
@@ -183,9 +186,9 @@ def eval_arrays(ctx: Ctx) -> dict[str, np.ndarray]:
 
 def data_npz(ctx: Ctx, rel: str = "d.npz", x: np.ndarray | None = None, y: np.ndarray | None = None,
              reshape: tuple[int, ...] | None = None, dtype: Any = None) -> str:
-    """A validate --data file: the artifact's test split then its preservation set (``preservation_indices``, so
-    the exports' sgsc.preservation_sha256 matches), with the test part's ``x`` / ``y`` overridden, or the whole
-    ``x`` reshaped / cast (neither changes the float32 bytes the preservation SHA-256 is taken over)."""
+    """A validate --data file: the artifact's test split then its preservation set (``preservation_indices``,
+    so the exports' sgsc.preservation_sha256 matches), with the test part's ``x`` / ``y`` overridden, or the
+    whole ``x`` reshaped / cast (neither changes the float32 bytes the preservation SHA-256 is taken over)."""
     ev = eval_arrays(ctx)
     n = len(ev["x_test"])
     xs = np.concatenate([ev["x_test"] if x is None else x, ev["x_preservation"]])
@@ -199,9 +202,11 @@ def data_npz(ctx: Ctx, rel: str = "d.npz", x: np.ndarray | None = None, y: np.nd
 
 
 def train_npz(ctx: Ctx, rel: str = "d.npz", **override: np.ndarray) -> str:
-    """A compress --dataset npz: file (x_train, y_train, x_test, y_test: the artifact's test split), overridden."""
+    """A compress --dataset npz: file (x_train, y_train, x_test, y_test: the artifact's test split),
+    overridden."""
     ev = eval_arrays(ctx)
-    arrays = {"x_train": ev["x_test"], "y_train": ev["y_test"], "x_test": ev["x_test"], "y_test": ev["y_test"],
+    arrays = {"x_train": ev["x_test"], "y_train": ev["y_test"], "x_test": ev["x_test"],
+              "y_test": ev["y_test"],
               **override}
     return npz(ctx, rel, **arrays)
 
@@ -229,7 +234,8 @@ def torch_payload(ctx: Ctx) -> bytes:
 
 
 def externalize(model: Any, data_path: Path, location: str, offset: int = 0) -> None:
-    """Move every initializer of ≥ 64 bytes to external data at ``location`` (bytes written to ``data_path``)."""
+    """Move every initializer of ≥ 64 bytes to external data at ``location`` (bytes written to
+    ``data_path``)."""
     import onnx
     from onnx.external_data_helper import set_external_data
 
@@ -244,7 +250,8 @@ def externalize(model: Any, data_path: Path, location: str, offset: int = 0) -> 
 
 
 def ext_onnx(ctx: Ctx, model_rel: str, data_rel: str, location: str, offset: int = 0) -> str:
-    """The portable export with its weights in an external file at ``data_rel`` (case-relative), named ``location``."""
+    """The portable export with its weights in an external file at ``data_rel`` (case-relative), named
+    ``location``."""
     import onnx
 
     model = onnx.load(str(ctx.base.onnx("portable")))
@@ -287,7 +294,8 @@ def negate_scale(model: Any, layer: str, channel: int) -> None:
 
 def find_tamper(base: Base, profile: str) -> dict[str, Any]:
     """The one-channel negation that changes the logits most while keeping top-1 agreement ≥ TAMPER_AGREEMENT
-    (its cases run with --min-agreement 0.9): a corruption the agreement check cannot see (issue 14, category 10). Empty if there is none."""
+    (its cases run with --min-agreement 0.9): a corruption the agreement check cannot see (issue 14, category
+    10). Empty if there is none."""
     import onnx
     import onnxruntime as ort
 
@@ -314,7 +322,8 @@ def find_tamper(base: Base, profile: str) -> dict[str, Any]:
 
 
 def write_bomb(path: Path, nbytes: int) -> None:
-    """An npz whose member x_train (written first) inflates to ``nbytes`` of zeros; ~1/1000 of that on disk."""
+    """An npz whose member x_train (written first) inflates to ``nbytes`` of zeros; ~1/1000 of that on
+    disk."""
     n = max(1, nbytes // 256)
     chunk = bytes(64 << 20)
     ev_small = {"x": np.zeros((4, 1, 8, 8), np.float32), "y": np.zeros(4, np.int64),
@@ -372,7 +381,8 @@ def same_onnx(rel: str, profile: str = "portable") -> Callable[[Ctx, dict], str 
         p = ctx.dir / rel
         if not p.is_file():
             return f"{rel} was not written"
-        return None if sha(p) == sha(ctx.base.onnx(profile)) else f"{rel} is not byte-identical to the base export"
+        return (None if sha(p) == sha(ctx.base.onnx(profile))
+                else f"{rel} is not byte-identical to the base export")
     return check
 
 
@@ -400,10 +410,12 @@ def art_with_factory(ctx: Ctx, factory: str, kwargs: dict | None = None, digest:
 
 
 def art_with_pyfile(ctx: Ctx, body: str, digest: str | None | bool = True, name: str = "evil.py") -> str:
-    """An artifact whose manifest names ``name:make`` (absolute path); ``digest`` True: the file's real SHA-256."""
+    """An artifact whose manifest names ``name:make`` (absolute path); ``digest`` True: the file's real
+    SHA-256."""
     ctx.write(name, body)
     real = sha(ctx.dir / name)
-    return art_with_factory(ctx, f"{ctx.dir / name}:make", {"num_classes": 10}, real if digest is True else digest)
+    return art_with_factory(ctx, f"{ctx.dir / name}:make", {"num_classes": 10},
+                            real if digest is True else digest)
 
 
 def evil_model(ctx: Ctx) -> str:
@@ -415,7 +427,8 @@ def export_of(art: str, *extra: str) -> list[str]:
 
 
 def fake_artifact(ctx: Ctx, manifest: dict) -> str:
-    """A hand-made artifact (no compression): empty tensors, tiny npz files, the given manifest, correct hashes."""
+    """A hand-made artifact (no compression): empty tensors, tiny npz files, the given manifest, correct
+    hashes."""
     from safetensors.numpy import save
 
     (ctx.dir / "fake").mkdir()
@@ -442,7 +455,8 @@ def huge_constant(ctx: Ctx, cap: int) -> str:
     k = (cap + (1 << 30)) // 9
     inits = [nh.from_array(np.array([k, 1, 3, 3], np.int64), "shape"), nh.from_array(np.float32(0.5), "s")]
     nodes = [h.make_node("ConstantOfShape", ["shape"], ["wi"], value=h.make_tensor("v", T.INT8, [1], [1])),
-             h.make_node("DequantizeLinear", ["wi", "s"], ["w"]), h.make_node("Conv", ["input", "w"], ["out"])]
+             h.make_node("DequantizeLinear", ["wi", "s"], ["w"]),
+             h.make_node("Conv", ["input", "w"], ["out"])]
     return save_model(ctx, "bomb.onnx", tiny_graph(nodes, inits, ["N", k, 6, 6]))
 
 
@@ -455,7 +469,8 @@ def nested_if(ctx: Ctx, depth: int = 20) -> str:
         if d == 0:
             node = h.make_node("Constant", [], ["o"], value=nh.from_array(np.ones(1, np.float32)))
         else:
-            node = h.make_node("If", ["c"], ["o"], then_branch=graph(d - 1), else_branch=graph(0))  # linear size
+            # linear size
+            node = h.make_node("If", ["c"], ["o"], then_branch=graph(d - 1), else_branch=graph(0))
         return h.make_graph([node], f"g{d}", [], [h.make_tensor_value_info("o", T.FLOAT, [1])])
 
     nodes = [h.make_node("If", ["c"], ["out"], then_branch=graph(depth), else_branch=graph(0))]
@@ -480,8 +495,10 @@ def other_model(ctx: Ctx) -> str:
 def tampered(ctx: Ctx, profile: str) -> str:
     t = ctx.base.tamper[profile]
     if not t:
-        raise RuntimeError(f"no channel of {profile} changes the logits while keeping agreement {TAMPER_AGREEMENT}")
-    return edit_onnx(ctx, lambda m: negate_scale(m, t["layer"], t["channel"]), profile, f"{profile}-tampered.onnx")
+        raise RuntimeError(f"no channel of {profile} changes the logits while keeping "
+                           f"agreement {TAMPER_AGREEMENT}")
+    return edit_onnx(ctx, lambda m: negate_scale(m, t["layer"], t["channel"]), profile,
+                     f"{profile}-tampered.onnx")
 
 
 def set_meta(key: str, value: str):
@@ -539,7 +556,8 @@ def _flip_byte(path: Path, at: int = -100) -> None:
 def _stale_report(ctx: Ctx) -> list[str]:
     ctx.write("ok.json", json.dumps({"status": "passed", "note": "written by an earlier run"}))
     ctx.write("blocker", "a file, so blocker/r.md cannot be created")
-    return ["validate", ctx.onnx(), "--run", ctx.art(), *LOOSE, "--report", "ok.json", "--markdown", "blocker/r.md"]
+    return ["validate", ctx.onnx(), "--run", ctx.art(), *LOOSE, "--report", "ok.json", "--markdown",
+            "blocker/r.md"]
 
 
 def _pipeline_rerun_error(ctx: Ctx) -> list[str]:
@@ -606,8 +624,10 @@ def _declared_huge_init(ctx: Ctx) -> list[str]:
     from onnx import helper as h
     from onnx import numpy_helper as nh
 
-    t = T(name="wi", data_type=T.INT8, dims=[1 << 20, 1 << 20], raw_data=b"\1" * 16)  # make_tensor would refuse
-    nodes = [h.make_node("DequantizeLinear", ["wi", "s"], ["w"]), h.make_node("MatMul", ["input", "w"], ["out"])]
+    # make_tensor would refuse
+    t = T(name="wi", data_type=T.INT8, dims=[1 << 20, 1 << 20], raw_data=b"\1" * 16)
+    nodes = [h.make_node("DequantizeLinear", ["wi", "s"], ["w"]),
+             h.make_node("MatMul", ["input", "w"], ["out"])]
     save_model(ctx, "m.onnx", tiny_graph(nodes, [t, nh.from_array(np.float32(1), "s")], ["N", 1, 8, 1 << 20]))
     return ["inspect", "m.onnx"]
 
@@ -652,7 +672,8 @@ def _odd_path(ctx: Ctx) -> list[str]:
 
 
 def _kill_rerun(ctx: Ctx) -> list[Proc]:
-    return [Proc(pipeline("run"), signal=SIGKILL, signal_after=12), Proc(pipeline("run"), after_previous=True)]
+    return [Proc(pipeline("run"), signal=SIGKILL, signal_after=12),
+            Proc(pipeline("run"), after_previous=True)]
 
 
 TUPLE_MODEL = BENIGN_MODEL.replace("    return digits_cnn(num_classes, width)\n", """    import torch
@@ -666,12 +687,13 @@ TUPLE_MODEL = BENIGN_MODEL.replace("    return digits_cnn(num_classes, width)\n"
     return M()
 """)
 EXIT0_MODEL = "import sys\n\ndef make(num_classes=10):\n    sys.exit(0)\n"
-NO_LAYER_MODEL = "import torch\n\ndef make(num_classes=10):\n    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.ReLU())\n"
+NO_LAYER_MODEL = ("import torch\n\ndef make(num_classes=10):\n"
+                  "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.ReLU())\n")
 
 
 C = Case
 CASES: list[Case] = [
-    # 1 code execution ------------------------------------------------------------------------------------------
+    # 1 code execution ---------------------------------------------------------------------------------------
     C("c01_factory_os_system", 1, "manifest names os:system with a shell command as kwargs",
       lambda c: export_of(art_with_factory(c, "os:system", {"command": f"touch '{c.marker}'"})), marker=True),
     C("c01_factory_subprocess", 1, "manifest names subprocess:check_call",
@@ -689,7 +711,8 @@ CASES: list[Case] = [
       lambda c: (c.write("evil_mod.py", evil_model(c)), export_of(art_with_factory(c, "evil_mod:make")))[1],
       marker=True),
     C("c01_validate_run_os_system", 1, "validate --run --layers on an artifact naming os:system",
-      lambda c: ["validate", c.onnx(), "--run", art_with_factory(c, "os:system", {"command": f"touch '{c.marker}'"}),
+      lambda c: ["validate", c.onnx(), "--run",
+                 art_with_factory(c, "os:system", {"command": f"touch '{c.marker}'"}),
                  *LOOSE, "--layers"], expect=(0, 2), marker=True),
     C("c01_resume_checkpoint_pickle", 1, "compress --resume from a last.pt holding a __reduce__ payload",
       lambda c: _resume_payload(c, "compress"), marker=True),
@@ -718,12 +741,13 @@ CASES: list[Case] = [
       lambda c: (_object_eval(c, c.art()), ["validate", c.onnx(), "--run", "art", *LOOSE])[1], marker=True),
     C("x01_shell_metachar_paths", 1, "control: paths with unicode and shell metacharacters",
       _odd_path, expect=(0,), outputs=("ö 😀 $(touch MARKER).onnx",), marker=True),
-    # 2 reading outside ----------------------------------------------------------------------------------------
+    # 2 reading outside --------------------------------------------------------------------------------------
     C("c02_extdata_dotdot", 2, "inspect: external data location ../outside.bin",
       lambda c: ["inspect", ext_onnx(c, "m/model.onnx", "outside.bin", "../outside.bin")]),
     C("c02_extdata_absolute", 2, "inspect: external data at an absolute path",
       lambda c: ["inspect", ext_onnx(c, "m/model.onnx", "abs.bin", str(c.dir / "abs.bin"))]),
-    C("c02_extdata_symlink_out", 2, "inspect: external data is a symlink to a file outside the folder", _ext_symlink),
+    C("c02_extdata_symlink_out", 2, "inspect: external data is a symlink to a file outside the folder",
+      _ext_symlink),
     C("c02_extdata_from_cwd", 2, "inspect: external data only in the working directory, not beside the model",
       _ext_cwd),
     C("c02_extdata_dotdot_validate", 2, "validate: external data location ../outside.bin",
@@ -732,16 +756,19 @@ CASES: list[Case] = [
     C("c02_extdata_beside_inspect", 2, "control: inspect, external data beside the model",
       lambda c: ["inspect", ext_onnx(c, "m/model.onnx", "m/model.data", "model.data")], expect=(0,)),
     C("c02_extdata_beside_validate", 2, "control: validate, external data beside the model",
-      lambda c: ["validate", ext_onnx(c, "m/model.onnx", "m/model.data", "model.data"), "--run", c.art(), *LOOSE],
+      lambda c: ["validate", ext_onnx(c, "m/model.onnx", "m/model.data", "model.data"), "--run", c.art(),
+                 *LOOSE],
       expect=(0,)),
     C("x02_extdata_dev_zero", 2, "inspect: external data /dev/zero, length 1 TiB", _ext_dev_zero),
-    C("x02_extdata_fifo", 2, "validate: external data file beside the model is a FIFO", _ext_fifo, timeout=40),
+    C("x02_extdata_fifo", 2, "validate: external data file beside the model is a FIFO", _ext_fifo,
+      timeout=40),
     C("x02_extdata_offset_past_end", 2, "validate: external data offset past the end of the file",
       _ext_past_end),
     C("x02_artifact_symlink_member", 2, "artifact's model.safetensors is a symlink outside the artifact",
       lambda c: export_of(_symlink_member(c))),
-    # 3 memory ---------------------------------------------------------------------------------------------------
-    C("c03_onnx_huge_constant_inspect", 3, "inspect: 300-byte ONNX whose weight is a ConstantOfShape over the cap",
+    # 3 memory -----------------------------------------------------------------------------------------------
+    C("c03_onnx_huge_constant_inspect", 3,
+      "inspect: 300-byte ONNX whose weight is a ConstantOfShape over the cap",
       lambda c: ["inspect", huge_constant(c, c.cap)]),
     C("c03_onnx_huge_constant_validate", 3, "validate: the same ConstantOfShape bomb",
       lambda c: _vd(c, data_npz(c), onnx_rel=huge_constant(c, c.cap))),
@@ -757,18 +784,20 @@ CASES: list[Case] = [
     C("x03_manifest_input_shape_huge", 3, "manifest input_shape [1,1,100000,100000] (hashes intact)",
       lambda c: export_of((lambda a: (edit_manifest(c, a, _huge_shape), a)[1])(c.art()))),
     C("x03_safetensors_header_huge", 3, "model.safetensors declares a 2^62-byte header (hashes updated)",
-      lambda c: export_of((lambda a: (c.write(f"{a}/model.safetensors", (1 << 62).to_bytes(8, "little") + b"{}"),
+      lambda c: export_of((lambda a: (c.write(f"{a}/model.safetensors",
+                                              (1 << 62).to_bytes(8, "little") + b"{}"),
                                       edit_manifest(c, a, rehash=True), a)[2])(c.art()))),
     C("x03_onnx_declared_huge_initializer", 3, "inspect: initializer dims 2^20 x 2^20 with 16 bytes of data",
       _declared_huge_init),
-    # 4 data loss ------------------------------------------------------------------------------------------------
+    # 4 data loss --------------------------------------------------------------------------------------------
     C("c04_export_o_manifest", 4, "export RUN -o RUN/manifest.json", lambda c: ["export", c.art(), "-o",
                                                                                 "art/manifest.json"]),
     C("c04_export_o_weights", 4, "export RUN -o RUN/model.safetensors",
       lambda c: ["export", c.art(), "-o", "art/model.safetensors"]),
     C("c04_export_o_alias", 4, "export RUN -o ./RUN/../RUN/eval.npz (an alias of an input)",
       lambda c: ["export", c.art(), "-o", "./art/../art/eval.npz"]),
-    C("c04_validate_report_is_model", 4, "validate m.onnx --report m.onnx", lambda c: _v(c, "--report", "portable.onnx")),
+    C("c04_validate_report_is_model", 4, "validate m.onnx --report m.onnx",
+      lambda c: _v(c, "--report", "portable.onnx")),
     C("c04_validate_markdown_is_eval", 4, "validate --markdown RUN/eval.npz",
       lambda c: _v(c, "--markdown", "art/eval.npz")),
     C("c04_validate_junit_is_data", 4, "validate --data npz:d.npz --junit d.npz",
@@ -779,16 +808,17 @@ CASES: list[Case] = [
       lambda c: ["compress", "--out", c.write("notes.txt", "my notes\n"), *TOY]),
     C("x04_export_o_is_directory", 4, "export -o an existing directory",
       lambda c: (c.write("outdir/keep.txt", "x"), ["export", c.art(), "-o", "outdir"])[1]),
-    # 5 concurrency ----------------------------------------------------------------------------------------------
+    # 5 concurrency ------------------------------------------------------------------------------------------
     C("c05_pipeline_two_runs", 5, "a second pipeline into the same --out while the first runs",
       lambda c: [Proc(pipeline("run")), Proc(pipeline("run"), start=6)], outputs=("run",),
       check=others_exit(0), timeout=240),
     C("c05_pipeline_rerun_after_kill", 5, "control: pipeline killed (SIGKILL) mid-run, then rerun",
       _kill_rerun, expect=(0,), outputs=("run",), timeout=240),
     C("x05_export_same_output_twice", 5, "control: two exports to one -o at once",
-      lambda c: [Proc(export_of(c.art())), Proc(export_of("art"), start=0.5)], expect=(0,), outputs=("out.onnx",),
+      lambda c: [Proc(export_of(c.art())), Proc(export_of("art"), start=0.5)], expect=(0,),
+      outputs=("out.onnx",),
       check=lambda c, r: others_exit(0)(c, r) or same_onnx("out.onnx")(c, r)),
-    # 6 exit codes -----------------------------------------------------------------------------------------------
+    # 6 exit codes -------------------------------------------------------------------------------------------
     C("c06_pipeline_model_sys_exit0", 6, "pipeline --model whose factory calls sys.exit(0)",
       lambda c: (c.write("exit0.py", EXIT0_MODEL), pipeline("run", "--model", "exit0.py:make"))[1]),
     C("c06_compress_model_sys_exit0", 6, "compress --model whose factory calls sys.exit(0)",
@@ -799,11 +829,12 @@ CASES: list[Case] = [
     C("c06_ctrl_c_pipeline", 6, "Ctrl-C (SIGINT) during pipeline",
       lambda c: [Proc(pipeline("run", "--steps", "100000"), signal=SIGINT, signal_after=15)], expect=(130,),
       outputs=("run",)),
-    C("c06_stale_passed_report", 6, "validate --report ok.json --markdown blocker/r.md: ok.json from before says passed",
+    C("c06_stale_passed_report", 6,
+      "validate --report ok.json --markdown blocker/r.md: ok.json from before says passed",
       _stale_report, outputs=("ok.json",), check=no_passed_report("ok.json")),
     C("c06_pipeline_error_keeps_passed", 6, "pipeline rerun that errors, old validation/*.json says passed",
       _pipeline_rerun_error, outputs=("run",), check=no_passed_report("run/validation/*.json")),
-    # 7 checks skipped silently ----------------------------------------------------------------------------------
+    # 7 checks skipped silently ------------------------------------------------------------------------------
     C("c07_layers_reference_mismatch", 7, "validate --layers --layer-reference of another model",
       lambda c: _v(c, "--layers", "--layer-reference", other_model(c))),
     C("c07_run_missing_quant", 7, "validate --run with quant.safetensors deleted",
@@ -812,25 +843,28 @@ CASES: list[Case] = [
     C("c07_run_modified_weights", 7, "validate --run with model.safetensors modified (SHA-256 differs)",
       lambda c: (c.art(), _flip_byte(c.dir / "art/model.safetensors"),
                  ["validate", c.onnx(), "--run", "art", *LOOSE])[2]),
-    C("c07_run_modified_logits", 7, "validate --run with eval.npz reference logits modified (SHA-256 differs)",
+    C("c07_run_modified_logits", 7,
+      "validate --run with eval.npz reference logits modified (SHA-256 differs)",
       lambda c: (c.art(), _tamper_logits(c, "art"), ["validate", c.onnx(), "--run", "art", *LOOSE])[2]),
     C("x07_run_no_file_hashes", 7, "validate --run with the manifest's files table removed",
       lambda c: (c.art(), edit_manifest(c, "art", lambda m: m.pop("files")),
                  ["validate", c.onnx(), "--run", "art", *LOOSE])[2]),
-    # 8 bad input accepted ---------------------------------------------------------------------------------------
+    # 8 bad input accepted -----------------------------------------------------------------------------------
     C("c08_npz_float_y_test", 8, "compress npz: y_test holds floats (1.7)",
       lambda c: _cnpz(c, train_npz(c, y_test=eval_arrays(c)["y_test"] + 0.7))),
     C("c08_label_ge_outputs_validate", 8, "validate --data: a label 10 for a 10-output model",
       lambda c: _vd(c, data_npz(c, y=np.where(np.arange(360) == 0, 10, eval_arrays(c)["y_test"])))),
     C("c08_label_1e12_compress", 8, "compress npz: a label 10^12",
-      lambda c: _cnpz(c, train_npz(c, y_train=np.where(np.arange(360) == 0, 10**12, eval_arrays(c)["y_test"])))),
+      lambda c: _cnpz(c, train_npz(c, y_train=np.where(np.arange(360) == 0, 10**12,
+                                                       eval_arrays(c)["y_test"])))),
     C("c08_label_1e12_validate", 8, "validate --data: a label 10^12",
       lambda c: _vd(c, data_npz(c, y=np.where(np.arange(360) == 0, 10**12, eval_arrays(c)["y_test"])))),
     C("c08_manifest_layers_empty", 8, 'manifest "layers": [] (a float model as if compressed)',
       lambda c: export_of((lambda a: (edit_manifest(c, a, _layers_empty), a)[1])(c.art()))),
     C("c08_exclude_nosuchlayer", 8, "compress --exclude nosuchlayer",
       lambda c: ["compress", "--out", "out", *TOY, "--exclude", "nosuchlayer"]),
-    C("x08_threshold_nan", 8, "validate --max-accuracy-drop nan", lambda c: _v(c, "--max-accuracy-drop", "nan")),
+    C("x08_threshold_nan", 8, "validate --max-accuracy-drop nan",
+      lambda c: _v(c, "--max-accuracy-drop", "nan")),
     C("x08_min_agreement_5", 8, "validate --min-agreement 5", lambda c: _v(c, "--min-agreement", "5")),
     C("x08_compress_steps_negative", 8, "compress --steps -5", lambda c: ["compress", "--out", "out", *TOY,
                                                                          "--steps", "-5"]),
@@ -838,11 +872,12 @@ CASES: list[Case] = [
                                                                       "--gamma", "inf"]),
     C("x08_npz_x_complex", 8, "validate --data: x is complex64",
       lambda c: _vd(c, data_npz(c, dtype=np.complex64))),
-    C("x08_npz_duplicate_members", 8, "validate --data: npz with two members named x.npy", _duplicate_members),
+    C("x08_npz_duplicate_members", 8, "validate --data: npz with two members named x.npy",
+      _duplicate_members),
     C("x08_onnx_wrong_preservation_meta", 8, "validate --run: ONNX metadata names another preservation set",
       lambda c: ["validate", edit_onnx(c, set_meta("sgsc.preservation_sha256", "0" * 64)), "--run", c.art(),
                  *LOOSE]),
-    # 9 tracebacks -----------------------------------------------------------------------------------------------
+    # 9 tracebacks -------------------------------------------------------------------------------------------
     C("c09_npz_nan_x_compress", 9, "compress npz: NaN in x_train",
       lambda c: _cnpz(c, train_npz(c, x_train=np.full_like(eval_arrays(c)["x_test"], np.nan)))),
     C("c09_npz_inf_x_validate", 9, "validate --data: inf in x",
@@ -856,34 +891,42 @@ CASES: list[Case] = [
       lambda c: _cm(c, TUPLE_MODEL.replace("RESULT", "(y, y)"))),
     C("c09_model_returns_dict", 9, "compress --model whose forward returns a dict",
       lambda c: _cm(c, TUPLE_MODEL.replace("RESULT", "{'logits': y}"))),
-    C("c09_model_without_layers", 9, "compress --model with no Conv/Linear", lambda c: _cm(c, NO_LAYER_MODEL)),
+    C("c09_model_without_layers", 9, "compress --model with no Conv/Linear",
+      lambda c: _cm(c, NO_LAYER_MODEL)),
     C("c09_weights_zero_bytes", 9, "compress --weights of 0 bytes",
       lambda c: _cm(c, BENIGN_MODEL, "--weights", c.write("w.pt", b""))),
     C("c09_history_corrupt", 9, "export: history.json is not JSON",
       lambda c: export_of((lambda a: (c.write(f"{a}/history.json", "{not json"), a)[1])(c.art()))),
     C("c09_checkpoint_corrupt_resume", 9, "compress --resume with a corrupt last.pt",
-      lambda c: ["compress", "--out", (lambda a: (c.write(f"{a}/checkpoints/last.pt", b"PK\3\4garbage"), a)[1])(
+      lambda c: ["compress", "--out",
+                 (lambda a: (c.write(f"{a}/checkpoints/last.pt", b"PK\3\4garbage"), a)[1])(
           c.art()), "--resume", *TOY]),
     C("c09_manifest_bits_9", 9, "manifest: a channel with bits 9",
       lambda c: export_of((lambda a: (edit_manifest(c, a, _bits9), a)[1])(c.art()))),
-    C("c09_seed_negative", 9, "compress --seed -5", lambda c: ["compress", "--out", "out", *TOY, "--seed", "-5"]),
+    C("c09_seed_negative", 9, "compress --seed -5",
+      lambda c: ["compress", "--out", "out", *TOY, "--seed", "-5"]),
     C("c09_out_cannot_be_created", 9, "compress --out under a regular file",
       lambda c: ["compress", "--out", c.write("blocker", "x") + "/sub", *TOY]),
     C("x09_manifest_minimal", 9, "manifest with only format, format_version and the file hashes",
       lambda c: export_of((lambda a: (edit_manifest(c, a, _minimal), a)[1])(c.art()))),
     C("x09_manifest_deep_nesting", 9, "manifest.json nested 100,000 deep",
-      lambda c: export_of((lambda a: (edit_manifest(c, a, text="[" * 100000 + "]" * 100000), a)[1])(c.art()))),
+      lambda c: export_of((lambda a: (edit_manifest(c, a, text="[" * 100000 + "]" * 100000),
+                                      a)[1])(c.art()))),
     C("x09_manifest_huge_int", 9, "manifest with a 5,000-digit integer",
-      lambda c: export_of((lambda a: (edit_manifest(c, a, text='{"format": "sgsc-artifact", "format_version": '
+      lambda c: export_of((lambda a: (edit_manifest(c, a,
+                                                    text='{"format": "sgsc-artifact", "format_version": '
                                                     + "9" * 5000 + "}"), a)[1])(c.art()))),
     C("x09_manifest_is_directory", 9, "artifact's manifest.json is a directory",
-      lambda c: export_of((lambda a: (os.unlink(c.dir / a / "manifest.json"), os.mkdir(c.dir / a / "manifest.json"),
+      lambda c: export_of((lambda a: (os.unlink(c.dir / a / "manifest.json"),
+                                      os.mkdir(c.dir / a / "manifest.json"),
                                       a)[2])(c.art()))),
     C("x09_manifest_empty", 9, "manifest.json of 0 bytes",
       lambda c: export_of((lambda a: (edit_manifest(c, a, text=""), a)[1])(c.art()))),
     C("x09_onnx_is_zip", 9, "validate: an .onnx that is a zip (an npz renamed)",
-      lambda c: ["validate", c.write("m.onnx", (c.base.art / "eval.npz").read_bytes()), "--run", c.art(), *LOOSE]),
-    C("x09_onnx_empty_inspect", 9, "inspect: an .onnx of 0 bytes", lambda c: ["inspect", c.write("m.onnx", b"")],
+      lambda c: ["validate", c.write("m.onnx", (c.base.art / "eval.npz").read_bytes()), "--run", c.art(),
+                 *LOOSE]),
+    C("x09_onnx_empty_inspect", 9, "inspect: an .onnx of 0 bytes",
+      lambda c: ["inspect", c.write("m.onnx", b"")],
       needs_base=False),
     C("x09_onnx_empty_validate", 9, "validate: an .onnx of 0 bytes",
       lambda c: ["validate", c.write("m.onnx", b""), "--run", c.art(), *LOOSE]),
@@ -895,14 +938,16 @@ CASES: list[Case] = [
       expect=(0, 2)),
     C("x09_onnx_nested_validate", 9, "validate: If nested 20 deep", lambda c: _vd(c, data_npz(c),
                                                                                   onnx_rel=nested_if(c))),
-    C("x09_onnx_cyclic", 9, "validate: a graph with a cycle", lambda c: _vd(c, data_npz(c), onnx_rel=cyclic(c))),
+    C("x09_onnx_cyclic", 9, "validate: a graph with a cycle",
+      lambda c: _vd(c, data_npz(c), onnx_rel=cyclic(c))),
     C("x09_npz_empty_file", 9, "validate --data: npz of 0 bytes", lambda c: _vd(c, c.write("d.npz", b""))),
     C("x09_npz_is_directory", 9, "validate --data: npz:PATH is a directory",
       lambda c: (c.write("d.npz/x", "x"), _vd(c, "d.npz"))[1]),
     C("x09_unicode_run_dir", 9, "control: validate --run of an artifact in a unicode folder",
       lambda c: ["validate", c.onnx(), "--run", c.art("Résultats ✓ 日本"), *LOOSE], expect=(0,)),
-    # 10 the gate misses a corrupted file ------------------------------------------------------------------------
-    *[C(f"c10_tampered_{p.replace('-', '')}", 10, f"{p}: one channel's scale negated (agreement stays ≥ 0.95)",
+    # 10 the gate misses a corrupted file --------------------------------------------------------------------
+    *[C(f"c10_tampered_{p.replace('-', '')}", 10,
+        f"{p}: one channel's scale negated (agreement stays ≥ 0.95)",
         lambda c, p=p: ["validate", tampered(c, p), "--run", c.art(), *LOOSE, *AGREE], expect=(1,),
         check=stdout_has("logit_parity")) for p in PROFILES],
     *[C(f"c10_honest_{p.replace('-', '')}", 10, f"control: honest {p} export passes the gate",
@@ -911,9 +956,10 @@ CASES: list[Case] = [
       lambda c: _vd(c, data_npz(c), *AGREE, onnx_rel=tampered(c, "portable")), expect=(1,),
       check=stdout_has("logit_parity")),
     C("c10_max_logit_diff_override", 10, "control: tampered portable with --max-logit-diff 1000",
-      lambda c: ["validate", tampered(c, "portable"), "--run", c.art(), *LOOSE, *AGREE, "--max-logit-diff", "1000"],
+      lambda c: ["validate", tampered(c, "portable"), "--run", c.art(), *LOOSE, *AGREE,
+                 "--max-logit-diff", "1000"],
       expect=(0,)),
-    # 11 determinism ---------------------------------------------------------------------------------------------
+    # 11 determinism -----------------------------------------------------------------------------------------
     C("c11_compress_twice", 11, "compress with the base's arguments: byte-identical artifact",
       lambda c: ["compress", "--out", "again", *TOY], expect=(0,), outputs=("again",),
       check=same_as_base("again", ("manifest.json", "history.json") + ART_FILES)),

@@ -1,8 +1,8 @@
 """Benchmark: `validate` on 10,000 samples, CPU, two optimisation levels (disabled, all), 2 threads.
 
 The acceptance bar of issue 4 is < 30 s on 2 cores. The model is an MNIST-sized CNN in the form the converters
-emit (int8 weights → DequantizeLinear → Conv / MatMul, per-channel power-of-two scales) with random weights and
-random 1×28×28 inputs, labels and references taken from the unoptimised model. Writes raw numbers to
+emit (int8 weights → DequantizeLinear → Conv / MatMul, per-channel power-of-two scales) with random weights
+and random 1×28×28 inputs, labels and references taken from the unoptimised model. Writes raw numbers to
 benchmarks/results/validate_speed.json. Run: `taskset -c 0,1 .venv/bin/python benchmarks/validate_speed.py`.
 """
 
@@ -43,7 +43,8 @@ def _dq_layer(rng, name: str, shape: tuple, axis: int) -> tuple[list, list]:
 def mnist_cnn(seed: int = 0) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     inits, nodes = [], []
-    for name, shape, axis in (("conv1", (16, 1, 3, 3), 0), ("conv2", (32, 16, 3, 3), 0), ("fc1", (800, 128), 1),
+    for name, shape, axis in (("conv1", (16, 1, 3, 3), 0), ("conv2", (32, 16, 3, 3), 0),
+                              ("fc1", (800, 128), 1),
                               ("fc2", (128, 10), 1)):
         i, n = _dq_layer(rng, name, shape, axis)
         inits += i + [nh.from_array(np.zeros(shape[axis], np.float32), f"{name}.bias")]
@@ -56,11 +57,11 @@ def mnist_cnn(seed: int = 0) -> onnx.ModelProto:
               h.make_node("Relu", ["c2"], ["r2"]), h.make_node("MaxPool", ["r2"], ["p2"], kernel_shape=[2, 2],
                                                                 strides=[2, 2]),
               h.make_node("Reshape", ["p2", "shape"], ["flat"]),
-              h.make_node("MatMul", ["flat", "fc1.weight"], ["m1"], name="fc1"), h.make_node("Add", ["m1", "fc1.bias"],
-                                                                                           ["a1"]),
+              h.make_node("MatMul", ["flat", "fc1.weight"], ["m1"], name="fc1"),
+              h.make_node("Add", ["m1", "fc1.bias"], ["a1"]),
               h.make_node("Relu", ["a1"], ["r3"]),
-              h.make_node("MatMul", ["r3", "fc2.weight"], ["m2"], name="fc2"), h.make_node("Add", ["m2", "fc2.bias"],
-                                                                                           ["logits"])]
+              h.make_node("MatMul", ["r3", "fc2.weight"], ["m2"], name="fc2"),
+              h.make_node("Add", ["m2", "fc2.bias"], ["logits"])]
     graph = h.make_graph(nodes, "mnist_cnn", [h.make_tensor_value_info("x", T.FLOAT, ["N", 1, 28, 28])],
                          [h.make_tensor_value_info("logits", T.FLOAT, ["N", 10])], inits)
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 21)])
@@ -78,10 +79,12 @@ def main() -> None:
         None, {"x": x})[0]
     y = logits.argmax(1).astype(np.int64)
     data = EvalData(x[:N_TEST], y[:N_TEST], x[N_TEST:], y[N_TEST:], ref_test=logits[:N_TEST],
-                    ref_preservation=logits[N_TEST:], float_test_accuracy=1.0, float_preservation_accuracy=1.0,
+                    ref_preservation=logits[N_TEST:], float_test_accuracy=1.0,
+                    float_preservation_accuracy=1.0,
                     source="benchmark:random")
     model.metadata_props.append(onnx.StringStringEntryProto(key="sgsc.preservation_sha256",
-                                                            value=preservation_sha256(x[N_TEST:], y[N_TEST:])))
+                                                            value=preservation_sha256(x[N_TEST:],
+                                                                                      y[N_TEST:])))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "mnist_cnn.onnx"
         onnx.save(model, path)

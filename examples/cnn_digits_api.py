@@ -29,11 +29,14 @@ def main(out_dir: str | Path) -> runtime_checks.Report:
         gamma=float(os.environ.get("GAMMA", preset("digits").gamma)))
 
     compressed = compress(digits_cnn(), data, config, out_dir=out,  # trains the float model first
-                          model_spec={"factory": "sgsc_export.models:digits_cnn", "kwargs": {"num_classes": 10}})
-    compressed = CompressedModel.load(out)                          # the same artifact, every file's SHA-256 checked
+                          model_spec={"factory": "sgsc_export.models:digits_cnn",
+                                      "kwargs": {"num_classes": 10}})
+    # the same artifact, every file's SHA-256 checked
+    compressed = CompressedModel.load(out)
     metrics = compressed.manifest["metrics"]
-    print(f"float {metrics['float']['test_accuracy']:.4f} → compressed {metrics['compressed']['test_accuracy']:.4f}"
-          f" test accuracy at {compressed.manifest['totals']['ratio']:.4f} of the fp32 bits")
+    print(f"float {metrics['float']['test_accuracy']:.4f} → "
+          f"compressed {metrics['compressed']['test_accuracy']:.4f} test accuracy "
+          f"at {compressed.manifest['totals']['ratio']:.4f} of the fp32 bits")
 
     exported = converters.export(compressed, out / "model.onnx", profile="compact")  # an ExportResult
     print(exported.table.render())

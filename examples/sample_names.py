@@ -1,11 +1,12 @@
-"""Sample new names from an exported character-level language model, with onnxruntime and numpy alone (no torch).
+"""Sample new names from an exported character-level language model, with onnxruntime and numpy alone (no
+torch).
 
     sgsc compress --dataset names --data-dir ../shared/data/names --out runs/names
     sgsc export runs/names --out names.onnx
     python examples/sample_names.py names.onnx -n 10 --seed 0
 
-The vocabulary and context length come from the model's metadata (``sgsc.vocab``, ``sgsc.context``); token 0 is the
-line boundary that starts and ends every name.
+The vocabulary and context length come from the model's metadata (``sgsc.vocab``, ``sgsc.context``); token 0
+is the line boundary that starts and ends every name.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def sample(session: ort.InferenceSession, vocab: str, context: int, n: int, rng:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model")
     ap.add_argument("-n", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)

@@ -2,8 +2,8 @@
 
 The task comes from the model's metadata (``sgsc.task``), dispatched through :data:`TASK_EVALUATORS`:
 ``classification`` (accuracy plus parity with the reference) and ``language_model``
-(:mod:`runtime_checks.language_model`: a :class:`SplitResult` whose ``metrics`` hold ``loss``, ``perplexity`` and
-``next_token_agreement``; the gate reads ``SplitResult.metrics`` by name).
+(:mod:`runtime_checks.language_model`: a :class:`SplitResult` whose ``metrics`` hold ``loss``, ``perplexity``
+and ``next_token_agreement``; the gate reads ``SplitResult.metrics`` by name).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ __all__ = ["TASK_EVALUATORS", "SplitResult", "evaluate_classification", "evaluat
 
 @dataclass
 class SplitResult:
-    """One split (``test`` / ``preservation``) of one run: size, task metrics and parity with the reference."""
+    """One split (``test`` / ``preservation``) of one run: size, task metrics and parity with the
+    reference."""
 
     split: str
     n: int
@@ -44,7 +45,8 @@ def evaluate_classification(split: str, logits: np.ndarray, labels: np.ndarray, 
                             reference_name: str) -> SplitResult:
     """Top-1 accuracy against the labels, and parity with the reference logits when there are any."""
     if logits.ndim != 2:
-        raise ValidationError(f"{split}: classification expects [N, classes] logits, got shape {logits.shape}")
+        raise ValidationError(f"{split}: classification expects [N, classes] logits, got "
+                              f"shape {logits.shape}")
     accuracy = float(np.mean(logits.argmax(axis=1) == labels)) if len(labels) else None
     parity = compare_logits(logits, reference, reference_name) if reference is not None else None
     return SplitResult(split, len(labels), "classification", accuracy, parity)
@@ -52,20 +54,23 @@ def evaluate_classification(split: str, logits: np.ndarray, labels: np.ndarray, 
 
 Evaluator = Callable[[str, np.ndarray, np.ndarray, "np.ndarray | None", str], SplitResult]
 
-from runtime_checks.language_model import evaluate_language_model  # noqa: E402 - it needs SplitResult, defined above
+# it needs SplitResult, defined above
+from runtime_checks.language_model import evaluate_language_model  # noqa: E402
 
 TASK_EVALUATORS: dict[str, Evaluator] = {"classification": evaluate_classification,
                                          "language_model": evaluate_language_model}
 
 
-def evaluate_split(task: str, split: str, logits: np.ndarray, labels: np.ndarray, reference: np.ndarray | None,
+def evaluate_split(task: str, split: str, logits: np.ndarray, labels: np.ndarray,
+                   reference: np.ndarray | None,
                    reference_name: str) -> SplitResult:
     """Dispatch on the task; an unsupported task is an error (the validation cannot judge it). An empty split
-    (a user's npz without ``preservation_indices``) has nothing to evaluate: ``n = 0``, and its checks say so."""
+    (a user's npz without ``preservation_indices``) has nothing to evaluate: ``n = 0``, and its checks say
+    so."""
     evaluator = TASK_EVALUATORS.get(task)
     if evaluator is None:
-        raise ValidationError(f"task {task!r} (model metadata sgsc.task) is not supported by runtime_checks yet; "
-                              f"supported: {', '.join(TASK_EVALUATORS)}")
+        raise ValidationError(f"task {task!r} (model metadata sgsc.task) is not supported by runtime_checks "
+                              f"yet; supported: {', '.join(TASK_EVALUATORS)}")
     if len(labels) == 0:
         return SplitResult(split, 0, task)
     return evaluator(split, logits, labels, reference, reference_name)

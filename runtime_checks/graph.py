@@ -5,9 +5,10 @@ DequantizeLinear node (its integer data an initializer, or computed in the graph
 unpacks it). These are the layers the fusion report and the per-layer
 parity talk about; everything else is plain float.
 
-The file is untrusted: :func:`load_model` reads it with ``sgsc_export._onnx_safety.load_onnx_bounded`` (external
-data beside the model only; declared sizes against ``SGSC_MAX_INPUT_BYTES`` / ``SGSC_MAX_ONNX_ELEMENTS``) and
-refuses a graph whose statically inferred intermediates exceed the element limit before onnxruntime sees it.
+The file is untrusted: :func:`load_model` reads it with ``sgsc_export._onnx_safety.load_onnx_bounded``
+(external data beside the model only; declared sizes against ``SGSC_MAX_INPUT_BYTES`` /
+``SGSC_MAX_ONNX_ELEMENTS``) and refuses a graph whose statically inferred intermediates exceed the element
+limit before onnxruntime sees it.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def find_quant_layers(model: onnx.ModelProto) -> list[QuantLayer]:
         layers.append(QuantLayer(
             name=node.name or node.output[0], op_type=node.op_type, output=node.output[0],
             weight=dq.input[0], scale=dq.input[1], dq_output=dq.output[0], dq_axis=_attr(dq, "axis", 1),
-            bits=_BITS.get(data.data_type, 8) if data is not None else 8, trans_b=bool(_attr(node, "transB", 0))))
+            bits=_BITS.get(data.data_type, 8) if data is not None else 8,
+            trans_b=bool(_attr(node, "transB", 0))))
     return layers
 
 
@@ -122,7 +124,8 @@ def load_model(path: str | Path) -> ModelInfo:
     init_names = {init.name for init in graph.initializer}
     inputs = [vi.name for vi in graph.input if vi.name not in init_names]
     if len(inputs) != 1 or len(graph.output) < 1:
-        raise ValidationError(f"{path}: expected one data input and at least one output, found inputs {inputs}")
+        raise ValidationError(f"{path}: expected one data input and at least one output, found "
+                              f"inputs {inputs}")
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     return ModelInfo(
         path=path, model=model, metadata={p.key: p.value for p in model.metadata_props}, opset=opset,

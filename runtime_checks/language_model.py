@@ -1,11 +1,11 @@
 """Task metrics of a language model's split: loss, perplexity, next-token accuracy and agreement.
 
 Logits are ``[N, T, V]`` next-token scores, labels ``[N, T]`` targets with ``-1`` on padding (the artifact's
-layout, see ``sgsc_export.datasets.text``). Only real positions count. ``accuracy`` is the next-token accuracy (so the
-gate's accuracy-drop check applies unchanged); ``metrics`` hold ``loss`` (mean cross-entropy, nats),
+layout, see ``sgsc_export.datasets.text``). Only real positions count. ``accuracy`` is the next-token accuracy
+(so the gate's accuracy-drop check applies unchanged); ``metrics`` hold ``loss`` (mean cross-entropy, nats),
 ``perplexity`` (exp of it) and, with a reference, ``next_token_agreement`` (share of real positions whose
-arg-max equals the reference's), ``reference_loss`` and ``loss_diff``. ``parity.flipped`` lists the *sequences*
-with at least one flipped position.
+arg-max equals the reference's), ``reference_loss`` and ``loss_diff``. ``parity.flipped`` lists the
+*sequences* with at least one flipped position.
 """
 
 from __future__ import annotations
@@ -43,12 +43,14 @@ def evaluate_language_model(split: str, logits: np.ndarray, labels: np.ndarray, 
     n_tokens = int(real.sum())
     accuracy = float((logits.argmax(-1) == labels)[real].mean()) if n_tokens else None
     loss = mean_loss(logits, labels)
-    metrics = {"tokens": float(n_tokens), "loss": loss, "perplexity": math.exp(loss) if math.isfinite(loss) else loss}
+    metrics = {"tokens": float(n_tokens), "loss": loss,
+               "perplexity": math.exp(loss) if math.isfinite(loss) else loss}
     parity = None
     if reference is not None:
         if reference.shape != logits.shape:
-            raise ValidationError(f"model logits have shape {logits.shape} but the reference {reference_name!r} has "
-                                  f"{reference.shape}; the model and the data do not belong together")
+            raise ValidationError(f"model logits have shape {logits.shape} but the "
+                                  f"reference {reference_name!r} has {reference.shape}; the model and the "
+                                  "data do not belong together")
         parity = compare_logits(logits[real], reference[real], reference_name)
         rows = np.nonzero(real)[0]
         parity.flipped = sorted({int(rows[i]) for i in parity.flipped})

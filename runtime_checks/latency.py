@@ -1,7 +1,9 @@
-"""Latency: p50 and p90 wall time of ``session.run`` at fixed batch sizes, after warm-up, at a fixed thread count.
+"""Latency: p50 and p90 wall time of ``session.run`` at fixed batch sizes, after warm-up, at a fixed thread
+count.
 
-Inputs are the first ``batch`` samples of the test split (repeated when the split is smaller), so the numbers are
-of real data and reproducible. The thread count is the session's ``intra_op_num_threads``, reported beside them.
+Inputs are the first ``batch`` samples of the test split (repeated when the split is smaller), so the numbers
+are of real data and reproducible. The thread count is the session's ``intra_op_num_threads``, reported beside
+them.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ class LatencyResult:
     ms: dict[int, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        out: dict = {"opt_level": self.opt_level, "threads": self.threads, "warmup": self.warmup, "runs": self.runs}
+        out: dict = {"opt_level": self.opt_level, "threads": self.threads, "warmup": self.warmup,
+                     "runs": self.runs}
         for batch, stats in self.ms.items():
             out[f"batch_{batch}"] = stats
         return out
@@ -51,7 +54,8 @@ class LatencyResult:
 
 def _batch(x: np.ndarray, size: int) -> np.ndarray:
     reps = -(-size // len(x))
-    return np.ascontiguousarray(np.concatenate([x] * reps)[:size]) if reps > 1 else np.ascontiguousarray(x[:size])
+    return (np.ascontiguousarray(np.concatenate([x] * reps)[:size]) if reps > 1
+            else np.ascontiguousarray(x[:size]))
 
 
 def measure_latency(session: ort.InferenceSession, x: np.ndarray, provider: str, opt_level: str, threads: int,

@@ -4,20 +4,22 @@ The error of a layer is measured in units of its quantisation step: ``|y - y_ref
 divided by the DequantizeLinear scale of that channel (the smallest scale of its blocks when blocked; the
 scalar when per-tensor). Two modes:
 
-- ``local`` (weight references): each layer gets a twin node in the same graph, reading the same input activation
-  but reference float weights; the difference is that layer's own error, so a broken layer is named even when
-  its error grows downstream. The weights come from ``artifact_state`` where a layer matches by name, else from
-  the layer's own DequantizeLinear (which then checks onnxruntime's kernels against float math).
+- ``local`` (weight references): each layer gets a twin node in the same graph, reading the same input
+  activation but reference float weights; the difference is that layer's own error, so a broken layer is named
+  even when its error grows downstream. The weights come from ``artifact_state`` where a layer matches by
+  name, else from the layer's own DequantizeLinear (which then checks onnxruntime's kernels against float
+  math).
 - ``end_to_end`` (activation references): the exposed outputs against reference activations, which carry
   upstream errors too; look at the first layer over the threshold.
 
 The reference, in order of preference:
 
-- ``activations``: a dict ``{layer name: array}`` of reference outputs on the same samples (e.g. from PyTorch);
-- ``reference_model``: another ONNX file (e.g. the model as exported before it was broken), its Conv/Gemm/MatMul
-  nodes matched to ours by node name, else by position;
-- ``weights``: ``{layer name: float weight}`` (e.g. the artifact's ``model.safetensors``): the same graph with those
-  layers' DequantizeLinear replaced by the given float weights (transposed when that is what fits);
+- ``activations``: a dict ``{layer name: array}`` of reference outputs on the same samples (e.g. from
+  PyTorch);
+- ``reference_model``: another ONNX file (e.g. the model as exported before it was broken), its
+  Conv/Gemm/MatMul nodes matched to ours by node name, else by position;
+- ``weights``: ``{layer name: float weight}`` (e.g. the artifact's ``model.safetensors``): the same graph with
+  those layers' DequantizeLinear replaced by the given float weights (transposed when that is what fits);
 - otherwise the same graph with every DequantizeLinear replaced by its own float values, run unoptimised: this
   checks onnxruntime's kernels against float math, not the weights themselves.
 """
@@ -93,8 +95,8 @@ def expose_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
 
 
 def _dequantized(info: ModelInfo, plan: SessionPlan) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Each layer's float weight and scale, as the graph itself computes them (unoptimised): this covers weights
-    unpacked in the graph (``compact``) as well as initializers."""
+    """Each layer's float weight and scale, as the graph itself computes them (unoptimised): this covers
+    weights unpacked in the graph (``compact``) as well as initializers."""
     names = [n for layer in info.layers for n in (layer.dq_output, layer.scale)]
     session = make_session(expose_outputs(info.model, names).SerializeToString(), _CPU, "disabled", plan, 1)
     shape = [d if isinstance(d, int) else 1 for d in session.get_inputs()[0].shape]
@@ -116,7 +118,8 @@ def with_reference_twins(info: ModelInfo, weights: Mapping[str, np.ndarray]) -> 
         if layer is None or layer.name not in weights:
             continue
         name = f"{layer.dq_output}__reference"
-        copy.graph.initializer.append(numpy_helper.from_array(np.asarray(weights[layer.name], np.float32), name))
+        copy.graph.initializer.append(numpy_helper.from_array(np.asarray(weights[layer.name], np.float32),
+                                                              name))
         twin = onnx.NodeProto()
         twin.CopyFrom(node)
         twin.name, twin.input[1] = f"{node.name or layer.output}__reference", name  # names may be empty
@@ -133,8 +136,8 @@ def match_weights(info: ModelInfo, state: Mapping[str, np.ndarray], layer_names:
     """Map artifact layers (``L`` with ``state[L + '.weight']``) to our quantised layers by name.
 
     First by the converters' naming (the DequantizeLinear's integer data or scale is named ``L.<something>``),
-    else by ``L`` occurring in the node name bounded by ``. / :`` or the ends; the longest such ``L`` wins. Its
-    weight must have the layer's shape (or its transpose, for MatMul/Gemm).
+    else by ``L`` occurring in the node name bounded by ``. / :`` or the ends; the longest such ``L`` wins.
+    Its weight must have the layer's shape (or its transpose, for MatMul/Gemm).
     """
     out, notes = {}, []
     for layer in info.layers:
@@ -152,8 +155,8 @@ def match_weights(info: ModelInfo, state: Mapping[str, np.ndarray], layer_names:
         if weight.shape != shape and weight.ndim == 2 and weight.T.shape == shape:
             weight = weight.T
         if weight.shape != shape:
-            notes.append(f"{layer.name}: artifact weight {name}.weight has shape {weight.shape}, layer has {shape}; "
-                         f"reference is its own dequantized weight")
+            notes.append(f"{layer.name}: artifact weight {name}.weight has shape {weight.shape}, layer "
+                         f"has {shape}; reference is its own dequantized weight")
             continue
         out[layer.name] = weight
     return out, notes
@@ -178,7 +181,8 @@ def _errors(layer: QuantLayer, scale: np.ndarray, y: np.ndarray, ref: np.ndarray
     steps = _channel_steps(scale, y.shape[axis])
     in_steps = diff / np.where(steps > 0, steps, 1.0)
     per_channel = in_steps.max(axis=0) if len(in_steps) else np.zeros(y.shape[axis])
-    return LayerError(layer.name, layer.op_type, level, float(diff.max(initial=0.0)), float(per_channel.max()),
+    return LayerError(layer.name, layer.op_type, level, float(diff.max(initial=0.0)),
+                      float(per_channel.max()),
                       float(in_steps.mean()) if in_steps.size else 0.0, int(per_channel.argmax()), reference)
 
 
@@ -206,11 +210,13 @@ def _reference_model_outputs(path: str, info: ModelInfo, x: np.ndarray, plan: Se
 def layer_parity(info: ModelInfo, x: np.ndarray, levels: list[str], plan: SessionPlan, threads: int, *,
                  provider: ProviderPlan = _CPU, activations: Mapping[str, np.ndarray] | None = None,
                  reference_model: str | None = None, artifact_state: Mapping[str, np.ndarray] | None = None,
-                 artifact_layers: list[str] | None = None, notes: list[str] | None = None) -> LayerParityResult:
-    """Per-layer error (in quantisation steps) of ``info`` at each level on ``provider`` against the reference.
+                 artifact_layers: list[str] | None = None,
+                 notes: list[str] | None = None) -> LayerParityResult:
+    """Per-layer error (in quantisation steps) of ``info`` at each level on ``provider`` against the
+    reference.
 
-    ``artifact_state`` is a state dict (``L.weight`` float arrays) and ``artifact_layers`` its layer names; see
-    :func:`match_weights`.
+    ``artifact_state`` is a state dict (``L.weight`` float arrays) and ``artifact_layers`` its layer names;
+    see :func:`match_weights`.
     """
     notes = list(notes or [])
     if not info.layers:
@@ -218,7 +224,8 @@ def layer_parity(info: ModelInfo, x: np.ndarray, levels: list[str], plan: Sessio
     if activations is not None:
         kind, refs = "activations", {k: np.asarray(v) for k, v in activations.items()}
     elif reference_model is not None:
-        kind, refs = f"onnx:{reference_model}", _reference_model_outputs(reference_model, info, x, plan, notes)
+        kind, refs = f"onnx:{reference_model}", _reference_model_outputs(reference_model, info, x, plan,
+                                                                         notes)
     else:
         return _local_parity(info, x, levels, plan, threads, provider, artifact_state, artifact_layers, notes)
     _, scales = _dequantized(info, plan)

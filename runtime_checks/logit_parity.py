@@ -1,10 +1,11 @@
 """The logit-parity tolerance: how far an honest export's logits may be from its PyTorch reference.
 
-An export of the ``portable`` or ``compact`` profile computes exactly the reference's function: the same integer
-weights times the same power-of-two scales, in float32. Only the order of the float additions differs (onnxruntime's
-kernels against PyTorch's), and a sum of ``K`` float32 products carries a rounding error of about
-``sqrt(K) · eps · Σ|w·x|`` (Higham's probabilistic bound; ``eps = 2^-23``). Rounding errors of successive layers add up
-relative to the magnitudes flowing through them, so the tolerance of an *exact* file is
+An export of the ``portable`` or ``compact`` profile computes exactly the reference's function: the same
+integer weights times the same power-of-two scales, in float32. Only the order of the float additions differs
+(onnxruntime's kernels against PyTorch's), and a sum of ``K`` float32 products carries a rounding error of
+about ``sqrt(K) · eps · Σ|w·x|`` (Higham's probabilistic bound; ``eps = 2^-23``). Rounding errors of
+successive layers add up relative to the magnitudes flowing through them, so the tolerance of an *exact* file
+is
 
     atol_exact = C · eps · max|ref| · Σ_l sqrt(K_l)          C = EXACT_C
 
@@ -12,24 +13,24 @@ with ``K_l`` the fan-in (contraction length) of every Conv / Gemm / MatMul node 
 reference logit of the split (at least 1: the scale of the values the network computes). ``C`` covers
 cancellation (``Σ|w·x| > |y|``) with margin; honest files measure 10²–10³ times below it (docs/REPORT.md).
 
-An *activation-quantised* file (``ort-int8``: QuantizeLinear → DequantizeLinear on activations) adds rounding to
-the activation steps, which the reference does not have. Its bound comes from the file's own steps, propagated
-through its own graph on the same inputs: the *float twin* is the same graph with each activation's QDQ pair
-removed (weights untouched), and by the triangle inequality an honest file satisfies
+An *activation-quantised* file (``ort-int8``: QuantizeLinear → DequantizeLinear on activations) adds rounding
+to the activation steps, which the reference does not have. Its bound comes from the file's own steps,
+propagated through its own graph on the same inputs: the *float twin* is the same graph with each activation's
+QDQ pair removed (weights untouched), and by the triangle inequality an honest file satisfies
 
     max|y − ref| ≤ max|y − twin| + max|twin − ref|,      D_q = max|y − twin|
 
-``twin − ref`` is float rounding (``atol_exact``) plus the rounding of the int32 biases (step ``s_x·s_w/2``, which
-the reference does not have either). A bias step is below the effect of the same layer's input activation step
-(``Σ_i w_i·e_i`` with ``|w_i| ≥ s_w``) by far, so it is covered by a fraction of ``D_q``:
+``twin − ref`` is float rounding (``atol_exact``) plus the rounding of the int32 biases (step ``s_x·s_w/2``,
+which the reference does not have either). A bias step is below the effect of the same layer's input
+activation step (``Σ_i w_i·e_i`` with ``|w_i| ≥ s_w``) by far, so it is covered by a fraction of ``D_q``:
 
     threshold = (1 + β) · D_q + atol_exact          β = QDQ_MARGIN (measured: the bias term is ~2 % of D_q)
 
-Only true round trips are removed (the DequantizeLinear has the QuantizeLinear's own scale, zero point and axis): a
-pair that rescales changes the function, stays in the twin and so counts against the file, never into ``D_q``.
-It catches any change of the weights, biases or graph whose effect on the logits exceeds about ``(2 + β) · D_q``;
-it cannot catch a smaller one, and a file whose activation steps were made coarse widens its own bound (the
-accuracy and agreement checks see the damage that does).
+Only true round trips are removed (the DequantizeLinear has the QuantizeLinear's own scale, zero point and
+axis): a pair that rescales changes the function, stays in the twin and so counts against the file, never into
+``D_q``. It catches any change of the weights, biases or graph whose effect on the logits exceeds about
+``(2 + β) · D_q``; it cannot catch a smaller one, and a file whose activation steps were made coarse widens
+its own bound (the accuracy and agreement checks see the damage that does).
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
             shapes.setdefault(vi.name, [d.dim_value if d.HasField("dim_value") else None
                                         for d in vi.type.tensor_type.shape.dim])
     for node in model.graph.node:  # Constant nodes
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].type == onnx.AttributeProto.TENSOR:
+        if (node.op_type == "Constant" and node.attribute
+                and node.attribute[0].type == onnx.AttributeProto.TENSOR):
             shapes.setdefault(node.output[0], list(node.attribute[0].t.dims))
     return shapes
 
@@ -109,17 +111,18 @@ class ToleranceBasis:
         """The threshold for one split and a sentence saying how it was derived; ``d_q`` (max|y − float twin|)
         is needed for an activation-quantised file."""
         atol = self.exact_atol(ref_max)
-        exact = (f"{EXACT_C:g}·eps32·max(|ref|={ref_max:.3g},1)·Σsqrt(fan-in)={self.sum_sqrt_fan_in:.1f} over "
-                 f"{self.n_layers} Conv/Gemm/MatMul = {atol:.3g}")
+        exact = (f"{EXACT_C:g}·eps32·max(|ref|={ref_max:.3g},1)·Σsqrt(fan-in)={self.sum_sqrt_fan_in:.1f} "
+                 f"over {self.n_layers} Conv/Gemm/MatMul = {atol:.3g}")
         if self.kind == "exact" or d_q is None:
             return atol, f"{self.note}; {exact}"
         value = (1.0 + QDQ_MARGIN) * d_q + atol
-        return value, (f"{self.note}; (1+{QDQ_MARGIN:g})·D_q + atol, D_q = max|y − its float twin| = {d_q:.3g} "
-                       f"(the activation steps' own effect), atol = {exact}")
+        return value, (f"{self.note}; (1+{QDQ_MARGIN:g})·D_q + atol, D_q = max|y − its float twin| "
+                       f"= {d_q:.3g} (the activation steps' own effect), atol = {exact}")
 
 
 def logit_tolerance_basis(info: ModelInfo) -> ToleranceBasis:
-    """The tolerance kind of ``info``: its declared profile, checked against the graph (activation QDQ or not)."""
+    """The tolerance kind of ``info``: its declared profile, checked against the graph (activation QDQ or
+    not)."""
     ks = fan_ins(info.model)
     known = [k for k in ks if k]
     fallback = max(known, default=1024)  # a symbolic contraction (attention over T): the largest known fan-in
@@ -134,7 +137,8 @@ def logit_tolerance_basis(info: ModelInfo) -> ToleranceBasis:
         note = (f"the file says profile {profile} but its graph {'has' if qdq else 'has no'} activation QDQ; "
                 f"judged by the graph")
     else:
-        note = ("no sgsc.profile metadata (made elsewhere?): " if not profile else f"unknown profile {profile!r}: ")
+        note = ("no sgsc.profile metadata (made elsewhere?): " if not profile
+                else f"unknown profile {profile!r}: ")
         note += "activation QDQ found" if qdq else "no activation QDQ, so the exact tolerance"
     return ToleranceBasis("activation_quantised" if qdq else "exact", profile, total, len(ks), note)
 
@@ -148,13 +152,15 @@ def _constant_names(model: onnx.ModelProto) -> set[str]:
 def _constant_values(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
     values = {i.name: i for i in model.graph.initializer}
     for node in model.graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].type == onnx.AttributeProto.TENSOR:
+        if (node.op_type == "Constant" and node.attribute
+                and node.attribute[0].type == onnx.AttributeProto.TENSOR):
             values[node.output[0]] = node.attribute[0].t
     return values
 
 
 def _same_input(q: onnx.NodeProto, dq: onnx.NodeProto, i: int, consts: dict[str, onnx.TensorProto]) -> bool:
-    """Input ``i`` (scale 1, zero point 2) of the QuantizeLinear and the DequantizeLinear is the same tensor."""
+    """Input ``i`` (scale 1, zero point 2) of the QuantizeLinear and the DequantizeLinear is the same
+    tensor."""
     a = q.input[i] if len(q.input) > i else ""
     b = dq.input[i] if len(dq.input) > i else ""
     if a == b:
@@ -166,9 +172,9 @@ def _same_input(q: onnx.NodeProto, dq: onnx.NodeProto, i: int, consts: dict[str,
 
 
 def _is_round_trip(q: onnx.NodeProto, dq: onnx.NodeProto, consts: dict[str, onnx.TensorProto]) -> bool:
-    """``dq(q(x))`` only rounds ``x`` to its steps: the same scale, zero point and attributes on both sides. A pair
-    that rescales (another scale or zero point on the DequantizeLinear) changes the function and stays in the twin,
-    so its effect counts against the file, not into its tolerance."""
+    """``dq(q(x))`` only rounds ``x`` to its steps: the same scale, zero point and attributes on both sides. A
+    pair that rescales (another scale or zero point on the DequantizeLinear) changes the function and stays in
+    the twin, so its effect counts against the file, not into its tolerance."""
     def attrs(n: onnx.NodeProto) -> list:
         return sorted((a.name, onnx.helper.get_attribute_value(a)) for a in n.attribute
                       if a.name in ("axis", "block_size"))
@@ -176,9 +182,9 @@ def _is_round_trip(q: onnx.NodeProto, dq: onnx.NodeProto, consts: dict[str, onnx
 
 
 def float_twin(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model`` with every activation QuantizeLinear → DequantizeLinear round trip removed (the weights'
-    DequantizeLinear, any pair that rescales, and everything else untouched): what the file computes without its
-    activation steps."""
+    """A copy of ``model`` with every activation QuantizeLinear → DequantizeLinear round trip removed (the
+    weights' DequantizeLinear, any pair that rescales, and everything else untouched): what the file computes
+    without its activation steps."""
     consts = _constant_names(model)
     values = _constant_values(model)
     consumers: dict[str, list[onnx.NodeProto]] = {}
@@ -192,7 +198,8 @@ def float_twin(model: onnx.ModelProto) -> onnx.ModelProto:
         if node.op_type != "QuantizeLinear" or node.input[0] in consts or node.output[0] in graph_outputs:
             continue
         users = consumers.get(node.output[0], [])
-        if not users or any(u.op_type != "DequantizeLinear" or not _is_round_trip(node, u, values) for u in users):
+        if not users or any(u.op_type != "DequantizeLinear" or not _is_round_trip(node, u, values)
+                            for u in users):
             continue
         drop.add(id(node))
         for dq in users:

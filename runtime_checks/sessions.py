@@ -1,18 +1,20 @@
 """onnxruntime sessions: which providers, which optimisation level, and the safe options for known traps.
 
-Provider selection is pure (``resolve_providers`` takes the list of available providers), so it is tested without
-a GPU. GPU providers are asked for with explicit options (no TF32, no fp16/int8 TensorRT engines, no engine cache)
-and followed by their fallbacks; after the session is made, ``session.get_providers()`` says what onnxruntime
-actually registered, and a session that silently fell back to CPU is treated as the provider being unavailable.
+Provider selection is pure (``resolve_providers`` takes the list of available providers), so it is tested
+without a GPU. GPU providers are asked for with explicit options (no TF32, no fp16/int8 TensorRT engines, no
+engine cache) and followed by their fallbacks; after the session is made, ``session.get_providers()`` says
+what onnxruntime actually registered, and a session that silently fell back to CPU is treated as the provider
+being unavailable.
 
 Known onnxruntime traps, each handled by a named workaround (listed in the report when applied):
 
-- ``matmulnbits_accuracy_level_0``: at ORT_ENABLE_EXTENDED and above a weight-only DequantizeLinear → MatMul/Gemm
-  is rewritten to MatMulNBits with accuracy_level 4 (inexact); session config
+- ``matmulnbits_accuracy_level_0``: at ORT_ENABLE_EXTENDED and above a weight-only DequantizeLinear →
+  MatMul/Gemm is rewritten to MatMulNBits with accuracy_level 4 (inexact); session config
   ``session.qdq_matmulnbits_accuracy_level = "0"`` keeps it exact.
 - ``disable_QDQSelectorActionTransformer``: INT2 weights with activation QDQ fail session creation, and INT2
-  weight-only DequantizeLinear → MatMul becomes a 2-bit MatMulNBits that is inexact and not deterministic (measured
-  with onnxruntime 1.32 even at accuracy level 0); disabling the QDQ selector/action transformer avoids both.
+  weight-only DequantizeLinear → MatMul becomes a 2-bit MatMulNBits that is inexact and not deterministic
+  (measured with onnxruntime 1.32 even at accuracy level 0); disabling the QDQ selector/action transformer
+  avoids both.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ def _provider_list(name: str) -> tuple:
     if name == "cuda":
         return (("CUDAExecutionProvider", dict(_CUDA_OPTIONS)), "CPUExecutionProvider")
     if name == "tensorrt":
-        return (("TensorrtExecutionProvider", dict(_TRT_OPTIONS)), ("CUDAExecutionProvider", dict(_CUDA_OPTIONS)),
+        return (("TensorrtExecutionProvider", dict(_TRT_OPTIONS)),
+                ("CUDAExecutionProvider", dict(_CUDA_OPTIONS)),
                 "CPUExecutionProvider")
     return ("CPUExecutionProvider",)
 
@@ -113,7 +116,8 @@ def parse_opt_levels(levels: Sequence[str]) -> list[str]:
     for level in levels:
         level = level.strip().lower()
         if level not in OPT_LEVELS:
-            raise ValidationError(f"unknown optimisation level {level!r}; choose from {', '.join(OPT_LEVELS)}")
+            raise ValidationError(f"unknown optimisation level {level!r}; choose "
+                                  f"from {', '.join(OPT_LEVELS)}")
         if level not in out:
             out.append(level)
     if not out:
@@ -123,7 +127,8 @@ def parse_opt_levels(levels: Sequence[str]) -> list[str]:
 
 @dataclass
 class SessionPlan:
-    """Session config entries and disabled optimizers for a model, with the named workarounds they implement."""
+    """Session config entries and disabled optimizers for a model, with the named workarounds they
+    implement."""
 
     config: dict[str, str] = field(default_factory=dict)
     disabled_optimizers: list[str] = field(default_factory=list)
@@ -139,8 +144,9 @@ def plan_session(info: ModelInfo, safe: bool = True) -> SessionPlan:
     if matmul_like:
         plan.config["session.qdq_matmulnbits_accuracy_level"] = "0"
         plan.workarounds["matmulnbits_accuracy_level_0"] = (
-            f"{len(matmul_like)} weight-only DequantizeLinear→MatMul/Gemm layer(s): onnxruntime would rewrite "
-            "them to MatMulNBits with accuracy_level 4 (inexact); session.qdq_matmulnbits_accuracy_level=0")
+            f"{len(matmul_like)} weight-only DequantizeLinear→MatMul/Gemm layer(s): onnxruntime would "
+            "rewrite them to MatMulNBits with accuracy_level 4 (inexact); "
+            "session.qdq_matmulnbits_accuracy_level=0")
     if 2 in info.weight_bits:
         plan.disabled_optimizers.append("QDQSelectorActionTransformer")
         why = "with activation QDQ session creation fails" if info.has_activation_qdq else \

@@ -1,4 +1,5 @@
-"""Size limits for untrusted inputs, in one place (torch-free, so converters and runtime_checks may import it).
+"""Size limits for untrusted inputs, in one place (torch-free, so converters and runtime_checks may import
+it).
 
 Every reader of a file a user did not write checks the sizes the file *declares* against these limits before
 allocating anything, and refuses with one line naming the limit and the environment variable that raises it:
@@ -18,8 +19,9 @@ import os
 
 from sgsc_export.errors import ConfigError
 
-__all__ = ["DEFAULT_MAX_INPUT_BYTES", "DEFAULT_MAX_ONNX_ELEMENTS", "MAX_INPUT_BYTES_ENV", "MAX_ONNX_ELEMENTS_ENV",
-           "format_bytes", "input_limit_message", "max_input_bytes", "max_onnx_elements", "onnx_limit_message"]
+__all__ = ["DEFAULT_MAX_INPUT_BYTES", "DEFAULT_MAX_ONNX_ELEMENTS", "MAX_INPUT_BYTES_ENV",
+           "MAX_ONNX_ELEMENTS_ENV", "format_bytes", "input_limit_message", "max_input_bytes",
+           "max_onnx_elements", "onnx_limit_message"]
 
 MAX_INPUT_BYTES_ENV = "SGSC_MAX_INPUT_BYTES"
 MAX_ONNX_ELEMENTS_ENV = "SGSC_MAX_ONNX_ELEMENTS"
@@ -65,7 +67,8 @@ def input_limit_message(what: str, nbytes: int, limit: int | None = None) -> str
 
 
 def onnx_limit_message(what: str, elements: int, limit: int | None = None) -> str:
-    """``"<what> has <n> elements, over the 268435456-element ONNX tensor limit; set SGSC_MAX_ONNX_ELEMENTS …"``."""
+    """``"<what> has <n> elements, over the 268435456-element ONNX tensor limit;
+    set SGSC_MAX_ONNX_ELEMENTS …"``."""
     limit = max_onnx_elements() if limit is None else limit
     return (f"{what} has {elements} elements, over the {limit}-element ONNX tensor limit; "
             f"set {MAX_ONNX_ELEMENTS_ENV} to raise it")

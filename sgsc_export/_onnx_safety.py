@@ -1,21 +1,22 @@
 """Loading an untrusted ONNX file without reading outside its folder or allocating what it merely declares.
 
-Torch-free (imports onnx and numpy only), shared by ``sgsc inspect`` (converters.inspection) and ``sgsc validate``
-(runtime_checks.graph). :func:`load_onnx_bounded` is the one way both read a model:
+Torch-free (imports onnx and numpy only), shared by ``sgsc inspect`` (converters.inspection) and
+``sgsc validate`` (runtime_checks.graph). :func:`load_onnx_bounded` is the one way both read a model:
 
 1. the ``.onnx`` file's size is checked against ``MAX_INPUT_BYTES`` before it is read;
 2. every external-data ``location`` is resolved beside the model file only — never against the working
    directory — and refused when it is absolute, contains ``..``, or (through a symlink) resolves outside the
-   model's folder; its ``offset``/``length`` are checked against the data file's size and the tensor's declared
-   shape before a byte is read, and the total against ``MAX_INPUT_BYTES``;
-3. every tensor the file declares (initializers, sparse initializers, ``Constant`` attributes, in every subgraph)
-   is checked against ``MAX_ONNX_ELEMENTS``, and its stored bytes against its declared shape.
+   model's folder; its ``offset``/``length`` are checked against the data file's size and the tensor's
+   declared shape before a byte is read, and the total against ``MAX_INPUT_BYTES``;
+3. every tensor the file declares (initializers, sparse initializers, ``Constant`` attributes, in every
+   subgraph) is checked against ``MAX_ONNX_ELEMENTS``, and its stored bytes against its declared shape.
 
 :func:`check_static_sizes` then infers shapes and refuses any value whose static size exceeds
-``MAX_ONNX_ELEMENTS`` (without onnx's data propagation: it materialises a constant ``Range`` to propagate it, a
-bomb of its own; a size-creating op whose size then stays unknown is refused instead); under ``require_static_constants`` (what ``inspect`` evaluates) every value computed
-from constants must have a fully known static shape, so nothing can grow past the limit while it is evaluated.
-The limits live in :mod:`sgsc_export._limits`.
+``MAX_ONNX_ELEMENTS`` (without onnx's data propagation: it materialises a constant ``Range`` to propagate it,
+a bomb of its own; a size-creating op whose size then stays unknown is refused instead); under
+``require_static_constants`` (what ``inspect`` evaluates) every value computed from constants must have a
+fully known static shape, so nothing can grow past the limit while it is evaluated. The limits live in
+:mod:`sgsc_export._limits`.
 """
 
 from __future__ import annotations
@@ -98,13 +99,15 @@ def _check_declared(model: onnx.ModelProto, label: str, error: type[Exception]) 
     for where, t in iter_tensors(model):
         if isinstance(t, onnx.SparseTensorProto):
             if any(d < 0 for d in t.dims):
-                raise error(f"{label}: {where} declares a negative dimension {list(t.dims)}; the file is malformed")
+                raise error(f"{label}: {where} declares a negative "
+                            f"dimension {list(t.dims)}; the file is malformed")
             n = _count(t.dims)  # onnxruntime and onnx.reference densify sparse tensors
             if n > limit:
                 raise error(onnx_limit_message(f"{label}: {where} (dense shape {list(t.dims)})", n, limit))
             continue
         if any(d < 0 for d in t.dims):
-            raise error(f"{label}: {where} declares a negative dimension {list(t.dims)}; the file is malformed")
+            raise error(f"{label}: {where} declares a negative "
+                        f"dimension {list(t.dims)}; the file is malformed")
         n = _count(t.dims)
         if n > limit:
             raise error(onnx_limit_message(f"{label}: {where} (shape {list(t.dims)})", n, limit))
@@ -115,7 +118,8 @@ def _check_declared(model: onnx.ModelProto, label: str, error: type[Exception]) 
                             f"{len(t.raw_data)} bytes; the file is corrupt")
 
 
-def _external_info(t: onnx.TensorProto, where: str, label: str, error: type[Exception]) -> tuple[str, int, int | None]:
+def _external_info(t: onnx.TensorProto, where: str, label: str,
+                   error: type[Exception]) -> tuple[str, int, int | None]:
     entries = {e.key: e.value for e in t.external_data}
     location = entries.get("location", "")
     try:
@@ -133,9 +137,9 @@ def check_external_data(model: onnx.ModelProto, model_path: str | os.PathLike,
                         error: type[Exception] = ValueError) -> int:
     """Check every external-data reference of ``model`` (read from ``model_path``); return their total bytes.
 
-    A location must be a relative path with no ``..`` that, symlinks resolved, stays inside the model's folder and
-    names a regular file; offset + length must lie within that file and length must equal what the tensor's
-    declared shape needs. Nothing is read here.
+    A location must be a relative path with no ``..`` that, symlinks resolved, stays inside the model's folder
+    and names a regular file; offset + length must lie within that file and length must equal what the
+    tensor's declared shape needs. Nothing is read here.
     """
     label = str(model_path)
     # The folder of the path as given (what onnx and onnxruntime resolve against), its own symlinks resolved.
@@ -151,8 +155,9 @@ def check_external_data(model: onnx.ModelProto, model_path: str | os.PathLike,
                 continue
             location, offset, length = _external_info(tensor, what, label, error)
             pieces = location.replace("\\", "/").split("/")
-            if (not location or "\x00" in location or os.path.isabs(location) or location.startswith(("/", "\\"))
-                    or (len(location) > 1 and location[1] == ":") or ".." in pieces):
+            if (not location or "\x00" in location or os.path.isabs(location)
+                    or location.startswith(("/", "\\")) or (len(location) > 1 and location[1] == ":")
+                    or ".." in pieces):
                 raise error(f"{label}: {what} names external data {location!r}, outside the model's folder; "
                             "external data must be a file beside the model (refused, nothing read)")
             target = (folder / location).resolve()
@@ -160,18 +165,19 @@ def check_external_data(model: onnx.ModelProto, model_path: str | os.PathLike,
                 raise error(f"{label}: {what} names external data {location!r}, which resolves outside the "
                             "model's folder (a symlink?); refused, nothing read")
             if not target.is_file():
-                raise error(f"{label}: {what} names external data {location!r}, which is not a file beside the "
-                            "model; copy it next to the .onnx file")
+                raise error(f"{label}: {what} names external data {location!r}, which is not a file beside "
+                            "the model; copy it next to the .onnx file")
             size = target.stat().st_size
             if length is None:
                 length = size - offset
             if offset + length > size:
-                raise error(f"{label}: {what} declares external data {location!r} bytes {offset}..{offset + length}"
-                            f" but the file holds {size}; it is truncated or the model is corrupt")
+                raise error(f"{label}: {what} declares external data {location!r} "
+                            f"bytes {offset}..{offset + length} but the file holds {size}; it is truncated "
+                            "or the model is corrupt")
             need = _stored_bytes(tensor)
             if need is not None and need != length:
-                raise error(f"{label}: {what} declares shape {list(tensor.dims)} ({need} bytes) but its external "
-                            f"data is {length} bytes; the file is corrupt")
+                raise error(f"{label}: {what} declares shape {list(tensor.dims)} ({need} bytes) but its "
+                            f"external data is {length} bytes; the file is corrupt")
             total += length
             if total > limit:
                 raise error(input_limit_message(f"{label}: the model's external data", total, limit))
@@ -195,8 +201,8 @@ def load_onnx_bounded(path: str | os.PathLike, error: type[Exception] = ValueErr
         raise error(f"{label}: not a readable ONNX file ({type(exc).__name__}: {_first_line(exc)}); "
                     "check the path") from None
     if model.ir_version <= 0 or not model.graph.node:
-        raise error(f"{label}: not an ONNX model (no IR version or an empty graph; an empty or foreign file parses "
-                    "as an empty protobuf); check the path")
+        raise error(f"{label}: not an ONNX model (no IR version or an empty graph; an empty or foreign file "
+                    "parses as an empty protobuf); check the path")
     _check_declared(model, label, error)
     total = size + check_external_data(model, p, error)
     if total > limit:
@@ -204,7 +210,8 @@ def load_onnx_bounded(path: str | os.PathLike, error: type[Exception] = ValueErr
     if any(t.data_location == onnx.TensorProto.EXTERNAL for _, t in iter_tensors(model)
            if isinstance(t, onnx.TensorProto)) or any(
                s.values.data_location == onnx.TensorProto.EXTERNAL or s.indices.data_location ==
-               onnx.TensorProto.EXTERNAL for _, s in iter_tensors(model) if isinstance(s, onnx.SparseTensorProto)):
+               onnx.TensorProto.EXTERNAL
+               for _, s in iter_tensors(model) if isinstance(s, onnx.SparseTensorProto)):
         try:
             with warnings.catch_warnings():  # onnx warns (several lines) about unknown external-data keys
                 warnings.simplefilter("ignore")
@@ -277,9 +284,10 @@ def check_static_sizes(model: onnx.ModelProto, label: str, error: type[Exception
 
     Every value computed from constants alone is what onnxruntime folds at session creation (and what
     ``inspect`` evaluates): its shape must be fully known, and within the limit. Under
-    ``require_static_constants`` a constant value of unknown shape is refused too; otherwise only a size-creating
-    op (ConstantOfShape, Expand, Tile, Range, Resize, …) on constants with an unknown output shape is. Returns the
-    sum of the static element counts of every node output (what an evaluator holding all of them needs).
+    ``require_static_constants`` a constant value of unknown shape is refused too; otherwise only a
+    size-creating op (ConstantOfShape, Expand, Tile, Range, Resize, …) on constants with an unknown output
+    shape is. Returns the sum of the static element counts of every node output (what an evaluator holding all
+    of them needs).
     """
     limit = max_onnx_elements()
     const = constant_values(model.graph)
@@ -287,7 +295,8 @@ def check_static_sizes(model: onnx.ModelProto, label: str, error: type[Exception
         inferred = onnx.shape_inference.infer_shapes(_without_large_data(model), check_type=False,
                                                      strict_mode=False, data_prop=False)
     except Exception as exc:  # noqa: BLE001 - onnx raises several types for an inconsistent graph
-        raise error(f"{label}: shape inference failed ({_first_line(exc)}); the graph is inconsistent") from None
+        raise error(f"{label}: shape inference failed ({_first_line(exc)}); "
+                    "the graph is inconsistent") from None
     graph = inferred.graph
     infos = {v.name: v for v in list(graph.value_info) + list(graph.output) + list(graph.input)}
     total = 0
@@ -304,10 +313,11 @@ def check_static_sizes(model: onnx.ModelProto, label: str, error: type[Exception
                 raise error(onnx_limit_message(f"{label}: {node.op_type} output {name!r} (known dimensions)",
                                                _known_factor(info), limit))
             if name in const and count is None and (require_static_constants or node.op_type in _SIZE_OPS):
-                raise error(f"{label}: {node.op_type} output {name!r} is computed from constants but its size "
-                            "cannot be inferred; refused rather than evaluated")
+                raise error(f"{label}: {node.op_type} output {name!r} is computed from constants but its "
+                            "size cannot be inferred; refused rather than evaluated")
         if node.op_type in ("Loop", "Scan") and all(n in const or n == "" for n in node.input):
-            raise error(f"{label}: a {node.op_type} over constants cannot be bounded; refused rather than evaluated")
+            raise error(f"{label}: a {node.op_type} over constants cannot "
+                        "be bounded; refused rather than evaluated")
     return total
 
 

@@ -1,7 +1,8 @@
 """The one plain-text table renderer (torch-free, so converters and the CLI share it).
 
 Columns are left-aligned, two spaces apart, each as wide as its widest cell; trailing spaces are dropped. The
-export table, ``sgsc compress``'s layer table and the pipeline's summary all print through :func:`render_rows`.
+export table, ``sgsc compress``'s layer table and the pipeline's summary all print through
+:func:`render_rows`.
 """
 
 from __future__ import annotations

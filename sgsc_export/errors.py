@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["ArtifactError", "ConfigError", "DataError", "ExportError", "ModelError", "SGSCError", "ValidationError",
-           "user_code_exit"]
+__all__ = ["ArtifactError", "ConfigError", "DataError", "ExportError", "ModelError", "SGSCError",
+           "ValidationError", "user_code_exit"]
 
 
 class SGSCError(Exception):
@@ -37,7 +37,7 @@ class ValidationError(SGSCError):
 
 
 def user_code_exit(exc: SystemExit, stage: str) -> ModelError:
-    """The error for ``sys.exit`` called by a user's model code (a factory, a forward) inside ``stage``: a model
-    never decides the exit code of a command (0 must mean the gate passed)."""
-    return ModelError(f"the model code called sys.exit({exc.code!r}) during {stage}; a model factory or forward "
-                      "must return or raise, not exit the process")
+    """The error for ``sys.exit`` called by a user's model code (a factory, a forward) inside ``stage``: a
+    model never decides the exit code of a command (0 must mean the gate passed)."""
+    return ModelError(f"the model code called sys.exit({exc.code!r}) during {stage}; a model factory or "
+                      "forward must return or raise, not exit the process")

@@ -10,7 +10,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 MNIST_DIR = SHARED / "mnist-t10k"
 NAMES_DIR = SHARED / "names"
 
-TOY = dict(steps=150, float_epochs=3, restore_every=25, checkpoint_every=50, finetune_steps=20, gamma=0.3, seed=0)
+TOY = dict(steps=150, float_epochs=3, restore_every=25, checkpoint_every=50, finetune_steps=20, gamma=0.3,
+           seed=0)
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +33,7 @@ def digits_artifact(tmp_path_factory, digits_split) -> Path:
     return out
 
 
-# -- the character-level language model (issue 5) ---------------------------------------------------------------
+# -- the character-level language model (issue 5) ------------------------------------------------------------
 LM_TOY = dict(steps=40, float_epochs=1, batch_size=64, restore_every=20, prune_every=20, checkpoint_every=100,
               preservation_size=30, gamma=0.5, init_bits=6.0, seed=0)
 
@@ -40,7 +41,8 @@ LM_TOY = dict(steps=40, float_epochs=1, batch_size=64, restore_every=20, prune_e
 def names_subset(tmp_dir: Path, n: int = 1500) -> Path:
     """The first ``n`` names of the paper's data as a text file (a toy-size ``text:PATH`` data set)."""
     if not (NAMES_DIR / "names.txt").is_file():
-        pytest.skip(f"the names data is not at {NAMES_DIR} (../shared/data/names); language-model runs need it")
+        pytest.skip(f"the names data is not at {NAMES_DIR} "
+                    "(../shared/data/names); language-model runs need it")
     path = tmp_dir / "names_subset.txt"
     path.write_text("\n".join((NAMES_DIR / "names.txt").read_text().splitlines()[:n]) + "\n")
     return path

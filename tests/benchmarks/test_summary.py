@@ -15,19 +15,24 @@ def _records() -> list[dict]:
     recs = []
     for seed, (acc_s, acc_u) in enumerate([(0.98, 0.95), (0.97, 0.99)]):
         base = {"dataset": "digits", "seed": seed, "gamma": None, "bits": None}
-        recs.append({**base, "key": f"digits/s{seed}/float", "method": "float", "seconds": 3.0, "cpu_seconds": 3.0,
+        recs.append({**base, "key": f"digits/s{seed}/float", "method": "float", "seconds": 3.0,
+                     "cpu_seconds": 3.0,
                      "weights": 1000})
         recs.append({**base, "key": f"digits/s{seed}/ptq", "method": "ptq", "seconds": {"ptq-int8": 0.1},
                      "cpu_seconds": {"ptq-int8": 0.1}, "onnx": {
                          "float": {"file_bytes": 40000, "test_accuracy": 0.98, "preservation_accuracy": 1.0,
                                    "weight_bits": 32000, "weights_quantized": 0, "weights_counted": 1000},
-                         "ptq-int8": {"file_bytes": 12000, "test_accuracy": 0.975, "preservation_accuracy": 1.0,
-                                      "weight_bits": 8000, "weights_quantized": 1000, "weights_counted": 1000}}})
+                         "ptq-int8": {"file_bytes": 12000, "test_accuracy": 0.975,
+                                      "preservation_accuracy": 1.0,
+                                      "weight_bits": 8000, "weights_quantized": 1000,
+                                      "weights_counted": 1000}}})
         for method, acc in (("sgsc", acc_s), ("lambda0", acc_u)):
             recs.append({**base, "key": f"digits/s{seed}/{method}-g{g0}", "method": method, "gamma": g0,
                          "seconds": 30.0, "cpu_seconds": 30.0, "stored_bits": 600, "onnx": {
-                             "portable": {"file_bytes": 2100, "test_accuracy": acc, "preservation_accuracy": 1.0},
-                             "compact": {"file_bytes": 1900, "test_accuracy": acc, "preservation_accuracy": 1.0}}})
+                             "portable": {"file_bytes": 2100, "test_accuracy": acc,
+                                          "preservation_accuracy": 1.0},
+                             "compact": {"file_bytes": 1900, "test_accuracy": acc,
+                                         "preservation_accuracy": 1.0}}})
     return recs
 
 
@@ -70,11 +75,13 @@ def test_language_model_verdicts_use_loss_lower_is_better():
 def test_pareto_front_keeps_only_undominated_points():
     pts = [(10, 90.0), (20, 95.0), (15, 89.0), (30, 95.0), (40, 97.0), (10, 91.0)]
     assert summary.pareto_front(pts) == [(10, 91.0), (20, 95.0), (40, 97.0)]
-    assert summary.pareto_front([(10, 2.0), (20, 1.5), (30, 1.7)], lower_is_better=True) == [(10, 2.0), (20, 1.5)]
+    front = summary.pareto_front([(10, 2.0), (20, 1.5), (30, 1.7)], lower_is_better=True)
+    assert front == [(10, 2.0), (20, 1.5)]
 
 
 def test_paired_difference_and_std_ratio_interval():
-    assert summary.paired({0: 0.9, 1: 0.8, 2: 0.7}, {0: 0.8, 1: 0.8}) == pytest.approx((0.05, 0.0707107, 2), rel=1e-5)
+    assert summary.paired({0: 0.9, 1: 0.8, 2: 0.7}, {0: 0.8, 1: 0.8}) == pytest.approx(
+        (0.05, 0.0707107, 2), rel=1e-5)
     lo, hi = summary.mean_interval(1.0, 2.0, 5)  # t(4) 95 % point 2.1318; 2.1318 · 2 / √5 = 1.9068
     assert (lo, hi) == (pytest.approx(-0.9068, abs=1e-3), pytest.approx(2.9068, abs=1e-3))
     lo, hi = summary.std_ratio_interval(1.0, 5, 1.0, 5)  # F(4, 4): 5 % and 95 % points 0.1565 and 6.388
@@ -98,12 +105,14 @@ def test_select_setting_takes_the_best_mean_validation_metric_and_ties_go_to_the
 
 
 def test_select_setting_keeps_an_image_task_inside_the_size_budget_of_one_sixth_of_ptq_int8():
-    ptq = [{"dataset": "digits", "method": "ptq-int8", "seed": s, "file_bytes": 3000} for s in (0, 1)]  # budget 500
+    # budget 500
+    ptq = [{"dataset": "digits", "method": "ptq-int8", "seed": s, "file_bytes": 3000} for s in (0, 1)]
     pts = [_sel(0.1, 0, 0.99, 900), _sel(0.1, 1, 0.99, 900), _sel(0.3, 0, 0.97, 500), _sel(0.3, 1, 0.98, 500),
            _sel(0.5, 0, 0.96, 400), _sel(0.5, 1, 0.97, 400)]
     assert summary.size_budget(pts + ptq, "digits") == pytest.approx(500)
     chosen, rows = summary.select_setting(pts + ptq, "digits")
-    assert chosen == (0.3, 1.0) and [r["fits"] for r in rows] == [False, True, True]  # 0.1 is best but too big
+    # 0.1 is best but too big
+    assert chosen == (0.3, 1.0) and [r["fits"] for r in rows] == [False, True, True]
     text = summary.selection(pts + ptq, "digits")
     assert "| 0.1 | 1 | 2 | 99.00 ± 0.00 | 0.900 | 900 (over budget) |" in text
     assert "Size budget: 500 B (1/6 of PTQ INT8's 3,000 B). Chosen: **γ = 0.3" in text
@@ -124,7 +133,8 @@ def test_a_stopped_select_run_is_a_one_line_error_with_exit_code_2(tmp_path, mon
     (tmp_path / "bench_select.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     assert run.main(["--suite", "select", "--summary-only"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: cannot summarise suite select: digits: the settings were run on different seeds")
+    assert err.startswith("error: cannot summarise suite select: digits: "
+                          "the settings were run on different seeds")
     assert "\n" not in err and not (tmp_path / "bench_select.md").exists()
 
 
@@ -143,10 +153,11 @@ def test_select_setting_for_a_language_model_takes_the_lowest_loss_over_gamma_an
 def test_time_budget_is_stated_only_for_one_fresh_invocation():
     run = {"command": "python -m benchmarks.run --suite full --fresh", "wall_seconds": 5100.0,
            "units_seconds": 5010.0, "latency_seconds": 90.0, "jobs": 2, "cpus": 2}
-    assert "85.0 min wall" in summary.time_budget("full", [run]) and "within it by 5.0 min" in summary.time_budget(
-        "full", [run])
+    assert "85.0 min wall" in summary.time_budget("full", [run])
+    assert "within it by 5.0 min" in summary.time_budget("full", [run])
     assert "over it by 5.0 min" in summary.time_budget("full", [run | {"wall_seconds": 5700.0}])
     # a rerun that redid part of the suite is no from-scratch measurement, nor is a sum of walls
-    assert "not measured" in summary.time_budget("full", [run, run | {"command": "python -m benchmarks.run --suite full"}])
-    assert "not measured" in summary.time_budget("full", [run | {"command": "python -m benchmarks.run --suite full"}])
+    rerun = run | {"command": "python -m benchmarks.run --suite full"}
+    assert "not measured" in summary.time_budget("full", [run, rerun])
+    assert "not measured" in summary.time_budget("full", [rerun])
     assert summary.time_budget("seeds", [run]) == "" and summary.time_budget("full", []) == ""

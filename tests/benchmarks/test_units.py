@@ -1,4 +1,5 @@
-"""The benchmark's units at toy size: plan, dependencies, onnxruntime PTQ and QAT end to end, weight-bit count."""
+"""The benchmark's units at toy size: plan, dependencies, onnxruntime PTQ and QAT end to end, weight-bit
+count."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ def test_quick_plan_has_every_method_and_ptq_waits_for_the_default_sgsc_run():
     ptq = next(u for u in plan if u.method == "ptq")
     assert {d.key for d in ptq.deps(g0)} == {"digits/s0/float", f"digits/s0/sgsc-g{g0}"}
     full = run.plan(run.SUITES["full"])
-    assert {u.seed for u in full} == {0, 1, 2, 3, 4} and {u.dataset for u in full} == {"digits", "mnist", "names"}
+    assert {u.seed for u in full} == {0, 1, 2, 3, 4}
+    assert {u.dataset for u in full} == {"digits", "mnist", "names"}
 
 
 def test_qat_config_is_fixed_bits_without_pruning_or_preservation():
@@ -44,11 +46,13 @@ def test_weight_bits_of_dq_matmulnbits_and_float_initializers(tmp_path):
         helper.make_node("Conv", ["x", "wc"], ["c"]),
         helper.make_node("DequantizeLinear", ["w8", "s"], ["w"], axis=0),
         helper.make_node("Gemm", ["f", "w", "bias"], ["g"], transB=1),
-        helper.make_node("MatMulNBits", ["g", "packed", "s"], ["y"], domain="com.microsoft", K=32, N=4, bits=4,
-                         block_size=32),
+        helper.make_node("MatMulNBits", ["g", "packed", "s"], ["y"], domain="com.microsoft", K=32, N=4,
+                         bits=4, block_size=32),
     ]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 5, 5])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w8, s, wc, b, packed])
+    graph = helper.make_graph(nodes, "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [w8, s, wc, b, packed])
     path = tmp_path / "m.onnx"
     onnx.save(helper.make_model(graph), str(path))
     got = units.onnx_weight_bits(path)
@@ -73,7 +77,8 @@ def test_units_end_to_end_on_digits(toy_units):
     for m in sgsc["onnx"].values():  # the .onnx in onnxruntime agrees with PyTorch on these files
         assert m["test_accuracy"] == pytest.approx(sgsc["pytorch"]["test_accuracy"], abs=0.01)
     ptq = recs["digits/s0/ptq"]["onnx"]
-    assert ptq["ptq-int8"]["weights_quantized"] == recs["digits/s0/float"]["weights"]  # every Conv/Gemm weight
+    # every Conv/Gemm weight
+    assert ptq["ptq-int8"]["weights_quantized"] == recs["digits/s0/float"]["weights"]
     assert ptq["ptq-int8"]["file_bytes"] < ptq["float"]["file_bytes"] / 3
     assert "ptq-w4" not in ptq and recs["digits/s0/ptq"]["ptq_w4_layers"] == 0  # Conv/Gemm: not applicable
     qat = recs["digits/s0/qat2"]
@@ -84,7 +89,8 @@ def test_seeds_suite_is_twenty_seeds_without_qat_or_sweeps():
     plan = run.plan(run.SUITES["seeds"])
     assert {u.seed for u in plan} == set(range(20))
     assert {u.method for u in plan} == {"float", "sgsc", "lambda0", "ptq"}
-    assert len(plan) == 20 * 4 and {u.gamma for u in plan if u.gamma is not None} == {run.default_gamma("digits")}
+    assert len(plan) == 20 * 4
+    assert {u.gamma for u in plan if u.gamma is not None} == {run.default_gamma("digits")}
 
 
 def test_select_suite_sweeps_every_seed_and_never_reads_the_test_split():
@@ -101,11 +107,13 @@ def test_select_suite_sweeps_every_seed_and_never_reads_the_test_split():
             assert [u.key for u in sgsc if u.lam is not None] == ([f"names/s{seed}/sgsc-g0.05-l1.0"]
                                                                   if ds == "names" else [])
     lam1 = Unit("names", 0, "sgsc", gamma=0.05, lam=1.0)
-    assert units.config_for(lam1).lam == 1.0 and units.config_for(Unit("names", 0, "sgsc", gamma=0.05)).lam == 0.1
+    assert units.config_for(lam1).lam == 1.0
+    assert units.config_for(Unit("names", 0, "sgsc", gamma=0.05)).lam == 0.1
     full, held = units.data_for("full", "digits"), units.data_for("select", "digits")
     assert "select" in units.VALIDATION_SUITES and "full" not in units.VALIDATION_SUITES
     assert len(held.x_train) + len(held.x_test) == len(full.x_train)
-    assert np.abs(np.bincount(held.y_test) - np.bincount(full.y_train) * units.HOLDOUT).max() <= 1  # stratified
+    # stratified
+    assert np.abs(np.bincount(held.y_test) - np.bincount(full.y_train) * units.HOLDOUT).max() <= 1
     train_rows = {r.tobytes() for r in full.x_train}
     # both parts come out of the training split: nothing of the test split is trained on or selected by
     assert all(r.tobytes() in train_rows for r in (*held.x_train, *held.x_test))
@@ -123,14 +131,18 @@ def test_validation_split_of_the_language_model_keeps_its_vocabulary():
 
 def test_a_fresh_checkout_keeps_earlier_latency_of_files_not_on_disk(tmp_path, monkeypatch):
     monkeypatch.setattr(run, "workdir", lambda suite, u: tmp_path / suite / u.key)
-    assert not run._files_present("t", Unit("digits", 0, "float"))  # so a unit that needs it redoes the reference
+    # so a unit that needs it redoes the reference
+    assert not run._files_present("t", Unit("digits", 0, "float"))
     (tmp_path / "t" / "digits/s0/float").mkdir(parents=True)
     (tmp_path / "t" / "digits/s0/float" / "float.pt").write_bytes(b"x")
     assert run._files_present("t", Unit("digits", 0, "float"))
     assert not run._files_present("t", Unit("digits", 0, "sgsc", gamma=1.0))
     out = tmp_path / "lat.jsonl"
-    earlier = {"key": "digits/s0/sgsc-g1.0", "format": "compact", "threads": 1, "ms_batch_1": 0.03, "ms_batch_64": 1.1}
+    earlier = {"key": "digits/s0/sgsc-g1.0", "format": "compact", "threads": 1, "ms_batch_1": 0.03,
+               "ms_batch_64": 1.1}
     out.write_text(json.dumps(earlier) + "\n")
-    rec = {"key": "digits/s0/sgsc-g1.0", "dataset": "digits", "seed": 0, "method": "sgsc", "gamma": 1.0, "bits": None,
+    rec = {"key": "digits/s0/sgsc-g1.0", "dataset": "digits", "seed": 0, "method": "sgsc", "gamma": 1.0,
+           "bits": None,
            "onnx": {"compact": {}}}
-    assert run.measure_latency("t", [rec], out) == [earlier]  # its file is gone: the earlier measurement stays
+    # its file is gone: the earlier measurement stays
+    assert run.measure_latency("t", [rec], out) == [earlier]

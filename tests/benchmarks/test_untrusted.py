@@ -49,7 +49,8 @@ def test_three_cheap_cases_are_recorded(tmp_path: Path) -> None:
     assert sorted(r["id"] for r in rows) == sorted(ids)  # in the order of CASES
     assert all(FIELDS <= set(r) for r in rows)
     by_id = {r["id"]: r for r in rows}
-    assert by_id["x09_onnx_missing"]["exit"] == 2 and by_id["x09_onnx_missing"]["kept"], by_id["x09_onnx_missing"]
+    missing = by_id["x09_onnx_missing"]
+    assert missing["exit"] == 2 and missing["kept"], missing
     assert by_id["x09_onnx_text_inspect"]["kept"], by_id["x09_onnx_text_inspect"]
     fake = by_id["c01_fake_artifact_os_system"]
     assert isinstance(fake["marker"], bool) and isinstance(fake["exit"], int)
@@ -75,8 +76,8 @@ def test_every_broken_promise_is_seen(tmp_path: Path) -> None:
               "overwrite": "inputs changed: input.bin", "noisy": "other line(s) on stderr",
               "exit0": "exit 0, expected 2", "oom": "memory cap", "hang": "timed out"}
     for mode, reason in expect.items():
-        row = untrusted.run_case(case(mode, timeout=3 if mode == "hang" else 30, marker=mode == "marker"), None,
-                                 tmp_path / "work", sgsc, 1 << 30)
+        row = untrusted.run_case(case(mode, timeout=3 if mode == "hang" else 30, marker=mode == "marker"),
+                                 None, tmp_path / "work", sgsc, 1 << 30)
         if reason is None:
             assert row["kept"], row["verdict"]
         else:

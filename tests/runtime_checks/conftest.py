@@ -1,8 +1,8 @@
 """Tiny ONNX models and artifact directories for the runtime_checks tests (built with onnx.helper, no torch).
 
 The model: x [N,1,8,8] → DequantizeLinear(W_conv) → Conv (4 channels, 3×3) → Relu → Reshape → DequantizeLinear
-(W_fc) → MatMul [144, 10] → Add bias → logits. Weights are int8, INT4 (opset 21) or INT2 (opset 25) initializers
-with per-channel power-of-two scales, as the converters write them.
+(W_fc) → MatMul [144, 10] → Add bias → logits. Weights are int8, INT4 (opset 21) or INT2 (opset 25)
+initializers with per-channel power-of-two scales, as the converters write them.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ RANGES = {T.INT8: (-128, 127), T.INT4: (-8, 7), T.INT2: (-2, 1)}
 
 
 def make_model(weight_type: int = T.INT8, opset: int = 21, seed: int = 0, sha256: str | None = None,
-               wc: np.ndarray | None = None, wm: np.ndarray | None = None, act_qdq: bool = False) -> onnx.ModelProto:
+               wc: np.ndarray | None = None, wm: np.ndarray | None = None,
+               act_qdq: bool = False) -> onnx.ModelProto:
     """The tiny quantised classifier; ``wc`` / ``wm`` override the integer weights (for breaking it)."""
     rng = np.random.default_rng(seed)
     lo, hi = RANGES[weight_type]
@@ -44,16 +45,20 @@ def make_model(weight_type: int = T.INT8, opset: int = 21, seed: int = 0, sha256
              nh.from_array(rng.normal(size=10).astype(np.float32) * 0.1, "fc.bias"),
              nh.from_array(np.array([-1, 144], np.int64), "shape")]
     flat = "flat"
-    nodes = [h.make_node("DequantizeLinear", ["conv.weight_q", "conv.scale"], ["conv.weight"], axis=0, name="conv.dq"),
+    nodes = [h.make_node("DequantizeLinear", ["conv.weight_q", "conv.scale"], ["conv.weight"], axis=0,
+                         name="conv.dq"),
              h.make_node("Conv", ["x", "conv.weight", "conv.bias"], ["conv.out"], name="conv"),
              h.make_node("Relu", ["conv.out"], ["relu.out"], name="relu"),
              h.make_node("Reshape", ["relu.out", "shape"], ["flat"], name="flatten")]
     if act_qdq:
-        inits += [nh.from_array(np.array(0.05, np.float32), "act.scale"), nh.from_array(np.array(0, np.uint8), "act.zp")]
+        inits += [nh.from_array(np.array(0.05, np.float32), "act.scale"),
+                  nh.from_array(np.array(0, np.uint8), "act.zp")]
         nodes += [h.make_node("QuantizeLinear", ["flat", "act.scale", "act.zp"], ["flat.q"], name="act.q"),
-                  h.make_node("DequantizeLinear", ["flat.q", "act.scale", "act.zp"], ["flat.dq"], name="act.dq")]
+                  h.make_node("DequantizeLinear", ["flat.q", "act.scale", "act.zp"], ["flat.dq"],
+                              name="act.dq")]
         flat = "flat.dq"
-    nodes += [h.make_node("DequantizeLinear", ["fc.weight_q", "fc.scale"], ["fc.weight"], axis=1, name="fc.dq"),
+    nodes += [h.make_node("DequantizeLinear", ["fc.weight_q", "fc.scale"], ["fc.weight"], axis=1,
+                          name="fc.dq"),
               h.make_node("MatMul", [flat, "fc.weight"], ["fc.mm"], name="fc"),
               h.make_node("Add", ["fc.mm", "fc.bias"], ["logits"], name="fc.add")]
     graph = h.make_graph(nodes, "tiny", [h.make_tensor_value_info("x", T.FLOAT, ["N", 1, 8, 8])],
@@ -129,7 +134,8 @@ def save_artifact_weights(run: Path, model: onnx.ModelProto) -> None:
 
 def seal_run(run: Path) -> None:
     """Complete an artifact-like directory as ``sgsc compress`` does: every listed file present, and the
-    manifest's ``files`` table holding their SHA-256s (placeholders for the files the runtime checks never read)."""
+    manifest's ``files`` table holding their SHA-256s (placeholders for the files the runtime checks never
+    read)."""
     import hashlib
 
     from safetensors.numpy import save_file
@@ -139,7 +145,8 @@ def seal_run(run: Path) -> None:
         np.savez(run / "preservation.npz", indices=np.zeros(0, np.int64))
     manifest = json.loads((run / "manifest.json").read_text())
     manifest["files"] = {name: hashlib.sha256((run / name).read_bytes()).hexdigest()
-                         for name in ("model.safetensors", "quant.safetensors", "preservation.npz", "eval.npz")}
+                         for name in ("model.safetensors", "quant.safetensors", "preservation.npz",
+                                      "eval.npz")}
     (run / "manifest.json").write_text(json.dumps(manifest))
 
 

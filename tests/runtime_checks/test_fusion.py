@@ -46,10 +46,12 @@ def test_parse_profile_of_a_real_cpu_session(info, tmp_path):
 
 
 def test_parse_profile_finds_fallback_and_memcpy_nodes():
-    events = [{"cat": "Node", "name": "conv_kernel_time", "args": {"op_name": "Conv", "provider": "CUDAExecutionProvider"}},
-              {"cat": "Node", "name": "fc_kernel_time", "args": {"op_name": "MatMulNBits", "provider": "CPUExecutionProvider"}},
-              {"cat": "Node", "name": "Memcpy_token_1_kernel_time", "args": {"op_name": "MemcpyToHost",
-                                                                             "provider": "CUDAExecutionProvider"}},
+    events = [{"cat": "Node", "name": "conv_kernel_time",
+               "args": {"op_name": "Conv", "provider": "CUDAExecutionProvider"}},
+              {"cat": "Node", "name": "fc_kernel_time",
+               "args": {"op_name": "MatMulNBits", "provider": "CPUExecutionProvider"}},
+              {"cat": "Node", "name": "Memcpy_token_1_kernel_time",
+               "args": {"op_name": "MemcpyToHost", "provider": "CUDAExecutionProvider"}},
               {"cat": "Session", "name": "model_run", "args": {}}]
     assert parse_profile(events, "CUDAExecutionProvider") == (["fc (MatMulNBits)"], ["Memcpy_token_1"])
 
@@ -58,7 +60,8 @@ def test_parse_profile_finds_fallback_and_memcpy_nodes():
 def test_gpu_provider_end_to_end(provider, run_dir):
     ep = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}[provider]
     if ep not in AVAILABLE:
-        pytest.skip(f"{ep} not available: needs onnxruntime-gpu (installed in place of onnxruntime) and a GPU")
+        pytest.skip(f"{ep} not available: needs onnxruntime-gpu "
+                    "(installed in place of onnxruntime) and a GPU")
     run, model = run_dir
     report = validate(model, EvalData.from_run_dir(run), providers=("cpu", provider), latency=False)
     if provider in report.skipped_providers:

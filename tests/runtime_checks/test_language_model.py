@@ -37,14 +37,16 @@ def test_validate_reports_lm_metrics_and_gates_on_perplexity(lm_artifact, lm_por
     path = lm_portable
     report_path = tmp_path / "r.json"
     args = ["validate", str(path), "--run", str(lm_artifact), "--no-latency", "--opt-levels", "all",
-            "--report", str(report_path), "--markdown", str(tmp_path / "r.md"), "--max-accuracy-drop", "100", "--max-perplexity-ratio", "100"]
+            "--report", str(report_path), "--markdown", str(tmp_path / "r.md"), "--max-accuracy-drop", "100",
+            "--max-perplexity-ratio", "100"]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "perplexity" in res.output and "| next-token agreement |" in (tmp_path / "r.md").read_text()
     rep = json.loads(report_path.read_text())
     test = rep["providers"]["cpu"]["test"]
     assert test["next_token_agreement"] == 1.0 and abs(test["loss_diff"]) < 1e-4
-    assert any(c["name"] == "cpu/all/test/perplexity_ratio" and c["status"] == "passed" for c in rep["checks"])
+    assert any(c["name"] == "cpu/all/test/perplexity_ratio" and c["status"] == "passed"
+               for c in rep["checks"])
     assert rep["thresholds"]["max_perplexity_ratio"] == 100.0
     res = CliRunner().invoke(main, args[:-2] + ["--max-perplexity-ratio", "1.0"])
     m = json.loads((lm_artifact / "manifest.json").read_text())["metrics"]

@@ -26,7 +26,8 @@ def test_own_dequantized_reference_is_exact_at_every_level(tmp_path):
 
 
 def test_twins_work_when_nodes_have_no_names(tmp_path):
-    """Exporters may leave node names empty (the converters' compact profile does): twins need unique names."""
+    """Exporters may leave node names empty (the converters' compact profile does): twins need unique
+    names."""
     model = make_model()
     for node in model.graph.node:
         node.name = ""

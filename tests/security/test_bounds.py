@@ -1,9 +1,10 @@
-"""Issue 14, items 2 and 3: nothing outside the model's folder is read, and small hostile files cannot exhaust memory.
+"""Issue 14, items 2 and 3: nothing outside the model's folder is read, and small hostile files cannot exhaust
+memory.
 
-Every case goes through the CLI (a subprocess where memory or a blocking read is measured, CliRunner elsewhere)
-with a hostile file built here: external data pointing out of the model's folder (``..``, absolute, symlink), a
-small ONNX file whose graph builds a huge tensor, npz files whose declared sizes are huge, out-of-range numeric
-options, and hypothesis-mutated ONNX and npz bytes.
+Every case goes through the CLI (a subprocess where memory or a blocking read is measured, CliRunner
+elsewhere) with a hostile file built here: external data pointing out of the model's folder (``..``, absolute,
+symlink), a small ONNX file whose graph builds a huge tensor, npz files whose declared sizes are huge,
+out-of-range numeric options, and hypothesis-mutated ONNX and npz bytes.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ W_INT = np.array([[1, -2, 3], [-4, 5, -6], [7, -8, 1], [0, 2, -1]], np.int8)  # 
 
 
 def _dq_model(w_tensor: onnx.TensorProto, extra_nodes=(), extra_inits=(), opset: int = 18) -> onnx.ModelProto:
-    """x[N,4] → MatMul(x, DequantizeLinear(w, scale, axis=1)) → y[N,3]; ``w`` may be computed by extra_nodes."""
+    """x[N,4] → MatMul(x, DequantizeLinear(w, scale, axis=1)) → y[N,3]; ``w`` may be computed by
+    extra_nodes."""
     scale = numpy_helper.from_array(np.full(3, 0.5, np.float32), "scale")
     nodes = [*extra_nodes, helper.make_node("DequantizeLinear", ["w", "scale"], ["wf"], axis=1),
              helper.make_node("MatMul", ["x", "wf"], ["y"], name="fc")]
@@ -53,7 +55,8 @@ def _dq_model(w_tensor: onnx.TensorProto, extra_nodes=(), extra_inits=(), opset:
 
 
 def _external_model(folder: Path, location: str, data_file: Path | None = None) -> Path:
-    """A model whose int8 weight ``w`` is external data at ``location`` (written to ``data_file`` if given)."""
+    """A model whose int8 weight ``w`` is external data at ``location`` (written to ``data_file`` if
+    given)."""
     folder.mkdir(parents=True, exist_ok=True)
     w = numpy_helper.from_array(W_INT, "w")
     raw = w.raw_data
@@ -78,7 +81,8 @@ def _data_npz(path: Path, n: int = 24) -> Path:
 
 
 def _sgsc(*args: str | os.PathLike, cwd: Path | None = None, env: dict | None = None, timeout: float = 120):
-    """Run ``sgsc ARGS`` in a fresh process (memory capped); return (exit code, stdout+stderr, peak RSS in kB)."""
+    """Run ``sgsc ARGS`` in a fresh process (memory capped); return (exit code, stdout+stderr, peak RSS in
+    kB)."""
     code = ("import resource, subprocess, sys\n"
             "def cap():\n"
             "    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n"
@@ -151,7 +155,8 @@ def test_external_data_beside_the_model_works_in_inspect_and_validate(tmp_path, 
         layers = json.loads(result.output)["layers"]
         assert [(r["shape"], r["container"]) for r in layers] == [([4, 3], "INT8")]
         assert layers[0]["bits_histogram"] == {"4": 3}  # the integers read from the file beside the model
-        result = runner.invoke(main, ["validate", str(model), "--data", f"npz:{_data_npz(tmp_path / 'd.npz')}",
+        result = runner.invoke(main,
+                               ["validate", str(model), "--data", f"npz:{_data_npz(tmp_path / 'd.npz')}",
                                       "--no-latency"])
         assert result.exit_code == 0, result.output
         assert "PASSED" in result.output
@@ -270,7 +275,8 @@ def _npz_bombs() -> dict[str, bytes]:
     small = np.zeros(16, np.float32).tobytes()
     zeros = bytes(64 << 20)  # 64 MiB of zeros: ~64 KiB deflated
     return {
-        "declared_shape": _zip({"x.npy": _npy_header((1 << 31, 4)) + small, "y.npy": _npy_header((4,), "<i8")}),
+        "declared_shape": _zip({"x.npy": _npy_header((1 << 31, 4)) + small,
+                                "y.npy": _npy_header((4,), "<i8")}),
         "declared_zip_size": _declared_size_lie(_zip({"x.npy": _npy_header((4,)) + small}), 0xF0000000),
         "real_deflate_bomb": _zip({"x.npy": _npy_header((len(zeros) // 4,)) + zeros}),
         "object_dtype": _zip({"x.npy": _npy_header((2,), "|O") + b"\x80\x04N."}),
@@ -330,7 +336,8 @@ def test_gzip_idx_bombs_cost_no_memory(tmp_path, case):
     _gz_idx(d / "t10k-images-idx3-ubyte.gz", (100_000 if case == "bomb" else 100_000_000, 28, 28),
             400 if case == "bomb" else 0)
     _gz_idx(d / "t10k-labels-idx1-ubyte.gz", (100_000,), 0)
-    code, out, rss = _sgsc("compress", "--dataset", "mnist", "--data-dir", d, "--out", tmp_path / "run", timeout=120)
+    code, out, rss = _sgsc("compress", "--dataset", "mnist", "--data-dir", d, "--out", tmp_path / "run",
+                           timeout=120)
     assert code == 2, out
     _one_line(out, "more data than its header" if case == "bomb" else MAX_INPUT_BYTES_ENV)
     assert rss < RSS_CAP_KB, f"peak RSS {rss} kB"
@@ -384,7 +391,8 @@ def test_load_npz_bounded_reads_honest_files_exactly():
 def test_numeric_options_of_validate_are_bounded(tmp_path, args):
     model = tmp_path / "m.onnx"
     model.write_bytes(_dq_model(numpy_helper.from_array(W_INT, "w")).SerializeToString())
-    result = CliRunner().invoke(main, ["validate", str(model), "--data", f"npz:{_data_npz(tmp_path / 'd.npz')}",
+    result = CliRunner().invoke(main,
+                                ["validate", str(model), "--data", f"npz:{_data_npz(tmp_path / 'd.npz')}",
                                        "--no-latency", *args])
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
@@ -435,7 +443,8 @@ def test_mutated_onnx_never_tracebacks(tmp_path_factory, data):
     npz.write_bytes(_valid_npz_bytes())
     runner = CliRunner()
     _clean_exit(runner.invoke(main, ["inspect", str(folder / "m.onnx")]))
-    _clean_exit(runner.invoke(main, ["validate", str(folder / "m.onnx"), "--data", f"npz:{npz}", "--no-latency",
+    _clean_exit(runner.invoke(main,
+                              ["validate", str(folder / "m.onnx"), "--data", f"npz:{npz}", "--no-latency",
                                      "--opt-levels", "disabled"]))
 
 
@@ -445,7 +454,8 @@ def test_mutated_npz_never_tracebacks(tmp_path_factory, data):
     folder = tmp_path_factory.mktemp("fuzz-npz")
     (folder / "m.onnx").write_bytes(_valid_onnx_bytes())
     (folder / "d.npz").write_bytes(data)
-    result = CliRunner().invoke(main, ["validate", str(folder / "m.onnx"), "--data", f"npz:{folder / 'd.npz'}",
+    result = CliRunner().invoke(main,
+                                ["validate", str(folder / "m.onnx"), "--data", f"npz:{folder / 'd.npz'}",
                                        "--no-latency", "--opt-levels", "disabled"])
     _clean_exit(result)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 4 * RSS_CAP_KB
@@ -462,6 +472,7 @@ def test_hostile_config_files_are_one_line(tmp_path, case):
         path.write_bytes(b"seed = 1\n\xff\xfe")
     code, out, _ = _sgsc("pipeline", "--config", path, "--out", tmp_path / "run", timeout=60)
     assert code == 2, out
-    _one_line(out, {"dev_zero": "not a regular file", "deep": "not valid TOML", "big": "larger than a config file",
+    _one_line(out,
+              {"dev_zero": "not a regular file", "deep": "not valid TOML", "big": "larger than a config file",
                     "not_utf8": "UTF-8"}[case])
     assert not (tmp_path / "run").exists()

@@ -1,5 +1,5 @@
-"""Issue 14, items 4-6 through the CLI: no output over an input, one sgsc run per directory, exit codes that tell
-the truth (a user's sys.exit, Ctrl-C 130, SIGTERM 143), reports of one run written all or none.
+"""Issue 14, items 4-6 through the CLI: no output over an input, one sgsc run per directory, exit codes that
+tell the truth (a user's sys.exit, Ctrl-C 130, SIGTERM 143), reports of one run written all or none.
 
 Every case asserts the exit code, one ``error: …`` line, no traceback, and which files exist or are unchanged.
 """
@@ -65,12 +65,14 @@ def sgsc(*args, env: dict | None = None):
 
 def sgsc_process(*args, cwd: Path | None = None, **popen) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SGSC_")} | {"PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "sgsc_export.cli", *map(str, args)], cwd=cwd or ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "sgsc_export.cli", *map(str, args)], cwd=cwd or ROOT,
+                            env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
 def one_error_line(output: str, *words: str) -> str:
-    """The output has exactly one ``error:`` line, no traceback; return it (it contains every one of ``words``)."""
+    """The output has exactly one ``error:`` line, no traceback; return it (it contains every one of
+    ``words``)."""
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, output
     assert "Traceback" not in output, output
@@ -114,7 +116,7 @@ def user_models(tmp_path) -> Path:
     return path
 
 
-# -- item 4: an output that is an input is refused before anything is written ------------------------------------
+# -- item 4: an output that is an input is refused before anything is written --------------------------------
 
 @pytest.mark.parametrize("name", ["manifest.json", "model.safetensors", "quant.safetensors", "eval.npz",
                                   "history.json", "checkpoints/last.pt"])
@@ -141,7 +143,8 @@ def test_export_refuses_a_link_to_the_artifact_and_writes_a_new_file_inside_it(a
     (artifact / "model.onnx").unlink()
 
 
-@pytest.mark.parametrize("case", ["report=model", "markdown=model", "junit=npz", "report=manifest", "markdown=eval",
+@pytest.mark.parametrize("case",
+                         ["report=model", "markdown=model", "junit=npz", "report=manifest", "markdown=eval",
                                   "report=layer-reference", "report=junit", "markdown=hardlink-of-model",
                                   "junit=symlink-to-manifest"])
 def test_validate_refuses_reports_over_its_inputs(passing, tmp_path, case):
@@ -154,7 +157,8 @@ def test_validate_refuses_reports_over_its_inputs(passing, tmp_path, case):
     (tmp_path / "sym.xml").symlink_to(run / "manifest.json")
     option, target = case.split("=")
     path = {"model": model, "npz": npz, "manifest": run / "manifest.json", "eval": run / "eval.npz",
-            "layer-reference": reference, "junit": tmp_path / "same.xml", "hardlink-of-model": tmp_path / "hard.md",
+            "layer-reference": reference, "junit": tmp_path / "same.xml",
+            "hardlink-of-model": tmp_path / "hard.md",
             "symlink-to-manifest": tmp_path / "sym.xml"}[target]
     source = ["--data", f"npz:{npz}"] if target == "npz" else ["--run", run]
     extra = ["--layers", "--layer-reference", reference] if target == "layer-reference" else []
@@ -185,7 +189,7 @@ def test_compress_refuses_an_input_that_it_would_overwrite(artifact):
     assert digest(artifact) == before and not temp_files(artifact)
 
 
-# -- item 6c: the reports of one run are written all or none ------------------------------------------------------
+# -- item 6c: the reports of one run are written all or none -------------------------------------------------
 
 def test_write_atomic_many_writes_all_or_none(tmp_path):
     (tmp_path / "old.json").write_text("passed")
@@ -253,7 +257,7 @@ def test_report_writing_that_fails_at_the_end_leaves_no_passed_report(passing, t
     assert not ok.exists() and not md.exists()
 
 
-# -- item 5: one sgsc run at a time per run directory ------------------------------------------------------------
+# -- item 5: one sgsc run at a time per run directory --------------------------------------------------------
 
 def test_a_second_run_into_a_held_directory_is_refused(tmp_path):
     out = tmp_path / "run"
@@ -279,7 +283,8 @@ def test_a_killed_run_is_detected_explained_and_cleaned(tmp_path):
     assert killed.returncode == -signal.SIGKILL
     assert {p.name for p in out.iterdir()} == {".sgsc.lock", ".sgsc.lock.json", ".manifest.json.x.tmp"}
     victim = json.loads((out / ".sgsc.lock.json").read_text())["pid"]
-    # the next run takes the directory, says what happened and removes the partial file (then fails on its data)
+    # the next run takes the directory, says what happened
+    # and removes the partial file (then fails on its data)
     result = sgsc("pipeline", "--dataset", f"npz:{tmp_path / 'missing.npz'}", "--out", out)
     assert result.exit_code == 2
     notes = [line for line in result.output.splitlines() if line.startswith("note:")]
@@ -289,7 +294,7 @@ def test_a_killed_run_is_detected_explained_and_cleaned(tmp_path):
     assert not temp_files(out)
 
 
-# -- item 6a, 6e: a user's sys.exit or exception is an error, not exit 0 and not a traceback ----------------------
+# -- item 6a, 6e: a user's sys.exit or exception is an error, not exit 0 and not a traceback -----------------
 
 @pytest.mark.parametrize("command", ["compress", "pipeline"])
 @pytest.mark.parametrize("factory", ["exits_in_factory", "exits_in_forward"])
@@ -309,7 +314,8 @@ def test_an_exception_in_user_code_is_one_line_naming_its_type(tmp_path, user_mo
 
 
 def test_sys_exit_while_exporting_is_an_error(artifact, tmp_path, monkeypatch):
-    export = importlib.import_module("converters.exporter")  # the module (the package re-exports its function)
+    # the module (the package re-exports its function)
+    export = importlib.import_module("converters.exporter")
 
     def user_code_exits(*args, **kwargs):  # what a user's factory or forward does while the module is rebuilt
         sys.exit(0)
@@ -321,7 +327,7 @@ def test_sys_exit_while_exporting_is_an_error(artifact, tmp_path, monkeypatch):
     assert not (tmp_path / "m.onnx").exists()
 
 
-# -- item 6b: Ctrl-C is 130 and SIGTERM 143 for every command, one line, no temp file --------------------------------
+# -- item 6b: Ctrl-C is 130 and SIGTERM 143 for every command, one line, no temp file ------------------------
 
 @pytest.mark.parametrize("command", ["export", "validate", "inspect"])
 def test_ctrl_c_is_130_for_every_command(passing, artifact, tmp_path, monkeypatch, command):
@@ -336,7 +342,8 @@ def test_ctrl_c_is_130_for_every_command(passing, artifact, tmp_path, monkeypatc
     for module, name in ((export, "export"), (runner, "validate"), (inspection, "inspect_model")):
         monkeypatch.setattr(module, name, ctrl_c)
     run, model = passing
-    args = {"export": [artifact, "-o", tmp_path / "m.onnx"], "validate": [model, "--run", run, "--no-latency"],
+    args = {"export": [artifact, "-o", tmp_path / "m.onnx"],
+            "validate": [model, "--run", run, "--no-latency"],
             "inspect": [model]}[command]
     result = sgsc(command, *args)
     assert result.exit_code == 130, result.output
@@ -360,11 +367,12 @@ def test_a_real_signal_during_compress(tmp_path, sig, code):
     assert proc.returncode == code, stdout + stderr
     assert "Traceback" not in stderr and "Aborted!" not in stderr
     lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("terminated (SIGTERM)" if code == 143 else "interrupted"), stderr
+    assert len(lines) == 1 and lines[0].startswith("terminated (SIGTERM)" if code == 143
+                                                   else "interrupted"), stderr
     assert not temp_files(tmp_path) and not (out / "manifest.json").exists()
 
 
-# -- item 6d: a pipeline rerun that errors keeps no earlier report saying "passed" -------------------------------
+# -- item 6d: a pipeline rerun that errors keeps no earlier report saying "passed" ---------------------------
 
 def test_a_pipeline_rerun_that_errors_removes_the_reports_it_supersedes(tmp_path, monkeypatch):
     out = tmp_path / "run"

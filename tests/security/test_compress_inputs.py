@@ -1,8 +1,8 @@
 """Hostile inputs to `sgsc compress` / `sgsc pipeline` / `sgsc_export.compress` (issue 14, items 8, 9 and 11).
 
 Every bad input is refused up front (before any float training) with exit code 2 and exactly one line
-``error: …``, never a traceback, and leaves no artifact behind. Identical runs, and a resumed finished run, write
-byte-identical artifacts.
+``error: …``, never a traceback, and leaves no artifact behind. Identical runs, and a resumed finished run,
+write byte-identical artifacts.
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ MODELS = textwrap.dedent('''
 
 
     def batchnorm():
-        return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 10))
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(),
+                             nn.Linear(16, 10))
 
 
     class _Matmul(nn.Module):
@@ -105,7 +106,8 @@ MODELS = textwrap.dedent('''
 
 def _good(n_train: int = 40, n_test: int = 10) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    return {"x_train": rng.random((n_train, 1, 8, 8), dtype=np.float32), "y_train": rng.integers(0, 10, n_train),
+    return {"x_train": rng.random((n_train, 1, 8, 8), dtype=np.float32),
+            "y_train": rng.integers(0, 10, n_train),
             "x_test": rng.random((n_test, 1, 8, 8), dtype=np.float32), "y_test": rng.integers(0, 10, n_test)}
 
 
@@ -139,14 +141,16 @@ def _refused(r, out: Path | None, *needles: str) -> str:
 
 
 def _compress(runner, *args):
-    return runner.invoke(main, ["compress", "--quiet", "--steps", "2", "--float-epochs", "1", *map(str, args)])
+    return runner.invoke(main,
+                         ["compress", "--quiet", "--steps", "2", "--float-epochs", "1", *map(str, args)])
 
 
-# -- item 8: bad labels, unknown --exclude ------------------------------------------------------------------------
+# -- item 8: bad labels, unknown --exclude -------------------------------------------------------------------
 
 @pytest.mark.parametrize("labels, needle", [
     (np.array([0.0, 1.7] * 5), "y_test must hold integer class indices, got float64"),
-    (np.array([0.0, 1.0] * 5), "y_test must hold integer class indices"),  # whole-valued floats too: no guessing
+    # whole-valued floats too: no guessing
+    (np.array([0.0, 1.0] * 5), "y_test must hold integer class indices"),
     (np.array([True, False] * 5), "y_test must hold integer class indices, got bool"),
     (np.array([0, 10**12] * 5), "MAX_CLASSES = 1048576"),
     (np.array([0, -3] * 5), "labels must be class indices >= 0"),
@@ -189,7 +193,7 @@ def test_unknown_exclude_names_the_layers(env):
     assert not out.exists()
 
 
-# -- item 9: one line instead of a traceback ----------------------------------------------------------------------
+# -- item 9: one line instead of a traceback -----------------------------------------------------------------
 
 @pytest.mark.parametrize("part, value", [("x_train", np.nan), ("x_test", np.inf), ("x_train", -np.inf),
                                          ("x_test", 1e300)])
@@ -222,9 +226,11 @@ def test_wrong_rank_shape_or_dtype_of_x(env, changes, needle):
     ("tuple2", "forward returns a tuple, not a tensor"), ("tuple1", "forward returns a tuple, not a tensor"),
     ("as_dict", "forward returns a dict, not a tensor"), ("as_list", "forward returns a list, not a tensor"),
     ("ints", "returns a torch.int64 tensor; it must return float logits"),
-    ("rank3", "returns shape (8, 10, 1)"), ("one_row", "returns shape (1, 10) for a batch of x_train of shape (8, 1, 8, 8)"),
+    ("rank3", "returns shape (8, 10, 1)"),
+    ("one_row", "returns shape (1, 10) for a batch of x_train of shape (8, 1, 8, 8)"),
     ("nan_logits", "NaN or infinite logits"),
-    ("no_layer", "no Conv1d/Conv2d/Linear layer to compress"), ("params_only", "no Conv1d/Conv2d/Linear layer"),
+    ("no_layer", "no Conv1d/Conv2d/Linear layer to compress"),
+    ("params_only", "no Conv1d/Conv2d/Linear layer"),
 ])
 def test_models_that_cannot_be_compressed(env, factory, needle):
     runner, tmp, models, npz = env
@@ -235,14 +241,15 @@ def test_models_that_cannot_be_compressed(env, factory, needle):
 
 
 def test_a_batch_of_one_for_batchnorm_is_one_line(env):
-    """129 samples in batches of 128: the last batch of float training holds one sample, which BatchNorm1d cannot
-    train on. Found only in training, but still one line, and no artifact."""
+    """129 samples in batches of 128: the last batch of float training holds one sample, which BatchNorm1d
+    cannot train on. Found only in training, but still one line, and no artifact."""
     runner, tmp, models, npz = env
     g = _good(129)
     out = tmp / "out"
     r = _compress(runner, "--dataset", f"npz:{npz(x_train=g['x_train'], y_train=g['y_train'])}",
                   "--model", f"{models}:batchnorm", "--out", out)
-    _refused(r, out, "float training on a batch of shape (1, 1, 8, 8)", "BatchNorm layer cannot train on a batch")
+    _refused(r, out, "float training on a batch of shape (1, 1, 8, 8)",
+             "BatchNorm layer cannot train on a batch")
 
 
 def test_bad_weights_files(env):
@@ -268,8 +275,8 @@ def test_bad_weights_files(env):
                   "nan.pt": (None, "1.weight holds NaN or infinite values"),
                   "keys.pt": (None, "does not match the model: missing ['1.bias', '1.weight']")})
     for name, (_, needle) in cases.items():
-        r = _compress(runner, "--dataset", f"npz:{npz()}", "--model", f"{models}:flat", "--weights", tmp / name,
-                      "--out", out)
+        r = _compress(runner, "--dataset", f"npz:{npz()}", "--model", f"{models}:flat",
+                      "--weights", tmp / name, "--out", out)
         _refused(r, out, needle)
     assert not out.exists()
 
@@ -285,7 +292,8 @@ def test_bad_weights_files(env):
     (["--gamma", "nan"], "gamma=nan is out of range"), (["--lam", "inf"], "lam=inf is out of range"),
     (["--distill", "-1"], "distill=-1.0 is out of range"),
     (["--preservation-size", "0"], "preservation_size=0 is out of range"),
-    (["--preservation-size", "5000"], "preservation_size=5000 is larger than the training split (1437 samples)"),
+    (["--preservation-size", "5000"],
+     "preservation_size=5000 is larger than the training split (1437 samples)"),
 ])
 def test_out_of_range_options(env, args, needle):
     runner, tmp, _, _ = env
@@ -305,7 +313,8 @@ def test_out_that_cannot_be_created_is_refused_before_any_work(env, monkeypatch)
     runner, tmp, _, _ = env
     afile = tmp / "a-file"
     afile.write_text("x")
-    _refused(_compress(runner, "--out", afile / "sub" / "run"), None, "cannot be created", "is not a directory")
+    _refused(_compress(runner, "--out", afile / "sub" / "run"), None, "cannot be created",
+             "is not a directory")
     _refused(_compress(runner, "--out", afile), None, "exists and is not a directory")
     assert afile.read_text() == "x"
 
@@ -335,9 +344,11 @@ def test_pipeline_refuses_the_same_inputs(env):
     _refused(r, out, "threads=100000 is out of range; allowed [1, 1024]")
     x = _good()["x_train"].copy()
     x[0, 0, 0, 0] = np.nan
-    r = runner.invoke(main, [*base, "--dataset", f"npz:{npz(x_train=x)}", "--model", f"{models}:flat"], env=env_clear)
+    r = runner.invoke(main, [*base, "--dataset", f"npz:{npz(x_train=x)}", "--model", f"{models}:flat"],
+                      env=env_clear)
     _refused(r, out, "x_train holds NaN")
-    r = runner.invoke(main, [*base, "--dataset", f"npz:{npz()}", "--model", f"{models}:tuple1"], env=env_clear)
+    r = runner.invoke(main, [*base, "--dataset", f"npz:{npz()}", "--model", f"{models}:tuple1"],
+                      env=env_clear)
     _refused(r, out, "not a tensor")
     r = runner.invoke(main, [*base, "--exclude", "nosuchlayer"], env=env_clear)
     _refused(r, out, "--exclude 'nosuchlayer' is not a layer")
@@ -370,9 +381,10 @@ def test_the_python_api_refuses_too(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-# hypothesis: npz files with one defect each, in random dtypes and shapes -----------------------------------------
+# hypothesis: npz files with one defect each, in random dtypes and shapes ------------------------------------
 
-_DEFECTS = ("nan_x", "inf_x", "float_y", "huge_y", "negative_y", "y_rank", "x_rank", "length", "empty", "x_dtype")
+_DEFECTS = ("nan_x", "inf_x", "float_y", "huge_y", "negative_y", "y_rank", "x_rank", "length", "empty",
+            "x_dtype")
 
 
 @st.composite
@@ -382,7 +394,8 @@ def hostile_npz(draw):
     xdtype = draw(st.sampled_from([np.float16, np.float32, np.float64, np.int8, np.uint8, np.int64]))
     ydtype = draw(st.sampled_from([np.int8, np.uint8, np.int32, np.int64, np.uint64]))
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
-    a = {"x_train": rng.integers(0, 3, (n_train, *shape)).astype(xdtype), "y_train": rng.integers(0, 3, n_train),
+    a = {"x_train": rng.integers(0, 3, (n_train, *shape)).astype(xdtype),
+         "y_train": rng.integers(0, 3, n_train),
          "x_test": rng.integers(0, 3, (n_test, *shape)).astype(xdtype), "y_test": rng.integers(0, 3, n_test)}
     a["y_train"], a["y_test"] = a["y_train"].astype(ydtype), a["y_test"].astype(ydtype)
     defect = draw(st.sampled_from(_DEFECTS))
@@ -393,7 +406,8 @@ def hostile_npz(draw):
         xs.reshape(-1)[draw(st.integers(0, xs.size - 1))] = np.nan if defect == "nan_x" else -np.inf
         a[x] = xs
     elif defect == "float_y":
-        a[y] = a[y].astype(draw(st.sampled_from([np.float16, np.float32, np.float64]))) + draw(st.sampled_from([0, 0.5]))
+        a[y] = (a[y].astype(draw(st.sampled_from([np.float16, np.float32, np.float64])))
+                + draw(st.sampled_from([0, 0.5])))
     elif defect == "huge_y":
         a[y] = a[y].astype(np.int64)
         a[y][0] = draw(st.sampled_from([2**20, 10**12, 2**62]))
@@ -421,15 +435,17 @@ def test_hypothesis_hostile_npz_is_one_line(arrays):
         (d / "m.py").write_text(MODELS)
         np.savez(d / "h.npz", **arrays)
         out = d / "out"
-        r = _compress(CliRunner(), "--dataset", f"npz:{d / 'h.npz'}", "--model", f"{d / 'm.py'}:flat", "--out", out)
+        r = _compress(CliRunner(), "--dataset", f"npz:{d / 'h.npz'}", "--model", f"{d / 'm.py'}:flat",
+                      "--out", out)
         _refused(r, out)
         assert not out.exists()
 
 
-# -- item 11: determinism ------------------------------------------------------------------------------------------
+# -- item 11: determinism ------------------------------------------------------------------------------------
 
 TOY = ["--steps", "60", "--finetune-steps", "0", "--float-epochs", "1", "--gamma", "1", "--quiet"]
-ARTIFACT = ("manifest.json", "history.json", "model.safetensors", "quant.safetensors", "preservation.npz", "eval.npz")
+ARTIFACT = ("manifest.json", "history.json", "model.safetensors", "quant.safetensors", "preservation.npz",
+            "eval.npz")
 
 
 @pytest.fixture(scope="module")
@@ -502,7 +518,8 @@ def _set(path: str, value):
     (_set("preservation/criteria", lambda t: t - 5), "unknown preservation criteria"),
     (_set("generator", torch.zeros(3)), "generator is not a generator state"),
     (_set("model_state/0.weight", torch.zeros(64, 1, 3, 3)), "has 0.weight of shape (64, 1, 3, 3)"),
-    (_set("model_state", lambda s: {k: v for k, v in s.items() if k != "0.b"}), "other tensors than the model"),
+    (_set("model_state", lambda s: {k: v for k, v in s.items() if k != "0.b"}),
+     "other tensors than the model"),
     (_set("optimizer/param_groups", []), "does not fit this model"),
 ])
 def test_corrupt_checkpoint_on_resume(toy_run, tmp_path, edit, needle):

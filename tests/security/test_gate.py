@@ -1,4 +1,5 @@
-"""The gate never passes a corrupted file and never skips an asked-for check silently (issue 14, items 7 and 10).
+"""The gate never passes a corrupted file and never skips an asked-for check silently (issue 14, items 7 and
+10).
 
 Real exports of the toy digits artifact (tests/conftest.py), tampered with onnx the way a hostile or broken
 toolchain would, driven through ``sgsc validate``.
@@ -53,7 +54,8 @@ def _replace(model: onnx.ModelProto, init: onnx.TensorProto, array: np.ndarray) 
     if init.data_type == onnx.TensorProto.INT8:
         init.CopyFrom(nh.from_array(array.astype(np.int8), init.name))
     else:  # INT4 / INT2: onnx packs them itself
-        init.CopyFrom(onnx.helper.make_tensor(init.name, init.data_type, array.shape, array.flatten().tolist()))
+        init.CopyFrom(onnx.helper.make_tensor(init.name, init.data_type, array.shape,
+                                              array.flatten().tolist()))
 
 
 def negate_output_channel(src: Path, dst: Path, channel: int = 0, layer: int = -1) -> Path:
@@ -64,7 +66,8 @@ def negate_output_channel(src: Path, dst: Path, channel: int = 0, layer: int = -
     axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
     index = [slice(None)] * w.ndim
     index[axis] = channel
-    w[tuple(index)] = np.minimum(-w[tuple(index)], -_LOWEST[init.data_type] - 1)  # -(-128) does not fit: saturate
+    # -(-128) does not fit: saturate
+    w[tuple(index)] = np.minimum(-w[tuple(index)], -_LOWEST[init.data_type] - 1)
     assert np.any(w != nh.to_array(init))
     _replace(model, init, w)
     onnx.save(model, dst)
@@ -72,7 +75,8 @@ def negate_output_channel(src: Path, dst: Path, channel: int = 0, layer: int = -
 
 
 def negate_one_weight(src: Path, dst: Path) -> Path:
-    """Negate one nonzero integer weight of the first layer: a corruption too small to flip many predictions."""
+    """Negate one nonzero integer weight of the first layer: a corruption too small to flip many
+    predictions."""
     model = onnx.load(src)
     _, init = _dq_weights(model)[0]
     w = nh.to_array(init).astype(np.int64)
@@ -95,8 +99,8 @@ def checks(report: dict, suffix: str) -> list[dict]:
 
 @pytest.mark.parametrize("profile", ["portable", "compact", "ort-int8"])
 def test_honest_exports_pass_with_logit_parity(exports, digits_artifact, tmp_path, profile):
-    # the toy artifact's preservation set is small: ort-int8's activation steps flip 2 of its near-tie samples,
-    # which the agreement check (not the subject here) sees at its default 0.99
+    # the toy artifact's preservation set is small: ort-int8's activation steps flip 2 of its near-tie
+    # samples, which the agreement check (not the subject here) sees at its default 0.99
     loose = ["--min-agreement", "0.95"] if profile == "ort-int8" else []
     code, out = sgsc("validate", exports[profile], "--run", digits_artifact, "--report", tmp_path / "r.json",
                      *loose, *FAST)
@@ -116,7 +120,8 @@ def test_tampered_portable_fails_on_logit_parity(exports, digits_artifact, tmp_p
     assert code == 1, out
     assert "FAILED cpu/disabled/test/logit_parity" in out
     report = report_of(tmp_path / "r.json")
-    assert report["status"] == "failed" and all(c["status"] == "failed" for c in checks(report, "/logit_parity"))
+    assert report["status"] == "failed" and all(c["status"] == "failed"
+                                                for c in checks(report, "/logit_parity"))
 
 
 def test_a_corruption_that_flips_nothing_still_fails(exports, digits_artifact, tmp_path):
@@ -139,8 +144,8 @@ def test_tampered_compact_packed_bytes_fail(exports, digits_artifact, tmp_path):
     flat[len(flat) // 2] ^= 0xFF  # flip every bit of one byte of the packed weights
     blob.CopyFrom(nh.from_array(data, blob.name))
     onnx.save(model, tmp_path / "bad.onnx")
-    code, out = sgsc("validate", tmp_path / "bad.onnx", "--run", digits_artifact, "--report", tmp_path / "r.json",
-                     *FAST)
+    code, out = sgsc("validate", tmp_path / "bad.onnx", "--run", digits_artifact,
+                     "--report", tmp_path / "r.json", *FAST)
     assert code == 1, out
     assert all(c["status"] == "failed" for c in checks(report_of(tmp_path / "r.json"), "/logit_parity"))
 
@@ -163,7 +168,8 @@ def test_max_logit_diff_overrides_the_derived_tolerance(exports, digits_artifact
     assert report["thresholds"]["max_logit_diff"] == 1000.0
     for check in checks(report, "/logit_parity"):
         assert check["threshold"] == 1000.0 and "set by max_logit_diff" in check["reason"]
-    code, out = sgsc("validate", exports["portable"], "--run", digits_artifact, "--max-logit-diff", "-1", *FAST)
+    code, out = sgsc("validate", exports["portable"], "--run", digits_artifact, "--max-logit-diff", "-1",
+                     *FAST)
     assert code == 2 and "max_logit_diff" in out
 
 
@@ -180,9 +186,10 @@ def test_a_file_made_elsewhere_gets_the_exact_tolerance_and_says_so(exports, dig
         assert "no sgsc.profile metadata" in check["reason"] and "exact tolerance" in check["reason"]
 
 
-def user_npz(artifact: Path, path: Path, logits: np.ndarray | None = None, with_logits: bool = True) -> np.ndarray:
-    """The artifact's test split + preservation set as a user's npz (``x``, ``y``, ``preservation_indices``, and
-    the PyTorch ``logits`` unless ``with_logits`` is false); returns the logits."""
+def user_npz(artifact: Path, path: Path, logits: np.ndarray | None = None,
+             with_logits: bool = True) -> np.ndarray:
+    """The artifact's test split + preservation set as a user's npz (``x``, ``y``, ``preservation_indices``,
+    and the PyTorch ``logits`` unless ``with_logits`` is false); returns the logits."""
     with np.load(artifact / "eval.npz") as ev:
         x = np.concatenate([ev["x_test"], ev["x_preservation"]])
         y = np.concatenate([ev["y_test"], ev["y_preservation"]])
@@ -225,12 +232,13 @@ def test_an_artifact_without_its_reference_logits_is_an_error(tmp_path):
     assert code == 2 and "logit_parity could not run" in out
 
 
-# -- item 7: an asked-for check that cannot run is an error -----------------------------------------------------
+# -- item 7: an asked-for check that cannot run is an error --------------------------------------------------
 
 def test_layers_with_a_reference_that_does_not_match_is_exit_2(exports, digits_artifact, tmp_path):
     other = tmp_path / "other.onnx"
     onnx.save(make_model(), other)  # a different model: 2 layers, other names
-    code, out = sgsc("validate", exports["portable"], "--run", digits_artifact, "--layers", "--layer-reference",
+    code, out = sgsc("validate", exports["portable"], "--run", digits_artifact, "--layers",
+                     "--layer-reference",
                      other, "--report", tmp_path / "r.json", *FAST)
     assert code == 2, out
     assert "layers/max_error_steps could not run" in out and "no match in the reference" in out
@@ -239,7 +247,8 @@ def test_layers_with_a_reference_that_does_not_match_is_exit_2(exports, digits_a
 
 
 def _float_only(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The tiny model with every weight DequantizeLinear folded to a float initializer (no quantised layer)."""
+    """The tiny model with every weight DequantizeLinear folded to a float initializer (no quantised
+    layer)."""
     inits = {i.name: i for i in model.graph.initializer}
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -274,7 +283,8 @@ def test_layers_without_the_artifact_float_weights_is_exit_2(tmp_path):
 
 
 def test_layers_with_artifact_weights_that_miss_a_layer_is_exit_2(tmp_path):
-    """A layer without its artifact weight would be compared against its own dequantized weight: never silently."""
+    """A layer without its artifact weight would be compared against its own dequantized weight: never
+    silently."""
     from safetensors.numpy import load_file, save_file
 
     from tests.runtime_checks.conftest import save_artifact_weights
@@ -289,10 +299,11 @@ def test_layers_with_artifact_weights_that_miss_a_layer_is_exit_2(tmp_path):
     assert code == 2 and "1 of 2 quantised layers have no match" in out, out
 
 
-# -- language models: [N, T, vocab] logits, the same check over every real position ---------------------------
+# -- language models: [N, T, vocab] logits, the same check over every real position --------------------------
 
 def test_language_model_honest_passes_and_tampered_fails(lm_artifact, lm_portable, tmp_path):
-    # the toy LM's compression costs accuracy; the loose accuracy/perplexity limits leave logit parity the judge
+    # the toy LM's compression costs accuracy; the loose
+    # accuracy/perplexity limits leave logit parity the judge
     loose = ["--max-accuracy-drop", "100", "--max-perplexity-ratio", "100", *FAST]
     code, out = sgsc("validate", lm_portable, "--run", lm_artifact, "--report", tmp_path / "r.json", *loose)
     assert code == 0, out
@@ -309,7 +320,8 @@ def rescale_one_activation(src: Path, dst: Path, factor: float = 4.0) -> Path:
     QuantizeLinear's: a pair that rescales the activation instead of only rounding it."""
     model = onnx.load(src)
     inits = {i.name: i for i in model.graph.initializer}
-    q_out = {n.output[0]: n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits}
+    q_out = {n.output[0]: n for n in model.graph.node if n.op_type == "QuantizeLinear"
+             and n.input[0] not in inits}
     dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in q_out][-1]
     scale = nh.to_array(inits[dq.input[1]]) * np.float32(factor)
     model.graph.initializer.append(nh.from_array(scale.astype(np.float32), "tampered.scale"))
@@ -319,7 +331,8 @@ def rescale_one_activation(src: Path, dst: Path, factor: float = 4.0) -> Path:
 
 
 def test_a_qdq_pair_that_rescales_is_not_absorbed_by_the_twin(exports, digits_artifact, tmp_path):
-    """The float twin removes only true round trips; a rescaling pair stays in it and counts against the file."""
+    """The float twin removes only true round trips; a rescaling pair stays in it and counts against the
+    file."""
     bad = rescale_one_activation(exports["ort-int8"], tmp_path / "bad.onnx")
     code, out = sgsc("validate", bad, "--run", digits_artifact, "--report", tmp_path / "r.json",
                      "--min-agreement", "0", "--max-accuracy-drop", "100", *FAST)

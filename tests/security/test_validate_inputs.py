@@ -1,9 +1,9 @@
 """`sgsc validate --data npz:…` and `sgsc inspect` on bad data: one line, exit 2, before any session runs.
 
-Cases found by ``python -m benchmarks.untrusted`` after the first fixes of issue 14: labels the model has no output
-for, complex inputs, inputs of the wrong rank (one onnxruntime error per optimisation level before), an empty
-``.onnx`` file that ``inspect`` read as an empty model, and a pickled ``--weights`` file whose torch warning
-reached the user's screen.
+Cases found by ``python -m benchmarks.untrusted`` after the first fixes of issue 14: labels the model has no
+output for, complex inputs, inputs of the wrong rank (one onnxruntime error per optimisation level before), an
+empty ``.onnx`` file that ``inspect`` read as an empty model, and a pickled ``--weights`` file whose torch
+warning reached the user's screen.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ def test_float_labels_are_refused_not_truncated(model_and_data, tmp_path):
 @pytest.mark.parametrize("dtype", [np.complex64, np.bool_])
 def test_inputs_that_are_not_real_numbers_are_refused(model_and_data, tmp_path, dtype):
     model, arrays = model_and_data
-    one_error(*_validate(tmp_path, model, {**arrays, "x": arrays["x"].astype(dtype)}), "must hold real numbers")
+    one_error(*_validate(tmp_path, model, {**arrays, "x": arrays["x"].astype(dtype)}),
+              "must hold real numbers")
 
 
 def test_nan_inputs_are_refused(model_and_data, tmp_path):
@@ -99,8 +100,8 @@ def test_a_pickled_weights_file_is_one_line_and_runs_nothing(tmp_path):
             return (open, (str(marker), "w"))
 
     (tmp_path / "w.pt").write_bytes(pickle.dumps({"0.weight": Payload()}, protocol=4))
-    (tmp_path / "m.py").write_text("import torch\ndef make():\n    return torch.nn.Sequential(torch.nn.Flatten(), "
-                                   "torch.nn.Linear(64, 10))\n")
+    (tmp_path / "m.py").write_text("import torch\ndef make():\n    return "
+                                   "torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))\n")
     code, out = sgsc("compress", "--dataset", "digits", "--model", f"{tmp_path / 'm.py'}:make", "--weights",
                      tmp_path / "w.pt", "--out", tmp_path / "out", "--quiet")
     one_error(code, out, "weights_only=True refuses to unpickle")

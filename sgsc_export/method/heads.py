@@ -10,7 +10,8 @@ the built-in one does. The protocol, all that this module reads:
   block rebuilt from its factory and the smaller state must see the heads that are left;
 * head h owns channels ``h·d … (h+1)·d − 1`` of q, k and v and the same input columns of ``out``, and the
   value channel c reaches ``out``'s input column c unchanged up to the attention weights (a convex mix over
-  positions), as in multi-head attention that reshapes ``[…, n_head · head_dim]`` to ``[…, n_head, head_dim]``.
+  positions), as in multi-head attention that splits the last axis ``n_head · head_dim`` into
+  ``[n_head, head_dim]``.
 
 Then:
 

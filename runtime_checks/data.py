@@ -11,7 +11,6 @@ over the preservation samples in order; a model exported from an artifact carrie
 
 from __future__ import annotations
 
-import hashlib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,15 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from sgsc_export.artifact.format import preservation_sha256
 from sgsc_export.errors import ValidationError
 
 __all__ = ["EvalData", "preservation_sha256"]
-
-
-def preservation_sha256(x: np.ndarray, y: np.ndarray) -> str:
-    """The preservation set's SHA-256 (the contract shared with the artifact and the ONNX metadata)."""
-    return hashlib.sha256(np.ascontiguousarray(x, np.float32).tobytes()
-                          + np.ascontiguousarray(y, np.int64).tobytes()).hexdigest()
 
 
 @dataclass

@@ -1,10 +1,10 @@
-"""Atomic file writes and bounded npz reads, shared by every stage (torch-free, so converters and runtime_checks
-may import it).
+"""Atomic file writes and bounded npz reads, shared by every stage (torch-free, so converters and
+runtime_checks may import it).
 
-Also the guards of issue 14: an output that is an input is refused before anything is written (``check_outputs``),
-an unwritable report path before a long run (``check_writable``), reports of one run are written all or none
-(``write_atomic_many``), one sgsc run at a time holds a run directory (``lock_run_dir``), and an untrusted ``.npz``
-is read with every declared size checked first (``load_npz_bounded``).
+Also the guards of every run's outputs: an output that is an input is refused before anything is written
+(``check_outputs``), an unwritable report path before a long run (``check_writable``), reports of one run are
+written all or none (``write_atomic_many``), one sgsc run at a time holds a run directory (``lock_run_dir``),
+and an untrusted ``.npz`` is read with every declared size checked first (``load_npz_bounded``).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["RunDirLock", "artifact_files", "check_out_dir", "check_outputs", "check_writable", "load_npz_bounded",
-           "lock_run_dir", "open_regular", "read_bounded", "read_bytes_bounded", "same_file", "write_atomic", "write_atomic_many"]
+__all__ = ["RunDirLock", "artifact_files", "check_out_dir", "check_outputs", "check_writable",
+           "load_npz_bounded", "lock_run_dir", "open_regular", "read_bounded", "read_bytes_bounded",
+           "same_file", "write_atomic", "write_atomic_many"]
 
 
 def write_atomic(path: str | Path, data: bytes | str) -> None:
@@ -51,11 +52,11 @@ def load_npz_bounded(source: str | Path | bytes, max_bytes: int | None = None,
 
     Each member's ``.npy`` header is read from the zip first: its declared ``shape × itemsize`` (and the zip
     member's declared uncompressed size) must fit in what is left of ``max_bytes`` (default
-    :func:`sgsc_export._limits.max_input_bytes`, ``SGSC_MAX_INPUT_BYTES``); object dtypes (pickles) are refused;
-    the data is then read in chunks into an array of exactly the declared size, and a short or corrupt member is
-    refused. Only members in ``allowed_keys`` are read (the others are not decompressed at all). Errors are
-    ``error`` (default :class:`sgsc_export.errors.DataError`) with a one-line message starting with ``name``
-    (default: the path).
+    :func:`sgsc_export._limits.max_input_bytes`, ``SGSC_MAX_INPUT_BYTES``); object dtypes (pickles) are
+    refused; the data is then read in chunks into an array of exactly the declared size, and a short or
+    corrupt member is refused. Only members in ``allowed_keys`` are read (the others are not decompressed at
+    all). Errors are ``error`` (default :class:`sgsc_export.errors.DataError`) with a one-line message
+    starting with ``name`` (default: the path).
     """
     from sgsc_export._limits import input_limit_message, max_input_bytes
     from sgsc_export.errors import DataError
@@ -69,7 +70,8 @@ def load_npz_bounded(source: str | Path | bytes, max_bytes: int | None = None,
     except FileNotFoundError:
         raise error(f"{label}: no such file") from None
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise error(f"{label}: cannot read it as .npz ({_first_line(exc)}); write it with numpy.savez") from None
+        raise error(f"{label}: cannot read it as .npz ({_first_line(exc)}); write it with "
+                    "numpy.savez") from None
     arrays: dict[str, np.ndarray] = {}
     used = 0
     with archive:
@@ -80,15 +82,17 @@ def load_npz_bounded(source: str | Path | bytes, max_bytes: int | None = None,
             if key in arrays:
                 raise error(f"{label}: array {key!r} appears twice in the archive; the file is malformed")
             if info.file_size > limit - used + _NPY_HEADER_SLACK:
-                raise error(input_limit_message(f"{label}: array {key!r} decompresses to {info.file_size} bytes, "
-                                                "which", used + info.file_size, limit))
+                raise error(input_limit_message(f"{label}: array {key!r} decompresses to {info.file_size} "
+                                                "bytes, which", used + info.file_size, limit))
             try:
                 with archive.open(info) as member:
-                    array = _read_npy_bounded(member, info.file_size, used, limit, f"{label}: array {key!r}", error)
+                    array = _read_npy_bounded(member, info.file_size, used, limit, f"{label}: array {key!r}",
+                                              error)
             except error:  # type: ignore[misc] - error is an exception class
                 raise
-            except Exception as exc:  # noqa: BLE001 - zipfile/zlib/numpy raise many types for a corrupt member
-                raise error(f"{label}: array {key!r} is corrupt ({type(exc).__name__}: {_first_line(exc)})") from None
+            except Exception as exc:  # noqa: BLE001 - zipfile/zlib/numpy raise many types for a bad member
+                raise error(f"{label}: array {key!r} is corrupt ({type(exc).__name__}: "
+                            f"{_first_line(exc)})") from None
             used += array.nbytes
             arrays[key] = array
     return arrays
@@ -139,9 +143,10 @@ def read_bytes_bounded(path: str | Path, what: str, *, max_bytes: int | None = N
     if len(raw) > limit:
         from sgsc_export.errors import DataError
         size = Path(path).stat().st_size
-        raise (error or DataError)(input_limit_message(f"{what} {path}", size, limit) if max_bytes is None else
-                                   f"{what} {path} ({format_bytes(size)}) is larger than a {what} can be "
-                                   f"({format_bytes(limit)})")
+        message = (input_limit_message(f"{what} {path}", size, limit) if max_bytes is None else
+                   f"{what} {path} ({format_bytes(size)}) is larger than a {what} can be "
+                   f"({format_bytes(limit)})")
+        raise (error or DataError)(message)
     return raw
 
 
@@ -173,7 +178,8 @@ def _read_npy_bounded(fp, member_size: int, used: int, limit: int, label: str,
     if used + nbytes > limit:
         what = f"{label} declares shape {tuple(shape)} of {dtype}, which"
         if used:
-            what = f"{label} declares shape {tuple(shape)} of {dtype}; with the arrays read before it, the file"
+            what = (f"{label} declares shape {tuple(shape)} of {dtype}; with the arrays read before it, "
+                    "the file")
         raise error(input_limit_message(what, used + nbytes, limit))
     if fp.tell() + nbytes != member_size:
         raise error(f"{label}: its header declares {fp.tell() + nbytes} bytes but its zip member holds "
@@ -194,12 +200,12 @@ def _read_npy_bounded(fp, member_size: int, used: int, limit: int, label: str,
     return array.reshape(shape)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Outputs that must not destroy inputs, reports written all or none, one sgsc run per directory (issue 14).
+# --------------------------------------------------------------------------------------------------------
+# Outputs that must not destroy inputs, reports written all or none, one sgsc run per directory.
 
 def same_file(a: str | Path, b: str | Path) -> bool:
-    """Whether ``a`` and ``b`` name one file: the same inode when both exist (symlinks and hard links followed),
-    else the same resolved path."""
+    """Whether ``a`` and ``b`` name one file: the same inode when both exist (symlinks and hard links
+    followed), else the same resolved path."""
     try:
         return os.path.samefile(a, b)
     except OSError:
@@ -207,8 +213,9 @@ def same_file(a: str | Path, b: str | Path) -> bool:
 
 
 def artifact_files(directory: str | Path) -> dict[str, Path]:
-    """The existing files of an artifact / run directory that are its inputs (never an output of a later stage):
-    ``manifest.json``, ``history.json``, ``*.safetensors``, ``*.npz``, ``pipeline.json`` and ``checkpoints/*``."""
+    """The existing files of an artifact / run directory that are its inputs (never an output of a later
+    stage): ``manifest.json``, ``history.json``, ``*.safetensors``, ``*.npz``, ``pipeline.json`` and
+    ``checkpoints/*``."""
     directory = Path(directory)
     found: dict[str, Path] = {}
     if not directory.is_dir():
@@ -227,8 +234,8 @@ def artifact_files(directory: str | Path) -> dict[str, Path]:
 def check_outputs(outputs: dict[str, str | Path | None], inputs: dict[str, str | Path | None]) -> None:
     """Refuse, before anything is written, an output that is an input or another output.
 
-    ``outputs`` / ``inputs`` map a label (``"--report"``, ``"the model"``) to a path (``None``: not given). Raises
-    ``ConfigError`` with one line naming both.
+    ``outputs`` / ``inputs`` map a label (``"--report"``, ``"the model"``) to a path (``None``: not given).
+    Raises ``ConfigError`` with one line naming both.
     """
     from sgsc_export.errors import ConfigError
 
@@ -242,12 +249,13 @@ def check_outputs(outputs: dict[str, str | Path | None], inputs: dict[str, str |
     for i, (label, path) in enumerate(given):
         for other_label, other in given[i + 1:]:
             if same_file(path, other):
-                raise ConfigError(f"{label} and {other_label} are the same file ({path}); give each its own path")
+                raise ConfigError(f"{label} and {other_label} are the same file ({path}); give each its own "
+                                  "path")
 
 
 def check_writable(outputs: dict[str, str | Path | None]) -> None:
-    """Refuse, before a long run, an output path that cannot be written: its nearest existing ancestor must be a
-    writable directory (probed with a temp file when the parent exists). Raises ``ConfigError``."""
+    """Refuse, before a long run, an output path that cannot be written: its nearest existing ancestor must be
+    a writable directory (probed with a temp file when the parent exists). Raises ``ConfigError``."""
     from sgsc_export.errors import ConfigError
 
     for label, p in outputs.items():
@@ -269,7 +277,8 @@ def check_writable(outputs: dict[str, str | Path | None]) -> None:
             elif not os.access(ancestor, os.W_OK | os.X_OK):
                 raise OSError(f"{ancestor} is not writable")
         except OSError as exc:
-            raise ConfigError(f"cannot write {label} {path}: {exc.strerror or exc}; choose a writable path") from None
+            raise ConfigError(f"cannot write {label} {path}: {exc.strerror or exc}; choose a writable "
+                              "path") from None
 
 
 def write_atomic_many(items: Iterable[tuple[str | Path, bytes | str]]) -> None:
@@ -305,8 +314,9 @@ LOCK_INFO_NAME = ".sgsc.lock.json"
 
 @dataclass
 class RunDirLock:
-    """A held ``lock_run_dir``. ``stale``: the info (pid, host, started, command) a killed earlier run left behind,
-    else ``None``; ``stale_pid_alive``: whether that pid still runs on this host (then it was reused)."""
+    """A held ``lock_run_dir``. ``stale``: the info (pid, host, started, command) a killed earlier run left
+    behind, else ``None``; ``stale_pid_alive``: whether that pid still runs on this host (then it was
+    reused)."""
 
     directory: Path
     stale: dict | None = None
@@ -316,8 +326,8 @@ class RunDirLock:
         """The one line that explains a stale lock (after the caller removed the partial files)."""
         info = self.stale or {}
         started = f", started {info['started']}" if "started" in info else ""
-        return (f"note: a previous run (pid {info.get('pid', '?')}{started}) into {self.directory} was killed "
-                "before it finished; its partial files were removed")
+        return (f"note: a previous run (pid {info.get('pid', '?')}{started}) into {self.directory} was "
+                "killed before it finished; its partial files were removed")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -340,13 +350,14 @@ def _read_info(path: Path) -> dict:
 
 @contextmanager
 def lock_run_dir(directory: str | Path, command: str = "sgsc") -> Iterator[RunDirLock]:
-    """Hold ``DIRECTORY/.sgsc.lock`` (an OS-level lock via ``filelock``: the kernel releases it when the process
-    dies) for one sgsc run; beside it ``.sgsc.lock.json`` says who holds it (pid, host, start time, command).
+    """Hold ``DIRECTORY/.sgsc.lock`` (an OS-level lock via ``filelock``: the kernel releases it when the
+    process dies) for one sgsc run; beside it ``.sgsc.lock.json`` says who holds it (pid, host, start time,
+    command).
 
-    A second run gets ``ConfigError``: ``DIR is in use by another sgsc run (pid N …); wait for it or use another
-    --out``. An info file found when the lock is free was left by a run that was killed (SIGKILL, power loss):
-    it is reported in ``RunDirLock.stale`` for the caller to clean up and explain. Both files are removed on
-    release. ``DIRECTORY`` is created if missing.
+    A second run gets ``ConfigError``: ``DIR is in use by another sgsc run (pid N …); wait for it or use
+    another --out``. An info file found when the lock is free was left by a run that was killed (SIGKILL,
+    power loss): it is reported in ``RunDirLock.stale`` for the caller to clean up and explain. Both files are
+    removed on release. ``DIRECTORY`` is created if missing.
     """
     import socket
     import time
@@ -368,9 +379,10 @@ def lock_run_dir(directory: str | Path, command: str = "sgsc") -> Iterator[RunDi
         lock.acquire()
     except filelock.Timeout:
         info = _read_info(info_path)
-        who = ", ".join(f"{k} {info[k]}" for k in ("pid", "host", "started", "command") if k in info) or "pid unknown"
-        raise ConfigError(f"{directory} is in use by another sgsc run ({who}); wait for it or use another --out"
-                          ) from None
+        held_by = (f"{k} {info[k]}" for k in ("pid", "host", "started", "command") if k in info)
+        who = ", ".join(held_by) or "pid unknown"
+        raise ConfigError(f"{directory} is in use by another sgsc run ({who}); wait for it or use another "
+                          "--out") from None
     except OSError as exc:
         raise ConfigError(f"cannot lock the run directory {directory}: {exc.strerror or exc}") from None
     try:
@@ -381,7 +393,8 @@ def lock_run_dir(directory: str | Path, command: str = "sgsc") -> Iterator[RunDi
             held.stale_pid_alive = (isinstance(pid, int) and held.stale.get("host") == socket.gethostname()
                                     and pid != os.getpid() and _pid_alive(pid))
         write_atomic(info_path, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command}))
+                                            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                            "command": command}))
         yield held
     finally:
         info_path.unlink(missing_ok=True)
@@ -408,5 +421,5 @@ def check_out_dir(out: str | Path) -> None:
     if not existing.is_dir():
         raise ConfigError(f"--out {p} cannot be created: {existing} is not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {p} cannot be {'written' if existing == p else 'created'}: {existing} is not "
-                          "writable; choose a directory you can write to")
+        raise ConfigError(f"--out {p} cannot be {'written' if existing == p else 'created'}: {existing} is "
+                          "not writable; choose a directory you can write to")

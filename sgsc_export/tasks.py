@@ -1,13 +1,14 @@
 r"""What a model predicts, and how its predictions are scored: the one place that knows the task.
 
-* ``classification`` — logits ``[N, K]``, labels ``[N]``; loss is the cross-entropy, the metric top-1 accuracy.
-* ``language_model`` — next-token logits ``[N, T, V]``, targets ``[N, T]`` with ``-1`` on padding; loss is the mean
-  cross-entropy over real tokens (nats), perplexity :math:`\exp(\text{loss})`, and next-token accuracy the share
-  of real tokens whose arg-max is the target.
+* ``classification`` — logits ``[N, K]``, labels ``[N]``; loss is the cross-entropy, the metric top-1
+  accuracy.
+* ``language_model`` — next-token logits ``[N, T, V]``, targets ``[N, T]`` with ``-1`` on padding; loss is the
+  mean cross-entropy over real tokens (nats), perplexity :math:`\exp(\text{loss})`, and next-token accuracy
+  the share of real tokens whose arg-max is the target.
 
 Everything else (training loop, objective, manifest metrics) asks the task instead of branching on it. The
-``accuracy`` of a language model is its next-token accuracy, so the restore mechanism and the validation gate's
-accuracy-drop check work unchanged.
+``accuracy`` of a language model is its next-token accuracy, so the restore mechanism and the validation
+gate's accuracy-drop check work unchanged.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ class Task:
     """Classification: the behaviour the toolchain had before tasks existed, kept op for op."""
 
     name = "classification"
-    # a sample's logits do not depend on the batch it is in (``trim`` never reshapes a batch), so a frozen model's
-    # logits can be computed once per sample and indexed (the distillation teacher's, in ``train.compress_loop``)
+    # a sample's logits do not depend on the batch it is in (``trim`` never reshapes a batch), so a frozen
+    # model's logits can be computed once per sample and indexed (the distillation teacher's, in
+    # ``train.compress_loop``)
     per_sample_logits = True
 
     def flatten(self, logits: torch.Tensor) -> torch.Tensor:
@@ -65,8 +67,8 @@ class LanguageModelTask(Task):
         return F.cross_entropy(self.flatten(logits), y.reshape(-1), ignore_index=PAD)
 
     def trim(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Drop the trailing positions where every target is padding: attention is causal, so the real positions'
-        logits are unchanged, and a batch of short names costs half the compute."""
+        """Drop the trailing positions where every target is padding: attention is causal, so the real
+        positions' logits are unchanged, and a batch of short names costs half the compute."""
         real = (y != PAD).any(0)
         t = int(real.nonzero().max()) + 1 if bool(real.any()) else 1
         return x[:, :t], y[:, :t]
@@ -95,7 +97,8 @@ class LanguageModelTask(Task):
 
     def metrics(self, logits: np.ndarray, y: np.ndarray, prefix: str) -> dict[str, float]:
         loss = self.mean_loss(logits, y)
-        return {f"{prefix}_loss": loss, f"{prefix}_perplexity": math.exp(loss) if math.isfinite(loss) else loss,
+        perplexity = math.exp(loss) if math.isfinite(loss) else loss
+        return {f"{prefix}_loss": loss, f"{prefix}_perplexity": perplexity,
                 f"{prefix}_accuracy": self.accuracy(logits, y)}
 
 

@@ -17,7 +17,8 @@ from sgsc_export._io import open_regular, read_bounded
 from sgsc_export._limits import input_limit_message, max_input_bytes
 from sgsc_export.errors import DataError
 
-__all__ = ["DATASETS", "MAX_CLASSES", "Split", "load_dataset", "load_digits", "load_mnist", "load_npz", "read_idx"]
+__all__ = ["DATASETS", "MAX_CLASSES", "Split", "load_dataset", "load_digits", "load_mnist", "load_npz",
+           "read_idx"]
 
 DATASETS = ("digits", "mnist", "npz:PATH", "names", "text:PATH")
 MAX_CLASSES = 2**20  # a label at or above it is refused before any model is built with that many outputs
@@ -38,18 +39,23 @@ class Split:
                 raise DataError(f"{self.name}: x_{part} and y_{part} must be numpy arrays, got "
                                 f"{type(x).__name__} and {type(y).__name__}")
             if x.ndim < 2:
-                raise DataError(f"{self.name}: x_{part} has shape {x.shape}; it must be [samples, *input_shape] "
-                                "(at least 2 dimensions)")
+                raise DataError(f"{self.name}: x_{part} has shape {x.shape}; it must be [samples, "
+                                "*input_shape] (at least 2 dimensions)")
             if y.ndim != 1:
-                raise DataError(f"{self.name}: y_{part} has shape {y.shape}; it must be one class index per sample")
+                raise DataError(f"{self.name}: y_{part} has shape {y.shape}; it must be one class index per "
+                                "sample")
             if len(x) == 0:
                 raise DataError(f"{self.name}: the {part} split is empty; provide at least one sample")
             if len(x) != len(y):
-                raise DataError(f"{self.name}: x_{part} has {len(x)} samples but y_{part} has {len(y)}; they must match")
-            if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
-                raise DataError(f"{self.name}: x_{part} has dtype {x.dtype}; it must hold real numbers (float32)")
+                raise DataError(f"{self.name}: x_{part} has {len(x)} samples but y_{part} has {len(y)}; they "
+                                "must match")
+            real = np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
+            if x.dtype == np.bool_ or not real:
+                raise DataError(f"{self.name}: x_{part} has dtype {x.dtype}; it must hold real numbers "
+                                "(float32)")
             # labels are class indices: integers only. A float array is refused even when its values are whole
-            # (2.0): casting would silently truncate 2.7 to 2, and "whole-valued" cannot be told from "rounded"
+            # (2.0): casting would silently truncate 2.7 to 2, and "whole-valued" cannot be told from
+            # "rounded"
             if y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
                 raise DataError(f"{self.name}: y_{part} must hold integer class indices, got {y.dtype}; "
                                 "convert the labels to int64 (y.astype('int64')) if they are whole numbers")
@@ -71,8 +77,8 @@ class Split:
             x = getattr(self, f"x_{part}")
             if not np.isfinite(x).all():
                 bad = int(np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(1))[0])
-                raise DataError(f"{self.name}: x_{part} holds NaN or infinite values (first in sample {bad}, or "
-                                "beyond float32's range); clean or drop those samples")
+                raise DataError(f"{self.name}: x_{part} holds NaN or infinite values (first in sample {bad}, "
+                                "or beyond float32's range); clean or drop those samples")
 
     @property
     def num_classes(self) -> int:
@@ -102,8 +108,8 @@ def load_digits(seed: int = 0) -> Split:
 def read_idx(path: Path) -> np.ndarray:
     """Read one IDX file (optionally gzip-compressed), the format of LeCun's MNIST distribution.
 
-    The header's declared size is checked against ``SGSC_MAX_INPUT_BYTES`` before the data is read, and no more
-    than the declared size is decompressed (a gzip bomb costs nothing).
+    The header's declared size is checked against ``SGSC_MAX_INPUT_BYTES`` before the data is read, and no
+    more than the declared size is decompressed (a gzip bomb costs nothing).
     """
     with open_regular(path, "IDX file", gzipped=path.suffix == ".gz") as f:
         head = read_bounded(f, 4, str(path))
@@ -156,7 +162,8 @@ def load_mnist(data_dir: str | Path, seed: int = 0) -> Split:
 
 
 def load_npz(path: str | Path) -> Split:
-    """A user's arrays ``x_train, y_train, x_test, y_test`` (x float32 in the model's layout, y class indices)."""
+    """A user's arrays ``x_train, y_train, x_test, y_test`` (x float32 in the model's layout, y class
+    indices)."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"npz file {p} does not exist")

@@ -1,14 +1,14 @@
 """Text data for the character-level language model: ``names`` (one item per line) and ``text:PATH``.
 
-Items are lines. Each item becomes one sequence ``⏎ c₁ … cₙ ⏎`` over a vocabulary built from the data, with the
-boundary token ``\\n`` at index 0; the model reads ``x = seq[:-1]`` and predicts ``y = seq[1:]``, both padded to
-the context length (``x`` with 0, ``y`` with :data:`~sgsc_export.tasks.PAD`, which the loss ignores). Because
-attention is causal, padding after the end never changes a real position's prediction. A line longer than the
-context is cut into context − 1 character pieces (``text:PATH``; no name is that long).
+Items are lines. Each item becomes one sequence ``⏎ c₁ … cₙ ⏎`` over a vocabulary built from the data, with
+the boundary token ``\\n`` at index 0; the model reads ``x = seq[:-1]`` and predicts ``y = seq[1:]``, both
+padded to the context length (``x`` with 0, ``y`` with :data:`~sgsc_export.tasks.PAD`, which the loss
+ignores). Because attention is causal, padding after the end never changes a real position's prediction. A
+line longer than the context is cut into context − 1 character pieces (``text:PATH``; no name is that long).
 
 The 90/10 train/test split is of the *items*, with a fixed seed — never of the character stream — so no test
-name is seen in part during training. The preservation set is later chosen from ``x_train`` only, or read from a
-``--preservation-file`` (the paper's hand-made list), encoded the same way.
+name is seen in part during training. The preservation set is later chosen from ``x_train`` only, or read from
+a ``--preservation-file`` (the paper's hand-made list), encoded the same way.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ CONTEXT = 32
 
 @dataclass
 class TextSplit:
-    """Token sequences of the train and test items; the same attributes as :class:`sgsc_export.datasets.images.Split`."""
+    """Token sequences of the train and test items; the same attributes as
+    :class:`sgsc_export.datasets.images.Split`."""
 
     name: str
     x_train: np.ndarray
@@ -48,7 +49,8 @@ class TextSplit:
     def __post_init__(self) -> None:
         for part in ("train", "test"):
             if len(getattr(self, f"x_{part}")) == 0:
-                raise DataError(f"{self.name}: the {part} split is empty; the text needs at least 2 non-empty lines")
+                raise DataError(f"{self.name}: the {part} split is empty; the text needs at least 2 "
+                                "non-empty lines")
         if not isinstance(self.vocab, str) or not self.vocab:
             raise DataError(f"{self.name}: the vocabulary must be a non-empty string")
         v = len(self.vocab)
@@ -60,7 +62,8 @@ class TextSplit:
             for arr, lo, what in ((x, 0, "x"), (y, PAD, "y")):
                 if (not isinstance(arr, np.ndarray) or arr.ndim != 2 or arr.shape[1] != self.context
                         or not np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
-                    raise DataError(f"{self.name}: {what}_{part} must be integer tokens of shape [N, {self.context}]")
+                    raise DataError(f"{self.name}: {what}_{part} must be integer tokens of shape [N, "
+                                    f"{self.context}]")
                 if arr.size and (int(arr.min()) < lo or int(arr.max()) >= v):
                     raise DataError(f"{self.name}: {what}_{part} holds a token outside [{lo}, {v}) "
                                     f"(the vocabulary has {v} symbols)")
@@ -95,7 +98,8 @@ def _pieces(items: list[str], context: int) -> list[str]:
     return [item[s : s + width] for item in items for s in range(0, len(item), width)]
 
 
-def encode_items(items: list[str], vocab: str, context: int, source: str = "text") -> tuple[np.ndarray, np.ndarray]:
+def encode_items(items: list[str], vocab: str, context: int,
+                 source: str = "text") -> tuple[np.ndarray, np.ndarray]:
     """Items → (x, y) int64 ``[N, context]``: inputs padded with 0, targets with PAD."""
     index = {c: i for i, c in enumerate(vocab)}
     pieces = _pieces(items, context)

@@ -3,5 +3,6 @@
 physical removal (``graph``, ``pruning``, ``heads``).
 
 This wing knows no built-in model and no data set: it is what a user's own model goes through. It imports only
-torch, numpy and ``sgsc_export.config`` / ``errors`` / ``tasks`` (checked by import-linter, ``pyproject.toml``).
+torch, numpy and ``sgsc_export.config`` / ``errors`` / ``tasks`` (checked by import-linter,
+``pyproject.toml``).
 """

@@ -4,16 +4,17 @@ Each output channel c of a Conv/Linear weight has a learned bit-depth :math:`b_c
 
 .. math::
 
-    q(w, b, e) = 2^{e}\,\operatorname{round}\bigl(\operatorname{clamp}(2^{-e} w,\; -2^{b-1},\; 2^{b-1}-1)\bigr)
+    q(w, b, e) = 2^{e}\,\operatorname{round}\bigl(
+        \operatorname{clamp}(2^{-e} w,\; -2^{b-1},\; 2^{b-1}-1)\bigr)
 
 ``round`` is round-half-to-even, passed through with the straight-through estimator (identity gradient), so
 gradients reach ``w`` inside the clamp range and reach ``b`` through the clamp bounds (Cséfalvay & Imber,
-arXiv 2301.13142, eq. 2). ``b`` is used through ``relu`` so it never goes negative; at ``b = 0`` both bounds are
-``-1/2`` and the channel rounds to exactly zero. For any real ``b`` the integers lie in the signed range of
-``ceil(b)`` bits, which is the width a channel is stored with at deploy time.
+arXiv 2301.13142, eq. 2). ``b`` is used through ``relu`` so it never goes negative; at ``b = 0`` both bounds
+are ``-1/2`` and the channel rounds to exactly zero. For any real ``b`` the integers lie in the signed range
+of ``ceil(b)`` bits, which is the width a channel is stored with at deploy time.
 
-Q, the size term, is the average number of bits per weight of the starting network (eq. 4); a weight counts only
-while the input channel it reads is alive (eq. 5), which ``fan_in_alive`` carries.
+Q, the size term, is the average number of bits per weight of the starting network (eq. 4); a weight counts
+only while the input channel it reads is alive (eq. 5), which ``fan_in_alive`` carries.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """What follows what in a model: BatchNorm folding and the producer → consumer links that pruning needs.
 
-Both read the model's dataflow from ``torch.fx.symbolic_trace``. A link is only recorded where the consumer of a
-layer's output channels is unambiguous: a single chain of channel-wise steps (BatchNorm, an activation with
+Both read the model's dataflow from ``torch.fx.symbolic_trace``. A link is only recorded where the consumer of
+a layer's output channels is unambiguous: a single chain of channel-wise steps (BatchNorm, an activation with
 act(0) = 0, pooling, dropout, one flatten) ending in one Conv (groups = 1) or Linear. Anything else — residual
-adds, concatenations, reshapes, a value used twice — breaks the chain, and the producer's zero-bit channels are
-kept as masked channels instead of removed. A model that fx cannot trace gets no links at all (said in the
+adds, concatenations, reshapes, a value used twice — breaks the chain, and the producer's zero-bit channels
+are kept as masked channels instead of removed. A model that fx cannot trace gets no links at all (said in the
 manifest), which is always safe.
 """
 
@@ -48,7 +48,8 @@ class _Tracer(fx.Tracer):
     """Keeps Conv/Linear/Embedding subclasses (the quantised twins) as leaves, like torch.nn's own modules."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear, nn.Embedding)) or super().is_leaf_module(m, qualname)
+        return (isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear, nn.Embedding))
+                or super().is_leaf_module(m, qualname))
 
 
 def trace(model: nn.Module) -> fx.GraphModule | None:
@@ -79,9 +80,9 @@ def find_links(model: nn.Module, gm: fx.GraphModule | None = None) -> dict[str, 
     modules = dict(model.named_modules())
     links: dict[str, Link] = {}
     for node in gm.graph.nodes:
-        if node.op != "call_module" or not isinstance(modules.get(node.target), (nn.Conv1d, nn.Conv2d, nn.Linear)):
+        producer = modules.get(node.target) if node.op == "call_module" else None
+        if not isinstance(producer, (nn.Conv1d, nn.Conv2d, nn.Linear)):
             continue
-        producer = modules[node.target]
         if _is_conv(producer) and producer.groups != 1:
             continue
         link = _follow(node, node.target, producer, modules)
@@ -119,15 +120,18 @@ def _follow(node: fx.Node, name: str, producer: nn.Module, modules: dict[str, nn
             elif isinstance(m, _ACT_MODULES):
                 if not _zero_preserving(m):
                     return None
-            elif isinstance(m, nn.Flatten) and _is_conv(producer) and not flattened and m.start_dim == 1 and m.end_dim == -1:
+            elif (isinstance(m, nn.Flatten) and _is_conv(producer) and not flattened
+                  and m.start_dim == 1 and m.end_dim == -1):
                 flattened = True
             else:
                 return None
-        elif nxt.op == "call_function" and nxt.target in _PASS_FUNCTIONS or nxt.op == "call_method" and nxt.target in _PASS_METHODS:
+        elif (nxt.op == "call_function" and nxt.target in _PASS_FUNCTIONS
+              or nxt.op == "call_method" and nxt.target in _PASS_METHODS):
             pass
-        elif (nxt.op == "call_function" and nxt.target in _FLATTEN_FUNCTIONS and _is_conv(producer)
-              and not flattened and tuple(nxt.args[1:]) in ((1,), (1, -1)) and not nxt.kwargs) or nxt.op == "call_method" and nxt.target == "flatten" and _is_conv(producer) and not flattened \
-                and tuple(nxt.args[1:]) in ((1,), (1, -1)) and not nxt.kwargs:
+        elif ((nxt.op == "call_function" and nxt.target in _FLATTEN_FUNCTIONS
+               or nxt.op == "call_method" and nxt.target == "flatten")
+              and _is_conv(producer) and not flattened and tuple(nxt.args[1:]) in ((1,), (1, -1))
+              and not nxt.kwargs):
             flattened = True
         else:
             return None

@@ -1,19 +1,29 @@
 """Attention heads: the size term's view of them, and removing a head for real.
 
-Head h of a :class:`~sgsc_export.models.charlm.CausalSelfAttention` owns channels ``h·d … (h+1)·d − 1`` of the query,
-key and value projections and the same input columns of the output projection. Channel c of the value
-projection reaches the output projection's input column c unchanged up to the attention weights (a convex
-mix over positions), so:
+An attention block is recognised by its shape, not its class (``is_attention``), so a user's block works as
+the built-in one does. The protocol, all that this module reads:
+
+* ``q``, ``k``, ``v``, ``out``: ``nn.Linear`` projections (or their quantised twins); ``q``, ``k`` and ``v``
+  have ``n_head · head_dim`` outputs and ``out`` as many inputs;
+* ``head_dim``: an int, the width of one head; ``n_head``: an int, the number of heads, which must follow the
+  projections' width (e.g. a property ``q.out_features // head_dim``): removal shrinks the projections, and a
+  block rebuilt from its factory and the smaller state must see the heads that are left;
+* head h owns channels ``h·d … (h+1)·d − 1`` of q, k and v and the same input columns of ``out``, and the
+  value channel c reaches ``out``'s input column c unchanged up to the attention weights (a convex mix over
+  positions), as in multi-head attention that splits the last axis ``n_head · head_dim`` into
+  ``[n_head, head_dim]``.
+
+Then:
 
 * a zero-bit value channel (weights and bias exactly 0) makes column c of the output projection read a
   constant 0, which ``in_alive`` records for Q (eq. 5);
-* when every value channel of a head is at zero bits, the head outputs exactly 0 whatever its attention pattern,
-  and the head is removed: its query/key/value rows and its output-projection columns leave the tensors. The
-  output is unchanged (up to float summation order).
+* when every value channel of a head is at zero bits, the head outputs exactly 0 whatever its attention
+  pattern, and the head is removed: its query/key/value rows and its output-projection columns leave the
+  tensors. The output is unchanged (up to float summation order; ``compress`` checks it).
 
-A head whose query/key channels are all at zero bits but whose value channels live is *not* removed: its scores
-are all 0, so it attends uniformly to the causal prefix and still contributes; it stays as masked channels.
-The last head of a block is never removed (an empty tensor would not export).
+A head whose query/key channels are all at zero bits but whose value channels live is *not* removed: its
+scores are all 0, so it attends uniformly to the causal prefix and still contributes; it stays as masked
+channels. The last head of a block is never removed (an empty tensor would not export).
 """
 
 from __future__ import annotations
@@ -21,14 +31,26 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sgsc_export.errors import ModelError
 from sgsc_export.method.nn import is_quantized
-from sgsc_export.models.charlm import CausalSelfAttention
 
-__all__ = ["attention_modules", "refresh_head_in_alive_", "remove_dead_heads_"]
+__all__ = ["attention_modules", "is_attention", "refresh_head_in_alive_", "remove_dead_heads_"]
 
 
-def attention_modules(model: nn.Module) -> dict[str, CausalSelfAttention]:
-    return {n: m for n, m in model.named_modules() if isinstance(m, CausalSelfAttention)}
+def is_attention(m: nn.Module) -> bool:
+    """Whether ``m`` follows the attention protocol of the module docstring (projections and their widths)."""
+    if not all(isinstance(getattr(m, p, None), nn.Linear) for p in ("q", "k", "v", "out")):
+        return False
+    n_head, head_dim = getattr(m, "n_head", None), getattr(m, "head_dim", None)
+    if not all(type(a) is int and a > 0 for a in (n_head, head_dim)):
+        return False
+    width = n_head * head_dim
+    return all(getattr(m, p).out_features == width for p in ("q", "k", "v")) and m.out.in_features == width
+
+
+def attention_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """The attention blocks of ``model`` (``is_attention``), by qualified name."""
+    return {n: m for n, m in model.named_modules() if is_attention(m)}
 
 
 def _alive(layer: nn.Module) -> torch.Tensor:
@@ -49,13 +71,15 @@ def _keep_rows(layer: nn.Module, keep: torch.Tensor) -> None:
     for p in ("weight", "bias", "b", "e"):
         t = getattr(layer, p, None)
         if t is not None:
-            setattr(layer, p, nn.Parameter(t.detach().index_select(0, keep).clone(), requires_grad=t.requires_grad))
+            kept = t.detach().index_select(0, keep).clone()
+            setattr(layer, p, nn.Parameter(kept, requires_grad=t.requires_grad))
     layer.out_features = len(keep)
 
 
 @torch.no_grad()
 def remove_dead_heads_(model: nn.Module) -> dict[str, int]:
-    """Remove every head whose value channels are all at zero bits. Returns attention module name → heads removed."""
+    """Remove every head whose value channels are all at zero bits. Returns attention module name → heads
+    removed."""
     removed: dict[str, int] = {}
     for name, attn in attention_modules(model).items():
         hd = attn.head_dim
@@ -74,5 +98,9 @@ def remove_dead_heads_(model: nn.Module) -> dict[str, int]:
         if is_quantized(out):
             out.register_buffer("in_alive", out.in_alive.index_select(0, keep).clone())
         out.in_features = len(keep)
+        if attn.n_head != len(keep_heads):
+            raise ModelError(f"{name}: {type(attn).__name__}.n_head is {attn.n_head} after removing heads, "
+                             f"but {len(keep_heads)} are left; n_head must follow the projections' width "
+                             "(e.g. a property q.out_features // head_dim, see sgsc_export.method.heads)")
         removed[name] = int(dead.sum())
     return removed

@@ -2,10 +2,10 @@
 
 A twin is its float layer plus two per-output-channel parameters, ``b`` (bit-depth) and ``e`` (exponent), and
 a buffer ``in_alive`` that marks which input slots still read a live channel (set by the pruning planner; it
-only changes the size term Q). Its forward pass uses ``q(w, b, e)`` from :mod:`sgsc_export.method.core`; a channel at
-zero bits also has its bias masked to exactly zero, so that the channel outputs 0 and can later be removed
-without changing the network's output. An embedding's "channels" are its rows (one per token): each row has
-its own b and e, and a zero-bit row embeds its token as the zero vector.
+only changes the size term Q). Its forward pass uses ``q(w, b, e)`` from :mod:`sgsc_export.method.core`; a
+channel at zero bits also has its bias masked to exactly zero, so that the channel outputs 0 and can later be
+removed without changing the network's output. An embedding's "channels" are its rows (one per token): each
+row has its own b and e, and a zero-bit row embeds its token as the zero vector.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from torch import nn
 from sgsc_export.config import CompressConfig
 from sgsc_export.method import core
 
-__all__ = ["QUANTISABLE", "QConv1d", "QConv2d", "QEmbedding", "QLinear", "is_quantized", "prepare_", "quantized_layers"]
+__all__ = ["QUANTISABLE", "QConv1d", "QConv2d", "QEmbedding", "QLinear", "is_quantized", "prepare_",
+           "quantized_layers"]
 
 
 class _QMixin:
@@ -103,8 +104,8 @@ class QEmbedding(_QMixin, nn.Embedding):
                            self.scale_grad_by_freq, self.sparse)
 
 
-QUANTISABLE: dict[type[nn.Module], type[nn.Module]] = {nn.Conv1d: QConv1d, nn.Conv2d: QConv2d, nn.Linear: QLinear,
-                                                       nn.Embedding: QEmbedding}
+QUANTISABLE: dict[type[nn.Module], type[nn.Module]] = {nn.Conv1d: QConv1d, nn.Conv2d: QConv2d,
+                                                       nn.Linear: QLinear, nn.Embedding: QEmbedding}
 
 
 def is_quantized(m: nn.Module) -> bool:
@@ -144,7 +145,8 @@ def prepare_(
         if name == "" or is_quantized(module):
             continue
         own_params = any(True for _ in module.parameters(recurse=False))
-        if type(module) in QUANTISABLE and name not in config.exclude and (filter_fn is None or filter_fn(module, name)):
+        if (type(module) in QUANTISABLE and name not in config.exclude
+                and (filter_fn is None or filter_fn(module, name))):
             parent_name, _, child = name.rpartition(".")
             parent = model.get_submodule(parent_name)
             setattr(parent, child, _twin(module, config.init_bits))

@@ -46,14 +46,15 @@ def stored_size_bits(model: nn.Module) -> int:
     """Bits the weights take when stored: Σ_c ceil(b_c) · n_c over the weights physically present."""
     total = 0
     for layer in quantized_layers(model).values():
-        total += int((core.stored_bits(layer.b).reshape(-1).to(torch.float64) * layer.weights_per_channel().double()).sum())
+        bits = core.stored_bits(layer.b).reshape(-1).to(torch.float64)
+        total += int((bits * layer.weights_per_channel().double()).sum())
     return total
 
 
 def task_loss(logits: torch.Tensor, y: torch.Tensor, teacher: torch.Tensor | None = None,
               kappa: float = 0.0, temperature: float = 2.0, task: Task = CLASSIFICATION) -> torch.Tensor:
-    """The task's loss (cross-entropy), plus κ·T²·KL(teacher ‖ student) at temperature T when a float teacher's
-    logits are given (per predicted position for a language model)."""
+    """The task's loss (cross-entropy), plus κ·T²·KL(teacher ‖ student) at temperature T when a float
+    teacher's logits are given (per predicted position for a language model)."""
     loss = task.loss(logits, y)
     if teacher is not None and kappa > 0:
         t = temperature

@@ -1,8 +1,8 @@
 """Pruning for real: zero-bit channels leave the tensors, with the consumer's matching inputs.
 
-A zero-bit channel outputs exactly 0 (its bias is masked, see :mod:`sgsc_export.method.nn`), and every step on the
-link between producer and consumer maps 0 to 0, so removing the channel and the consumer's inputs that read it
-leaves the network's output unchanged. A BatchNorm on the link is sliced with it. Channels without an
+A zero-bit channel outputs exactly 0 (its bias is masked, see :mod:`sgsc_export.method.nn`), and every step on
+the link between producer and consumer maps 0 to 0, so removing the channel and the consumer's inputs that
+read it leaves the network's output unchanged. A BatchNorm on the link is sliced with it. Channels without an
 unambiguous consumer stay in place as masked zero-bit channels.
 """
 
@@ -32,8 +32,8 @@ def _alive(m: nn.Module) -> torch.Tensor:
 
 
 def refresh_in_alive_(model: nn.Module, links: dict[str, Link]) -> None:
-    """Mark, in each consumer's ``in_alive``, the input slots that read a live producer channel (attention output
-    projections included, see :mod:`sgsc_export.method.heads`)."""
+    """Mark, in each consumer's ``in_alive``, the input slots that read a live producer channel (attention
+    output projections included, see :mod:`sgsc_export.method.heads`)."""
     for link in links.values():
         consumer = model.get_submodule(link.consumer)
         if is_quantized(consumer):
@@ -60,32 +60,12 @@ def _slice_param(module: nn.Module, name: str, index: torch.Tensor, dim: int, pl
         module.register_buffer(name, new)
 
 
-def load_state_resizing_(model: nn.Module, state: dict[str, torch.Tensor], trainable: bool = True) -> None:
-    """Load a state dict whose tensors may be smaller than the model's (channels removed), in place.
-
-    Each tensor replaces the model's own; Conv/Linear/BatchNorm size attributes follow the new shapes.
-    """
-    for key, value in state.items():
-        owner_name, _, attr = key.rpartition(".")
-        owner = model.get_submodule(owner_name)
-        if attr in owner._buffers:
-            owner._buffers[attr] = value.detach().clone()
-        else:
-            grad = trainable and value.is_floating_point()
-            owner._parameters[attr] = nn.Parameter(value.detach().clone(), requires_grad=grad)
-        w = owner._parameters.get("weight")
-        if isinstance(owner, (nn.Conv1d, nn.Conv2d)) and w is not None:
-            owner.out_channels, owner.in_channels = w.shape[0], w.shape[1] * owner.groups
-        elif isinstance(owner, nn.Linear) and w is not None:
-            owner.out_features, owner.in_features = w.shape
-        elif isinstance(owner, (nn.BatchNorm1d, nn.BatchNorm2d)) and attr == "running_mean":
-            owner.num_features = value.shape[0]
-
-
 @torch.no_grad()
-def remove_dead_channels_(model: nn.Module, links: dict[str, Link], only: dict[str, torch.Tensor] | None = None,
+def remove_dead_channels_(model: nn.Module, links: dict[str, Link],
+                          only: dict[str, torch.Tensor] | None = None,
                           plan: Plan | None = None) -> dict[str, int]:
-    """Physically remove zero-bit channels that have an unambiguous consumer. Returns name → channels removed.
+    """Physically remove zero-bit channels that have an unambiguous consumer. Returns name → channels
+    removed.
 
     ``only`` restricts removal to the given channels of each producer (bool masks; default: every zero-bit
     channel). ``plan``, when given, receives the slicing of every tensor touched, so that optimiser state can
@@ -112,7 +92,8 @@ def remove_dead_channels_(model: nn.Module, links: dict[str, Link], only: dict[s
                 _slice_param(bn, p, keep, 0, plan, bn_name)
             bn.num_features = len(keep)
         consumer = model.get_submodule(link.consumer)
-        cols = (keep[:, None] * link.per_channel + torch.arange(link.per_channel, device=keep.device)).reshape(-1)
+        within = torch.arange(link.per_channel, device=keep.device)
+        cols = (keep[:, None] * link.per_channel + within).reshape(-1)
         _slice_param(consumer, "weight", cols, 1, plan, link.consumer)
         if is_quantized(consumer):
             _slice_param(consumer, "in_alive", cols, 0)

@@ -49,18 +49,18 @@ def mnist_cnn(num_classes: int = 10) -> nn.Module:
 _DEFAULTS = {"digits": "sgsc_export.models:digits_cnn", "mnist": "sgsc_export.models:mnist_cnn",
              "names": "sgsc_export.charlm:char_transformer", "text": "sgsc_export.charlm:char_transformer"}
 
-# The only factories an artifact may name without the user naming a model file (the trust rule, docs/ARTIFACT.md):
-# factory → {argument: (lowest, highest)}. Arguments are JSON integers in these ranges and nothing else, so a
-# manifest cannot make a built-in factory allocate a huge model (the largest allowed is a few hundred MB).
-# A built-in factory's name is a stable identifier recorded in manifests, not an import path: the module behind
-# ``sgsc_export.charlm`` moved to ``sgsc_export.models.charlm`` and old artifacts still name the old one.
+# The only factories an artifact may name without the user naming a model file (the trust rule,
+# docs/ARTIFACT.md): factory → {argument: (lowest, highest)}. Arguments are JSON integers in these ranges and
+# nothing else, so a manifest cannot make a built-in factory allocate a huge model (the largest allowed is a
+# few hundred MB). A built-in factory's name is a stable identifier recorded in manifests, not an import path:
+# ``sgsc_export.charlm`` names the module ``sgsc_export.models.charlm`` (``_BUILTIN_MODULES``).
 _BUILTIN_MODULES = {"sgsc_export.charlm": "sgsc_export.models.charlm"}
 
 BUILTIN_FACTORIES: dict[str, dict[str, tuple[int, int]]] = {
     "sgsc_export.models:digits_cnn": {"num_classes": (1, 10_000), "width": (1, 512)},
     "sgsc_export.models:mnist_cnn": {"num_classes": (1, 10_000)},
-    "sgsc_export.charlm:char_transformer": {"vocab_size": (1, 65_536), "context": (1, 2048), "n_embd": (1, 512),
-                                            "n_head": (1, 64), "n_layer": (1, 12)},
+    "sgsc_export.charlm:char_transformer": {"vocab_size": (1, 65_536), "context": (1, 2048),
+                                            "n_embd": (1, 512), "n_head": (1, 64), "n_layer": (1, 12)},
 }
 
 
@@ -78,21 +78,23 @@ def default_factory(dataset: str) -> str:
 
 
 def check_builtin_kwargs(spec: str, kwargs: dict[str, Any]) -> dict[str, int]:
-    """``kwargs`` of the built-in factory ``spec``, each a JSON integer in its range; anything else is refused."""
+    """``kwargs`` of the built-in factory ``spec``, each a JSON integer in its range; anything else is
+    refused."""
     allowed = BUILTIN_FACTORIES[spec]
     for key, value in kwargs.items():
         if key not in allowed:
-            raise ModelError(f"model.kwargs: {spec} takes no argument {key!r} (it takes {', '.join(allowed)}); "
-                             "the manifest is corrupt, re-run `sgsc compress`")
+            raise ModelError(f"model.kwargs: {spec} takes no argument {key!r} (it takes "
+                             f"{', '.join(allowed)}); the manifest is corrupt, re-run `sgsc compress`")
         lo, hi = allowed[key]
         if type(value) is not int or not lo <= value <= hi:
             shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-            raise ModelError(f"model.kwargs[{key!r}] of {spec} must be an integer in [{lo}, {hi}], got {shown}; "
-                             "the manifest is corrupt, re-run `sgsc compress`")
+            raise ModelError(f"model.kwargs[{key!r}] of {spec} must be an integer in [{lo}, {hi}], got "
+                             f"{shown}; the manifest is corrupt, re-run `sgsc compress`")
     return dict(kwargs)
 
 
-def resolve_factory(spec: str, expected_sha256: str | None = None) -> tuple[Callable[..., nn.Module], str | None]:
+def resolve_factory(spec: str,
+                    expected_sha256: str | None = None) -> tuple[Callable[..., nn.Module], str | None]:
     """``package.module:function`` or ``path/to/file.py:function`` → (callable, sha256 of the file or None).
 
     Only for a spec the user named (the command line's ``--model``, the API's ``model=``) or a built-in: it
@@ -111,8 +113,9 @@ def resolve_factory(spec: str, expected_sha256: str | None = None) -> tuple[Call
             source = path.read_bytes()
             digest = hashlib.sha256(source).hexdigest()
             if expected_sha256 is not None and digest != expected_sha256:
-                raise ModelError(f"model file {path} has SHA-256 {digest[:12]}…, not the {expected_sha256[:12]}… "
-                                 "recorded at compression; name the file the artifact was made with")
+                raise ModelError(f"model file {path} has SHA-256 {digest[:12]}…, not the "
+                                 f"{expected_sha256[:12]}… recorded at compression; name the file the "
+                                 "artifact was made with")
             name = f"_sgsc_user_model_{digest}"
             if name in sys.modules:
                 module = sys.modules[name]
@@ -121,7 +124,8 @@ def resolve_factory(spec: str, expected_sha256: str | None = None) -> tuple[Call
                 module = importlib.util.module_from_spec(spec_)  # type: ignore[arg-type]
                 sys.modules[name] = module  # before running it, as importlib does (dataclasses look it up)
                 try:
-                    exec(compile(source, str(path), "exec"), module.__dict__)  # noqa: S102 - the user named it
+                    code = compile(source, str(path), "exec")
+                    exec(code, module.__dict__)  # noqa: S102 - the user named it
                 except BaseException:
                     del sys.modules[name]
                     raise
@@ -139,7 +143,8 @@ def resolve_factory(spec: str, expected_sha256: str | None = None) -> tuple[Call
 
 def build_model(spec: str, kwargs: dict[str, Any] | None = None,
                 expected_sha256: str | None = None) -> tuple[nn.Module, str | None]:
-    """The module ``spec(**kwargs)`` and the SHA-256 of its file; ``spec`` is one the user named, or a built-in."""
+    """The module ``spec(**kwargs)`` and the SHA-256 of its file; ``spec`` is one the user named, or a
+    built-in."""
     fn, digest = resolve_factory(spec, expected_sha256)
     try:
         model = fn(**(kwargs or {}))
@@ -167,8 +172,8 @@ def load_untrusted(path: str | Path) -> Any:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:
-            raise ValueError("it holds Python objects that weights_only=True refuses to unpickle (a pickle, not "
-                             "tensors); nothing in it was run") from None
+            raise ValueError("it holds Python objects that weights_only=True refuses to unpickle (a pickle, "
+                             "not tensors); nothing in it was run") from None
         except Exception as exc:  # noqa: BLE001 - truncated, empty, not a torch file
             raise ValueError(_why(exc)) from None
 
@@ -176,8 +181,8 @@ def load_untrusted(path: str | Path) -> Any:
 def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load a state dict saved with ``torch.save``; never unpickles arbitrary objects (weights_only=True).
 
-    The file must hold a dict of tensors (or ``{"state_dict": {...}}``) whose names and shapes are the model's;
-    an empty, truncated or foreign file, or a NaN/inf weight, is a one-line ``ModelError``.
+    The file must hold a dict of tensors (or ``{"state_dict": {...}}``) whose names and shapes are the
+    model's; an empty, truncated or foreign file, or a NaN/inf weight, is a one-line ``ModelError``.
     """
     p = Path(path)
     if not p.is_file():
@@ -188,13 +193,16 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     try:
         state = load_untrusted(p)
     except ValueError as exc:
-        raise ModelError(f"cannot load weights {p}: {exc}; it must be a state_dict saved with torch.save") from None
+        raise ModelError(f"cannot load weights {p}: {exc}; it must be a state_dict saved with "
+                         "torch.save") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
-        raise ModelError(f"weights file {p} holds a {type(state).__name__}, not a state dict (parameter name → "
-                         "tensor); save model.state_dict() with torch.save")
-    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v)
+                                              for k, v in state.items()):
+        raise ModelError(f"weights file {p} holds a {type(state).__name__}, not a state dict (parameter name "
+                         "→ tensor); save model.state_dict() with torch.save")
+    bad = next((k for k, v in state.items()
+                if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
     if bad is not None:
         raise ModelError(f"weights file {p}: {bad} holds NaN or infinite values")
     own = model.state_dict()

@@ -1,10 +1,11 @@
 """The paper's character-level language model: a decoder-only transformer (embedding 64, 4 heads, 4 layers,
 context 32, dropout 0).
 
-Written for compression and export: every projection is its own ``nn.Linear`` (query, key, value, output, the two
-feed-forward layers, the head) so that :func:`sgsc_export.method.nn.prepare_` quantises each per output channel; token
-and position embeddings are ``nn.Embedding`` (quantised per row); LayerNorm stays float. Attention is plain
-matmul + causal mask + softmax, which ``torch.onnx.export`` lowers to standard ops with a dynamic batch.
+Written for compression and export: every projection is its own ``nn.Linear`` (query, key, value, output, the
+two feed-forward layers, the head) so that :func:`sgsc_export.method.nn.prepare_` quantises each per output
+channel; token and position embeddings are ``nn.Embedding`` (quantised per row); LayerNorm stays float.
+Attention is plain matmul + causal mask + softmax, which ``torch.onnx.export`` lowers to standard ops with a
+dynamic batch.
 
 The number of heads is read from the query projection's width (``out_features // head_dim``), so a block whose
 heads were removed (:mod:`sgsc_export.method.heads`) rebuilds from the factory and the smaller state alone.
@@ -33,7 +34,8 @@ class CausalSelfAttention(nn.Module):
         self.k = nn.Linear(n_embd, n_embd)
         self.v = nn.Linear(n_embd, n_embd)
         self.out = nn.Linear(n_embd, n_embd)
-        self.register_buffer("mask", torch.tril(torch.ones(context, context, dtype=torch.bool)), persistent=False)
+        causal = torch.tril(torch.ones(context, context, dtype=torch.bool))
+        self.register_buffer("mask", causal, persistent=False)
 
     @property
     def n_head(self) -> int:
@@ -72,7 +74,8 @@ class Block(nn.Module):
 class CharTransformer(nn.Module):
     """Token ids ``[B, T]`` (int64, T ≤ context) → next-token logits ``[B, T, vocab]``."""
 
-    def __init__(self, vocab_size: int, context: int = 32, n_embd: int = 64, n_head: int = 4, n_layer: int = 4) -> None:
+    def __init__(self, vocab_size: int, context: int = 32, n_embd: int = 64, n_head: int = 4,
+                 n_layer: int = 4) -> None:
         super().__init__()
         self.context = context
         self.tok = nn.Embedding(vocab_size, n_embd)

@@ -1,11 +1,11 @@
 """The loops: float reference training, and compression with restore, checkpoints and an optional fine-tune.
 
 Compression trains weights at ``lr`` and (b, e) in their own Adam group at ``lr_bits``/``eps_bits`` with no
-weight decay. Every ``restore_every`` steps the preservation accuracy is measured on the whole preservation set;
-when it falls more than τ below its best, a fraction of the zero-bit channels of the layers that lost channels
-since the best are revived (inside ``torch.no_grad()``, on the parameter's data — never into a leaf that
-autograd tracks). A checkpoint of everything needed to continue — model, optimiser, step, generator, history —
-is written atomically every ``checkpoint_every`` steps; ``resume`` continues it bit for bit.
+weight decay. Every ``restore_every`` steps the preservation accuracy is measured on the whole preservation
+set; when it falls more than τ below its best, a fraction of the zero-bit channels of the layers that lost
+channels since the best are revived (inside ``torch.no_grad()``, on the parameter's data — never into a leaf
+that autograd tracks). A checkpoint of everything needed to continue — model, optimiser, step, generator,
+history — is written atomically every ``checkpoint_every`` steps; ``resume`` continues it bit for bit.
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ from sgsc_export.method.nn import quantized_layers
 from sgsc_export.method.objective import sgsc_loss, size_term, stored_size_bits
 from sgsc_export.method.pruning import Plan, refresh_in_alive_, remove_dead_channels_, revive_, slice_like
 from sgsc_export.tasks import CLASSIFICATION, Task
+from sgsc_export.train.checks import first_line
 
-__all__ = ["TrainState", "accuracy", "compress_loop", "load_checkpoint", "predict", "save_checkpoint", "train_float"]
+__all__ = ["TrainState", "accuracy", "compress_loop", "load_checkpoint", "predict", "save_checkpoint",
+           "train_float"]
 
 
 @torch.no_grad()
@@ -60,21 +62,20 @@ def _progress(total: int, desc: str, enabled: bool, initial: int = 0):
 
 def _forward(model: nn.Module, x: torch.Tensor, what: str) -> torch.Tensor:
     """``model(x)`` in a training loop; the user's model failing there is one line naming the batch, not a
-    traceback (``api.check_inputs`` ran it once in eval mode already, so this is a training-only failure)."""
+    traceback (``check_inputs`` ran it once in eval mode already, so this is a training-only failure)."""
     try:
         return model(x)
     except Exception as exc:  # noqa: BLE001 - the user's forward
-        lines = str(exc).strip().splitlines()
-        why = f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
         hint = ""
         if len(x) == 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-            hint = ("; a BatchNorm layer cannot train on a batch of one sample: change the batch size, the number of "
-                    "training samples or --preservation-size (at least 2)")
-        raise ModelError(f"the model failed in {what} on a batch of shape {tuple(x.shape)}: {why}{hint}") from None
+            hint = ("; a BatchNorm layer cannot train on a batch of one sample: change the batch size, the "
+                    "number of training samples or --preservation-size (at least 2)")
+        raise ModelError(f"the model failed in {what} on a batch of shape {tuple(x.shape)}: "
+                         f"{first_line(exc, 200)}{hint}") from None
 
 
-def train_float(model: nn.Module, x: np.ndarray, y: np.ndarray, config: CompressConfig, progress: bool = False,
-                task: Task = CLASSIFICATION) -> None:
+def train_float(model: nn.Module, x: np.ndarray, y: np.ndarray, config: CompressConfig,
+                progress: bool = False, task: Task = CLASSIFICATION) -> None:
     """Train the float reference model in place: Adam, ``float_epochs`` epochs, cosine learning rate."""
     g = torch.Generator().manual_seed(config.seed)
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
@@ -125,11 +126,12 @@ def _param_groups(model: nn.Module, config: CompressConfig) -> list[dict[str, An
         b_params = []
     weights = [p for p in model.parameters() if id(p) not in be_ids]
     groups = [{"params": weights, "lr": config.lr, "weight_decay": config.weight_decay}]
+    no_decay = {"eps": config.eps_bits, "weight_decay": 0.0}
     if config.lr_exponent is None:
-        groups.append({"params": b_params + e_params, "lr": config.lr_bits, "eps": config.eps_bits, "weight_decay": 0.0})
+        groups.append({"params": b_params + e_params, "lr": config.lr_bits, **no_decay})
     else:
-        groups.append({"params": b_params, "lr": config.lr_bits, "eps": config.eps_bits, "weight_decay": 0.0})
-        groups.append({"params": e_params, "lr": config.lr_exponent, "eps": config.eps_bits, "weight_decay": 0.0})
+        groups.append({"params": b_params, "lr": config.lr_bits, **no_decay})
+        groups.append({"params": e_params, "lr": config.lr_exponent, **no_decay})
     return [g for g in groups if g["params"]]
 
 
@@ -140,7 +142,8 @@ def make_optimizer(model: nn.Module, config: CompressConfig) -> torch.optim.Opti
 @torch.no_grad()
 def _reset_moments(optimizer: torch.optim.Optimizer, layers: dict[str, nn.Module],
                    revived: dict[str, torch.Tensor]) -> None:
-    """Forget Adam's moments of revived bit-depths, so the momentum that killed them does not at once again."""
+    """Forget Adam's moments of revived bit-depths, so the momentum that killed them does not at once
+    again."""
     for name, idx in revived.items():
         st = optimizer.state.get(layers[name].b)
         for key in ("exp_avg", "exp_avg_sq"):
@@ -149,7 +152,8 @@ def _reset_moments(optimizer: torch.optim.Optimizer, layers: dict[str, nn.Module
 
 
 def _cosine_lr(config: CompressConfig, step: int) -> float:
-    """Weights' learning rate at ``step``: a cosine from ``lr`` to ``lr · lr_min_factor`` per phase (stateless)."""
+    """Weights' learning rate at ``step``: a cosine from ``lr`` to ``lr · lr_min_factor`` per phase
+    (stateless)."""
     start, length = (0, config.steps) if step < config.steps else (config.steps, config.finetune_steps)
     t = (step - start) / max(1, length)
     lo = config.lr * config.lr_min_factor
@@ -186,7 +190,8 @@ def _prune_during_training(model: nn.Module, links: dict[str, Link], optimizer: 
         refresh_in_alive_(model, links)
         for name, n in removed.items():
             state.removed[name] = state.removed.get(name, 0) + n
-    state.dead_prev = {name: (~layer.channel_alive()).tolist() for name, layer in quantized_layers(model).items()}
+    state.dead_prev = {name: (~layer.channel_alive()).tolist()
+                       for name, layer in quantized_layers(model).items()}
     return optimizer
 
 
@@ -202,16 +207,19 @@ def _is_tensor_dict(d: Any) -> bool:
 
 
 def _checkpoint_problem(ckpt: Any) -> str | None:
-    """What is wrong with the structure of a loaded checkpoint (None: it has the shape ``compress`` writes)."""
+    """What is wrong with the structure of a loaded checkpoint (None: it has the shape ``compress``
+    writes)."""
     if not isinstance(ckpt, dict):
         return f"it holds a {type(ckpt).__name__}, not a dict"
-    expected = {"float_state", "model_state", "optimizer", "generator", "train_state", "config", "preservation"}
+    expected = {"float_state", "model_state", "optimizer", "generator", "train_state", "config",
+                "preservation"}
     if set(ckpt) != expected:
         return f"its keys are {sorted(map(str, ckpt))[:8]}, expected {sorted(expected)}"
     if not (_is_tensor_dict(ckpt["float_state"]) and _is_tensor_dict(ckpt["model_state"])):
         return "float_state/model_state are not state dicts"
     opt = ckpt["optimizer"]
-    if not (isinstance(opt, dict) and isinstance(opt.get("state"), dict) and isinstance(opt.get("param_groups"), list)):
+    if not (isinstance(opt, dict) and isinstance(opt.get("state"), dict)
+            and isinstance(opt.get("param_groups"), list)):
         return "optimizer is not an optimizer state dict"
     gen = ckpt["generator"]
     if not (torch.is_tensor(gen) and gen.dtype == torch.uint8 and gen.dim() == 1):
@@ -228,8 +236,8 @@ def _checkpoint_problem(ckpt: Any) -> str | None:
     fields = {f.name for f in dataclasses.fields(TrainState)}
     if not isinstance(st, dict) or set(st) != fields:
         return "train_state has other fields than a TrainState"
-    types = {"step": int, "best_preservation": (int, float), "best_alive": dict, "history": list, "restores": list,
-             "dead_prev": dict, "removed": dict}
+    types = {"step": int, "best_preservation": (int, float), "best_alive": dict, "history": list,
+             "restores": list, "dead_prev": dict, "removed": dict}
     if any(isinstance(st[k], bool) or not isinstance(st[k], t) for k, t in types.items()):
         return "train_state has a field of the wrong type"
     if not all(isinstance(k, str) and isinstance(v, int) for k, v in st["removed"].items()):
@@ -238,19 +246,19 @@ def _checkpoint_problem(ckpt: Any) -> str | None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint that ``save_checkpoint`` wrote, read with ``weights_only=True`` (no object is unpickled) and
-    checked for the structure ``compress`` expects; anything else is an ``ArtifactError``, one line."""
+    """A checkpoint that ``save_checkpoint`` wrote, read with ``weights_only=True`` (no object is unpickled)
+    and checked for the structure ``compress`` expects; anything else is an ``ArtifactError``, one line."""
     from sgsc_export.models import load_untrusted
 
     try:
         ckpt = load_untrusted(path)
     except ValueError as exc:
-        raise ArtifactError(f"--resume: the checkpoint {path} cannot be read ({exc}); it is corrupt or not an sgsc "
-                            "checkpoint: delete it and run without --resume") from None
+        raise ArtifactError(f"--resume: the checkpoint {path} cannot be read ({exc}); it is corrupt or not "
+                            "an sgsc checkpoint: delete it and run without --resume") from None
     problem = _checkpoint_problem(ckpt)
     if problem is not None:
-        raise ArtifactError(f"--resume: the checkpoint {path} is not an sgsc checkpoint ({problem}); delete it and "
-                            "run without --resume")
+        raise ArtifactError(f"--resume: the checkpoint {path} is not an sgsc checkpoint ({problem}); delete "
+                            "it and run without --resume")
     return ckpt
 
 
@@ -260,12 +268,12 @@ TEACHER_TABLE_BYTES = 256 * 2**20
 
 def teacher_table(teacher: nn.Module, x: torch.Tensor, config: CompressConfig, task: Task,
                   steps: int) -> torch.Tensor | None:
-    """The frozen teacher's logits for every training sample, computed once, in chunks of the training batch size.
+    """The frozen teacher's logits for every training sample, computed once, in chunks of the training batch
+    size.
 
     Indexing the table gives what ``teacher(x[idx])`` gives (eval mode: a sample's logits do not depend on its
-    batch; bit for bit on the benchmark machine, whose rerun units wrote byte-identical files), so the distillation
-    term costs one pass over the data instead of one teacher forward per step: on the MNIST preset that pass is 8,000
-    samples against 256,000 (`python -m benchmarks.teacher_table`: 300 against 376 CPU-s for a 4-bit QAT unit).
+    batch), so the distillation term costs one pass over the data instead of one teacher forward per step
+    (``benchmarks/teacher_table.py`` measures the saving).
     ``None`` where it would not pay (the run sees no more samples than the table would hold), would not fit
     (``TEACHER_TABLE_BYTES``), or the task reshapes batches (``Task.per_sample_logits``).
     """
@@ -321,7 +329,8 @@ def compress_loop(
             for layer in layers.values():
                 layer.b.requires_grad_(not finetune)
             idx = torch.randint(len(xt), (config.batch_size,), generator=generator)
-            pidx = torch.randint(len(xp), (min(config.preservation_batch_size, len(xp)),), generator=generator)
+            n_pres = min(config.preservation_batch_size, len(xp))
+            pidx = torch.randint(len(xp), (n_pres,), generator=generator)
             xb, yb = task.trim(xt[idx], yt[idx])
             xpb, ypb = task.trim(xp[pidx], yp[pidx])
             logits = _forward(model, xb, "compression")
@@ -377,7 +386,8 @@ def compress_loop(
             if not finetune and state.step % config.prune_every == 0:
                 optimizer = _prune_during_training(model, links, optimizer, config, state)
                 layers = quantized_layers(model)
-            if checkpoint is not None and state.step % config.checkpoint_every == 0 and state.step < total_steps:
+            due = state.step % config.checkpoint_every == 0 and state.step < total_steps
+            if checkpoint is not None and due:
                 checkpoint(state, optimizer)
     for layer in layers.values():
         layer.b.requires_grad_(True)

@@ -15,11 +15,13 @@ def test_manifest_has_the_contract_keys(digits_artifact, digits_split):
     m = json.loads((digits_artifact / "manifest.json").read_text())
     assert [layer["kind"] for layer in m["layers"]] == ["Conv2d", "Conv2d", "Conv2d", "Linear"]
     for layer in m["layers"]:
-        assert {"name", "kind", "weight_shape", "bits", "exponents", "channels_before", "channels_kept"} <= set(layer)
+        keys = {"name", "kind", "weight_shape", "bits", "exponents", "channels_before", "channels_kept"}
+        assert keys <= set(layer)
         assert len(layer["bits"]) == layer["weight_shape"][0] == layer["channels_kept"]
         assert all(0 <= b <= 8 for b in layer["bits"])
     t = m["totals"]
-    assert t["fp32_bits"] == 32 * t["weights_start"] and t["ratio"] == pytest.approx(t["quantized_bits"] / t["fp32_bits"])
+    assert t["fp32_bits"] == 32 * t["weights_start"]
+    assert t["ratio"] == pytest.approx(t["quantized_bits"] / t["fp32_bits"])
     assert t["quantized_bits"] == sum(layer["stored_bits"] for layer in m["layers"])
     assert set(m["metrics"]) == {"float", "compressed"}
     assert {"test_accuracy", "preservation_accuracy"} <= set(m["metrics"]["compressed"])

@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from sgsc_export import CompressConfig
+from sgsc_export.artifact.rebuild import load_state_resizing_
 from sgsc_export.method.graph import find_links
 from sgsc_export.method.heads import remove_dead_heads_
 from sgsc_export.method.nn import QEmbedding, QLinear, prepare_, quantized_layers
-from sgsc_export.method.pruning import load_state_resizing_, refresh_in_alive_, remove_dead_channels_
+from sgsc_export.method.pruning import refresh_in_alive_, remove_dead_channels_
 from sgsc_export.models.charlm import char_transformer
 from sgsc_export.tasks import LANGUAGE_MODEL, PAD
 

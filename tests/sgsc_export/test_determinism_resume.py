@@ -9,7 +9,8 @@ from sgsc_export.models import digits_cnn
 from sgsc_export.train import compress as api
 
 SPEC = {"factory": "sgsc_export.models:digits_cnn", "kwargs": {"num_classes": 10}}
-SMALL = dict(steps=60, float_epochs=1, restore_every=10, checkpoint_every=30, prune_every=10, seed=5, gamma=1.0)
+SMALL = dict(steps=60, float_epochs=1, restore_every=10, checkpoint_every=30, prune_every=10, seed=5,
+             gamma=1.0)
 
 
 def _files(d):
@@ -34,11 +35,12 @@ def test_same_seed_same_artifact_and_resume_is_lossless(tmp_path, digits_split, 
     assert not (c / "manifest.json").exists()  # no half-written artifact
     monkeypatch.setattr(api, "save_checkpoint", real_save)
     with pytest.raises(ConfigError, match="another configuration"):
-        compress(digits_cnn(), digits_split, CompressConfig(**{**SMALL, "gamma": 0.5}), out_dir=c, model_spec=SPEC,
-                 resume=True)
+        compress(digits_cnn(), digits_split, CompressConfig(**{**SMALL, "gamma": 0.5}), out_dir=c,
+                 model_spec=SPEC, resume=True)
     compress(digits_cnn(), digits_split, CompressConfig(**SMALL), out_dir=c, model_spec=SPEC, resume=True)
     assert _files(c) == _files(a)
-    for name in ("manifest.json", "history.json"):  # the whole artifact: no wall-clock time, same channel counts
+    # the whole artifact: no wall-clock time, same channel counts
+    for name in ("manifest.json", "history.json"):
         assert (c / name).read_bytes() == (a / name).read_bytes() == (b / name).read_bytes()
 
 

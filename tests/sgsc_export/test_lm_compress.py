@@ -1,4 +1,5 @@
-"""A real toy-size compression of the char transformer: manifest, metrics, determinism of the metrics' shape."""
+"""A real toy-size compression of the char transformer: manifest, metrics, determinism of the metrics'
+shape."""
 
 import json
 

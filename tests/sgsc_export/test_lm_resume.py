@@ -42,4 +42,5 @@ def test_lm_resume_is_lossless_with_preservation_file(tmp_path, monkeypatch):
     before = {name: (a / name).read_bytes() for name in ("manifest.json", "history.json")}
     assert before["manifest.json"] == (c / "manifest.json").read_bytes()
     compress(char_transformer(**KW), data, CompressConfig(**SMALL), out_dir=a, model_spec=SPEC, resume=True)
-    assert {name: (a / name).read_bytes() for name in before} == before  # resuming a finished run changes nothing
+    # resuming a finished run changes nothing
+    assert {name: (a / name).read_bytes() for name in before} == before

@@ -68,4 +68,5 @@ def test_default_size_and_bad_input(trained):
     with pytest.raises(DataError, match="non-empty"):
         PreservationSetSelector().fit(trained, (np.zeros((0, 1, 8, 8), np.float32), np.zeros(0, np.int64)))
     with pytest.raises(ConfigError, match="preservation size"):
-        PreservationSetSelector(size=10).fit(trained, (np.zeros((5, 1, 8, 8), np.float32), np.zeros(5, np.int64)))
+        PreservationSetSelector(size=10).fit(trained, (np.zeros((5, 1, 8, 8), np.float32),
+                                                       np.zeros(5, np.int64)))

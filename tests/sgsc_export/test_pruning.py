@@ -37,7 +37,8 @@ def test_links_follow_unambiguous_chains():
     fold_batchnorm_(m)
     prepare_(m)
     links = find_links(m)
-    assert {k: (v.consumer, v.per_channel) for k, v in links.items()} == {"0": ("4", 1), "4": ("7", 16), "7": ("10", 1)}
+    assert {k: (v.consumer, v.per_channel) for k, v in links.items()} == {"0": ("4", 1), "4": ("7", 16),
+                                                                           "7": ("10", 1)}
 
 
 def _kill(m, name, channels):

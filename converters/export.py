@@ -18,17 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import onnx_ir as ir
-
 from converters._table import LayerRow, SizeTable
-from converters.inspection import inspect_model
-from converters.passes import ExportContext, required_opset
-from converters.profiles import get_profile
-from sgsc_export._io import write_atomic as _write_atomic
 from sgsc_export.errors import ArtifactError, ExportError
 
-__all__ = ["TOOLCHAIN_VERSION", "ExportResult", "export", "inspect_model", "write_atomic"]
+__all__ = ["TOOLCHAIN_VERSION", "ExportResult", "export", "write_atomic"]
 
 TOOLCHAIN_VERSION = "0.1.0"
 
@@ -62,6 +55,8 @@ def write_atomic(path: Path, data: bytes) -> None:
     path = Path(path)
     if not path.parent.is_dir():
         raise ExportError(f"output directory {path.parent} does not exist; create it first")
+    from sgsc_export._io import write_atomic as _write_atomic
+
     _write_atomic(path, data)
 
 
@@ -79,7 +74,9 @@ def _load(compressed: Any, model: str | None, trust_model_code: bool) -> tuple[A
     return compressed, json.dumps(compressed.manifest, indent=2).encode()
 
 
-def _numpy(t: Any) -> np.ndarray:
+def _numpy(t: Any) -> Any:
+    import numpy as np
+
     return t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
 
 
@@ -91,6 +88,12 @@ def export(compressed: Any, path: str | os.PathLike, profile: str = "portable", 
     "file.py:make"``, the command line's ``--model``) or trusted (``trust_model_code=True``), with the SHA-256
     recorded at compression (``sgsc_export.artifact.compressed.resolve_rebuild_factory``).
     """
+    import numpy as np
+    import onnx_ir as ir
+
+    from converters.passes import ExportContext, required_opset
+    from converters.profiles import get_profile
+
     prof = get_profile(profile)
     cm, manifest_bytes = _load(compressed, model, trust_model_code)
     manifest = cm.manifest

@@ -119,8 +119,7 @@ def export(compressed: Any, path: str | os.PathLike, profile: str = "portable", 
     ctx = ExportContext(model=model, profile=prof.name, opset=opset, manifest=manifest,
                         manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(), version=TOOLCHAIN_VERSION,
                         float_onnx_bytes=float_bytes, quant=quant, kinds=kinds, calibration=calibration)
-    for step in prof.passes:
-        step(ctx)
+    prof.run(ctx)
     proto = ir.serde.serialize_model(ctx.model)
     inits = {t.name for t in proto.graph.initializer}
     kept = [v for v in proto.graph.value_info if v.name not in inits]  # initializers carry their own type

@@ -3,7 +3,6 @@ helper that adds constants and nodes with deterministic names."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +10,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-__all__ = ["ExportContext", "GraphEditor", "LayerWeight", "Pass"]
+__all__ = ["ExportContext", "GraphEditor", "LayerWeight"]
 
 
 @dataclass
@@ -70,8 +69,6 @@ class ExportContext:
     fused: dict[str, str] = field(default_factory=dict)
 
 
-Pass = Callable[[ExportContext], None]
-
 
 class GraphEditor:
     """Adds initializers and nodes to ``graph``; value names are ``prefix`` + a counter, short because every name
@@ -115,11 +112,3 @@ class GraphEditor:
         node.name = None  # the graph's name authority assigns one on insertion; unnamed is valid and shorter
         return node.outputs[0]
 
-
-def first_consumer(graph: ir.Graph, value: ir.Value) -> ir.Node:
-    """The earliest node (in graph order) that reads ``value``."""
-    users = {id(u.node) for u in value.uses()}
-    for node in graph:
-        if id(node) in users:
-            return node
-    raise ValueError(f"{value.name} has no consumer")

@@ -9,11 +9,13 @@ Postcondition: ``ctx.layers`` holds one ``LayerWeight`` per quantised layer, in 
 from __future__ import annotations
 
 import numpy as np
+import onnx_ir as ir
 
+from converters.passes._base import Pass
 from converters.passes._context import ExportContext, LayerWeight
 from sgsc_export.errors import ArtifactError, ExportError
 
-__all__ = ["SUPPORTED_KINDS", "locate_weights"]
+__all__ = ["SUPPORTED_KINDS", "LocateWeights", "locate_weights"]
 
 SUPPORTED_KINDS = ("Conv1d", "Conv2d", "Conv3d", "Linear", "Embedding")
 
@@ -43,7 +45,37 @@ def _artifact_tensors(ctx: ExportContext, layer: dict) -> tuple[np.ndarray, np.n
     return ints.astype(np.int8), scale, bits
 
 
-def locate_weights(ctx: ExportContext) -> None:
+class LocateWeights(Pass):
+    name = "locate_weights"
+
+    def requires(self, ctx: ExportContext) -> None:
+        if ctx.layers:
+            raise self.refuse(f"no layers located yet (it runs once); {len(ctx.layers)} are")
+        if not isinstance(ctx.manifest.get("layers"), list) or not ctx.manifest["layers"]:
+            raise self.refuse("a manifest with compressed layers; 'layers' is missing or empty")
+
+    def call(self, ctx: ExportContext) -> None:
+        _locate(ctx)
+
+    def ensures(self, ctx: ExportContext) -> None:
+        names = [layer["name"] for layer in ctx.manifest["layers"]]
+        if [layer.name for layer in ctx.layers] != names:
+            raise self.broken(f"one located layer per manifest layer, in order; found "
+                              f"{[layer.name for layer in ctx.layers]} for {names}")
+        inits = ctx.model.graph.initializers
+        for layer in ctx.layers:
+            value = layer.value
+            if (inits.get(value.name) is not value or value.const_value is None
+                    or value.const_value.dtype != ir.DataType.FLOAT
+                    or tuple(value.const_value.shape) != layer.ints.shape):
+                raise self.broken(f"each layer's weight is a float initializer of its integers' shape; "
+                                  f"{layer.name!r} is not")
+
+
+locate_weights = LocateWeights()
+
+
+def _locate(ctx: ExportContext) -> None:
     graph = ctx.model.graph
     floats = {n: v for n, v in graph.initializers.items()
               if v.const_value is not None and v.const_value.dtype.name == "FLOAT"}

@@ -5,8 +5,8 @@ The converter does not judge its own output: this pass runs no engine. It reads 
 become; ``sgsc validate`` (``runtime_checks.fusion``) measures what onnxruntime really runs, and
 tests/converters/test_kernels_vs_runtime.py checks that the two agree on exported models.
 
-A layer is laid out for an integer kernel when its weight is ``INT8 initializer → DequantizeLinear`` read as input
-1 of its first consumer ``N`` (Conv, Gemm or MatMul) and ``N``'s input 0 comes through a QDQ pair
+A layer is laid out for an integer kernel when its weight is ``INT8 initializer → DequantizeLinear`` read as
+input 1 of its first consumer ``N`` (Conv, Gemm or MatMul) and ``N``'s input 0 comes through a QDQ pair
 (``QuantizeLinear → DequantizeLinear``, per tensor). Then, by where ``N``'s output goes:
 
     N        output → one QuantizeLinear    output stays float (no QuantizeLinear reads it)
@@ -15,12 +15,15 @@ A layer is laid out for an integer kernel when its weight is ``INT8 initializer 
     MatMul   QLinearMatMul                  MatMulIntegerToFloat
 
 "→ one QuantizeLinear" also holds through a single Relu when that QuantizeLinear's zero point is its type's
-minimum (uint8 0, int8 -128): onnxruntime then drops the Relu. An output that feeds a QuantizeLinear and something
-else, or a Relu into a QuantizeLinear with another zero point, stays float; so does a Gemm with ``alpha`` or
-``beta`` other than 1 or whose weight DequantizeLinear omits the zero point. Everything else (an embedding's
-Gather, a float input) is ``float``. These rules are what onnxruntime 1.32's CPU QDQ fusions were measured to do on
-toy graphs (``transB`` 0 or 1, 2-D and 3-D MatMul, per-channel and per-tensor weights, uint8 and int8
-activations); tests/converters/passes/test_kernels.py replays each case against onnxruntime.
+minimum (uint8 0, int8 -128): onnxruntime then drops the Relu. An output that feeds a QuantizeLinear (or a
+Relu into one) and something else, or a Relu into a QuantizeLinear with another zero point, stays float; so
+does a Gemm with ``alpha`` or ``beta`` other than 1 or whose weight DequantizeLinear omits the zero point. A
+MatMul whose input is float (no QDQ pair, e.g. a tensor whose calibration range was not finite) and whose
+output stays float runs as ``MatMulNBits`` (8-bit weight, float activation); a Conv or Gemm with a float input
+runs in float. Everything else (an embedding's Gather) is ``float``. These rules are what onnxruntime 1.32's
+CPU QDQ fusions were measured to do on toy graphs (``transB`` 0 or 1, 2-D and 3-D MatMul, per-channel and
+per-tensor weights, uint8 and int8 activations); tests/converters/passes/test_kernels.py replays each case
+against onnxruntime.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ __all__ = ["KERNELS", "RecordKernels", "layout_kernel", "record_kernels"]
 # op → (kernel when its output is requantised, kernel when its output stays float)
 _BY_OP = {"Conv": ("QLinearConv", "float"), "Gemm": ("QGemm", "QGemm"),
           "MatMul": ("QLinearMatMul", "MatMulIntegerToFloat")}
-KERNELS = ("QLinearConv", "QGemm", "QLinearMatMul", "MatMulIntegerToFloat")
+KERNELS = ("QLinearConv", "QGemm", "QLinearMatMul", "MatMulIntegerToFloat", "MatMulNBits")
 _QMIN = {ir.DataType.UINT8: 0, ir.DataType.INT8: -128}
 
 
@@ -69,20 +72,24 @@ def _folds_relu(q: ir.Node) -> bool:
     return dtype in _QMIN and int(value.reshape(-1)[0]) == _QMIN[dtype]
 
 
+def _feeds_quantize(node: ir.Node) -> bool:
+    """``node`` is a QuantizeLinear, or a Relu that a QuantizeLinear reads."""
+    if node.op_type == "Relu":
+        return any(u.node.op_type == "QuantizeLinear" for u in node.outputs[0].uses())
+    return node.op_type == "QuantizeLinear"
+
+
 def _requantised(value: ir.Value) -> bool | None:
     """True: only one QuantizeLinear reads ``value`` (directly, or through a Relu it folds); False: no
-    QuantizeLinear does; None: a mix, which onnxruntime leaves in float."""
+    QuantizeLinear does, not even through a Relu; None: a mix, which onnxruntime leaves in float."""
     users = [u.node for u in value.uses()]
-    if len(users) == 1 and not value.is_graph_output():
-        user = users[0]
-        if user.op_type == "QuantizeLinear":
+    if len(users) == 1 and not value.is_graph_output() and _feeds_quantize(users[0]):
+        if users[0].op_type == "QuantizeLinear":
             return True
-        if user.op_type == "Relu":
-            after = [u.node for u in user.outputs[0].uses()]
-            if any(n.op_type == "QuantizeLinear" for n in after):
-                single = len(after) == 1 and not user.outputs[0].is_graph_output()
-                return True if single and _folds_relu(after[0]) else None
-    return None if any(n.op_type == "QuantizeLinear" for n in users) else False
+        after = [u.node for u in users[0].outputs[0].uses()]
+        single = len(after) == 1 and not users[0].outputs[0].is_graph_output()
+        return True if single and _folds_relu(after[0]) else None
+    return None if any(_feeds_quantize(n) for n in users) else False
 
 
 def _attr(node: ir.Node, name: str, default: float) -> float:
@@ -99,11 +106,11 @@ def layout_kernel(graph: ir.Graph, layer: LayerWeight) -> str:
     node = first_consumer(graph, layer.value)
     if node.op_type not in _BY_OP or len(node.inputs) < 2 or node.inputs[1] is not layer.value:
         return "float"
-    if not _qdq_input(node):
-        return "float"
     requantised = _requantised(node.outputs[0])
     if requantised is None:
         return "float"
+    if not _qdq_input(node):  # a float input: a MatMul runs as weight-only 8-bit, the rest in float
+        return "MatMulNBits" if node.op_type == "MatMul" and not requantised else "float"
     if node.op_type == "Gemm":
         zero_point = len(dq.inputs) > 2 and dq.inputs[2] is not None
         if _attr(node, "alpha", 1.0) != 1.0 or _attr(node, "beta", 1.0) != 1.0 or not zero_point:

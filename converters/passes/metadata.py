@@ -3,11 +3,11 @@
 Keys: ``sgsc.profile``, ``sgsc.opset``, ``sgsc.layers`` (JSON list: per layer its weight name, bits histogram,
 learned bits, fp32 / stored bytes and container), ``sgsc.manifest_sha256``, ``sgsc.version``,
 ``sgsc.preservation_sha256``, ``sgsc.task``, ``sgsc.float_onnx_bytes``, for a language model ``sgsc.vocab``
-(JSON string, token id = index) and ``sgsc.context``, and, for ``ort-int8``, ``sgsc.fused``: layer → the integer
-kernel its layout targets (QLinearConv, QGemm, QLinearMatMul, MatMulIntegerToFloat) or ``float``, as
-``converters.passes.kernels`` reads it from the graph. It is what the converter laid the layer out for, not a
-measurement: ``sgsc validate`` (``runtime_checks.fusion``) measures which kernel onnxruntime really runs.
-Values are canonical JSON so the file is reproducible.
+(JSON string, token id = index) and ``sgsc.context``, and, for ``ort-int8``, ``sgsc.fused``: layer → the
+integer kernel its layout targets (QLinearConv, QGemm, QLinearMatMul, MatMulIntegerToFloat, MatMulNBits) or
+``float``, as ``converters.passes.kernels`` reads it from the graph. It is what the converter laid the layer
+out for, not a measurement: ``sgsc validate`` (``runtime_checks.fusion``) measures which kernel onnxruntime
+really runs. Values are canonical JSON so the file is reproducible.
 
 Precondition: a weights pass ran (every layer has a container and its stored bytes). Postcondition: the keys
 above are set and ``sgsc.layers`` lists every layer.
@@ -37,7 +37,9 @@ class AddMetadata(Pass):
     def requires(self, ctx: ExportContext) -> None:
         for layer in ctx.layers:
             if not layer.container:
-                raise self.refuse(f"every layer to have a container (a weights pass ran); {layer.name!r} has none")
+                raise self.refuse(
+                    f"every layer to have a container (a weights pass ran); {layer.name!r} has none"
+                )
 
     def call(self, ctx: ExportContext) -> None:
         m = ctx.manifest

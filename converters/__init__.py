@@ -1,13 +1,14 @@
 """Converters: a compressed artifact becomes one standard ONNX file (QDQ, packed low-bit weights).
 
 Reads only the artifact (``sgsc_export.artifact``); imports onnx and onnx_ir when a name below is first used
-(PEP 562), so ``from converters import PROFILE_NAMES`` costs nothing (the CLI's ``--help`` and ``sgsc config``).
+(PEP 562), so ``from converters import PROFILE_NAMES`` costs nothing (the CLI's ``--help`` and ``sgsc
+config``).
 
-``export`` is both a submodule and the function it defines. The submodule is light (it imports onnx_ir when the
-function runs) and is imported here, so the package's ``export`` is the function whichever of ``import
-converters.export`` and ``from converters import export`` comes first: were it lazy, importing the submodule first
-would leave the package attribute bound to the module (``converters.export(...)`` → "'module' object is not
-callable").
+``export`` is both a submodule and the function it defines. The submodule is light (it imports onnx_ir when
+the function runs) and is imported here, so the package's ``export`` is the function whichever of ``import
+converters.export`` and ``from converters import export`` comes first: were it lazy, importing the submodule
+first would leave the package attribute bound to the module (``converters.export(...)`` → "'module' object is
+not callable").
 """
 
 from __future__ import annotations

@@ -38,10 +38,25 @@ class Profile:
 _TAIL = (P.remove_unused, P.check_opset)
 
 PROFILES: dict[str, Profile] = {
-    "portable": Profile("portable", (P.locate_weights, P.weights_to_dq, *_TAIL, P.add_metadata, P.check_model)),
-    "compact": Profile("compact", (P.locate_weights, P.weights_to_packed, *_TAIL, P.add_metadata, P.check_model)),
-    "ort-int8": Profile("ort-int8", (P.locate_weights, P.weights_to_int8, P.activation_qdq, *_TAIL,
-                                     P.record_kernels, P.add_metadata, P.check_model), needs_calibration=True),
+    "portable": Profile(
+        "portable", (P.locate_weights, P.weights_to_dq, *_TAIL, P.add_metadata, P.check_model)
+    ),
+    "compact": Profile(
+        "compact", (P.locate_weights, P.weights_to_packed, *_TAIL, P.add_metadata, P.check_model)
+    ),
+    "ort-int8": Profile(
+        "ort-int8",
+        (
+            P.locate_weights,
+            P.weights_to_int8,
+            P.activation_qdq,
+            *_TAIL,
+            P.record_kernels,
+            P.add_metadata,
+            P.check_model,
+        ),
+        needs_calibration=True,
+    ),
 }
 assert tuple(PROFILES) == PROFILE_NAMES, "converters.PROFILE_NAMES lists the profiles defined here"
 

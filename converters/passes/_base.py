@@ -2,14 +2,15 @@
 
 Modelled on onnx_ir's ``passes.PassBase``: a pass is a small class with ``call(ctx)`` (the rewrite),
 ``requires(ctx)`` (what it assumes of its input) and ``ensures(ctx)`` (what it promises of its output).
-``Pass.__call__`` runs the three in that order, so a profile (``converters.profiles``), which calls its passes,
-cannot skip a check. A check that fails raises :class:`~sgsc_export.errors.ExportError` naming the pass and the
-clause, e.g. ``pass weights_to_packed: requires every located weight to be an initializer; 'fc.weight' is
-not``. A failed ``requires`` means the passes ran in the wrong order or on a graph they were not written for; a
-failed ``ensures`` is a converter bug. Checks only read the context: they never change a byte of the file.
+``Pass.__call__`` runs the three in that order, so a profile (``converters.profiles``), which calls its
+passes, cannot skip a check. A check that fails raises :class:`~sgsc_export.errors.ExportError` naming the
+pass and the clause, e.g. ``pass weights_to_packed: requires every located weight to be an initializer;
+'fc.weight' is not``. A failed ``requires`` means the passes ran in the wrong order or on a graph they were
+not written for; a failed ``ensures`` is a converter bug. Checks only read the context: they never change a
+byte of the file.
 
-There is no registry and no metaclass: each pass module defines a subclass and the instance that profiles list,
-under the name the function of the same job had (``weights_to_dq``, ``activation_qdq``, …).
+There is no registry and no metaclass: each pass module defines a subclass and the instance that profiles
+list, under the name the function of the same job had (``weights_to_dq``, ``activation_qdq``, …).
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ class Pass:
                                   f"{layer.value.name!r} is not")
 
     def require_int8_weights(self, ctx: ExportContext) -> None:
-        """Each layer's weight is ``DequantizeLinear(INT8 initializer, scale, zero point)`` (weights_to_int8)."""
+        """Each layer's weight is ``DequantizeLinear(INT8 initializer, scale, zero point)``
+        (weights_to_int8)."""
         if not ctx.layers:
             raise self.refuse("located weights (run locate_weights first); there are none")
         for layer in ctx.layers:

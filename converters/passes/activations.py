@@ -1,13 +1,13 @@
 """Pass (``ort-int8``): 8-bit activation QDQ, calibrated on the artifact's preservation set, and int32 biases.
 
 Layout, chosen so that onnxruntime's CPU QDQ fusions fire (Conv → QLinearConv, Gemm → QGemm, MatMul →
-QLinearMatMul; ``converters.passes.kernels`` records which one each layer is laid out for): a ``QuantizeLinear →
-DequantizeLinear`` pair (uint8, per tensor, min/max range) on the graph input and on every float activation that
-a node consumes; the logits stay float. Tensors that only feed a Relu take the Relu's range (zero point 0), and
-Relu / MaxPool / Reshape / Flatten / Transpose outputs reuse their input's parameters, so onnxruntime drops those
-QDQ pairs and the Relu instead of requantising. A bias of a Conv or Gemm becomes int32 with scale ``s_x · s_w[c]``
-(the form QLinearConv / QGemm take). Tensors with a non-finite calibration range (an attention mask's -inf) stay
-float.
+QLinearMatMul; ``converters.passes.kernels`` records which one each layer is laid out for): a ``QuantizeLinear
+→ DequantizeLinear`` pair (uint8, per tensor, min/max range) on the graph input and on every float activation
+that a node consumes; the logits stay float. Tensors that only feed a Relu take the Relu's range (zero point
+0), and Relu / MaxPool / Reshape / Flatten / Transpose outputs reuse their input's parameters, so onnxruntime
+drops those QDQ pairs and the Relu instead of requantising. A bias of a Conv or Gemm becomes int32 with scale
+``s_x · s_w[c]`` (the form QLinearConv / QGemm take). Tensors with a non-finite calibration range (an
+attention mask's -inf) stay float.
 
 Precondition: ``weights_to_int8`` ran (weights are INT8 → DequantizeLinear); ``ctx.calibration`` holds the
 preservation inputs (float, or int64 token ids for a language model, whose ids are not activations).
@@ -77,8 +77,10 @@ class ActivationQDQ(Pass):
 
     def requires(self, ctx: ExportContext) -> None:
         if ctx.calibration is None or len(ctx.calibration) == 0:
-            raise self.refuse("calibration data (ort-int8 calibrates on the preservation set): the artifact's "
-                              "eval.npz has no x_preservation; re-run `sgsc compress`")
+            raise self.refuse(
+                "calibration data (ort-int8 calibrates on the preservation set): the artifact's "
+                "eval.npz has no x_preservation; re-run `sgsc compress`"
+            )
         self.require_int8_weights(ctx)
         if any(n.op_type == "QuantizeLinear" for n in ctx.model.graph):
             raise self.refuse("a graph without activation QDQ (it runs once); it has QuantizeLinear nodes")
@@ -95,8 +97,10 @@ class ActivationQDQ(Pass):
             for use in node.outputs[0].uses():
                 pair = use.node
                 if pair.op_type != "DequantizeLinear" or [_const_bytes(v) for v in pair.inputs[1:]] != params:
-                    raise self.broken(f"each QuantizeLinear feeds DequantizeLinear with its own scale and zero "
-                                      f"point; {node.outputs[0].name!r} feeds a {pair.op_type} that does not")
+                    raise self.broken(
+                        f"each QuantizeLinear feeds DequantizeLinear with its own scale and zero "
+                        f"point; {node.outputs[0].name!r} feeds a {pair.op_type} that does not"
+                    )
         for out in graph.outputs:
             producer = out.producer()
             if producer is not None and producer.op_type in ("QuantizeLinear", "DequantizeLinear"):
@@ -116,8 +120,13 @@ def _insert_qdq(ctx: ExportContext) -> None:
     outputs = {id(v) for v in graph.outputs}
 
     def is_activation(v: ir.Value) -> bool:
-        return (v.const_value is None and id(v) not in dq_outputs and id(v) not in outputs
-                and bool(v.uses()) and (v.type is None or v.type.dtype == ir.DataType.FLOAT))
+        return (
+            v.const_value is None
+            and id(v) not in dq_outputs
+            and id(v) not in outputs
+            and bool(v.uses())
+            and (v.type is None or v.type.dtype == ir.DataType.FLOAT)
+        )
 
     targets = [v for v in graph.inputs if is_activation(v)]
     targets += [o for n in graph if n.op_type != "DequantizeLinear" for o in n.outputs if is_activation(o)]
@@ -132,7 +141,12 @@ def _insert_qdq(ctx: ExportContext) -> None:
     for v in targets:
         producer = v.producer()
         src = producer.inputs[0] if producer is not None and producer.inputs else None
-        if producer is not None and producer.op_type in _SAME_PARAMS and src is not None and id(src) in params:
+        if (
+            producer is not None
+            and producer.op_type in _SAME_PARAMS
+            and src is not None
+            and id(src) in params
+        ):
             params[id(v)] = params[id(src)]
             continue
         lo, hi = ranges[v.name]

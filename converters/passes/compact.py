@@ -1,25 +1,26 @@
-"""Pass (``compact``): each weight is stored at exactly its learned width per channel and unpacked in the graph.
+"""Pass (``compact``): each weight is stored at exactly its learned width per channel and unpacked in the
+graph.
 
-Storage: one uint8 blob for the model (``packing.pack_channels`` per layer, byte-aligned layer after layer: channel
-after channel, ``b_c``-bit two's complement values; one zero byte of padding at the end) and per layer its widths
-``bits [C,1]`` (uint8) and scales. The unpacking uses standard ops only, on constants, so onnxruntime folds it away
-at session creation and what runs is the same int8 → DequantizeLinear as ``portable`` (tests/converters check the
-optimised graph):
+Storage: one uint8 blob for the model (``packing.pack_channels`` per layer, byte-aligned layer after layer:
+channel after channel, ``b_c``-bit two's complement values; one zero byte of padding at the end) and per layer
+its widths ``bits [C,1]`` (uint8) and scales. The unpacking uses standard ops only, on constants, so
+onnxruntime folds it away at session creation and what runs is the same int8 → DequantizeLinear as
+``portable`` (tests/converters check the optimised graph); the stream is built once:
 
-    stream = Cast<int32>(Reshape(BitwiseAnd(BitShift(blob[N,1], 0..7), 1), [-1]))   # [8N] bits, LSB first (once)
-    b      = Cast<int32>(bits)                                                       # [C,1]
-    wt     = Gather(W, b)          # [C,1,8]: row b of W is the two's complement bit weights 1, 2, …, −2^(b−1), 0…
-    pos    = Range(K)·b + CumSum(b·K, exclusive) + base                              # [C,K] first bit of each value
-    u      = ReduceSum(Gather(stream, Unsqueeze(pos, 2) + t[8]) · wt, axis 2)        # [C,K]
+    stream = Cast<int32>(Reshape(BitwiseAnd(BitShift(blob[N,1], 0..7), 1), [-1]))  # [8N] bits, LSB first
+    b      = Cast<int32>(bits)                                                      # [C,1]
+    wt     = Gather(W, b)     # [C,1,8]: row b of W: the two's complement bit weights 1, 2, …, −2^(b−1), 0…
+    pos    = Range(K)·b + CumSum(b·K, exclusive) + base                             # [C,K] first bit a value
+    u      = ReduceSum(Gather(stream, Unsqueeze(pos, 2) + t[8]) · wt, axis 2)       # [C,K]
     w_int  = Reshape(Cast<int8>(u), weight shape) → DequantizeLinear(scale, axis)
 
-Bits past a channel's width are read (from the next values, or the padding byte) and weighted by zero. Graph bytes
-matter here (the budget is the payload + 8 KiB), hence one shared stream, few nodes a layer, unnamed nodes, short
-value names, no intermediate shape annotations and no attributes that restate their default.
+Bits past a channel's width are read (from the next values, or the padding byte) and weighted by zero. Graph
+bytes matter here (the budget is the payload + 8 KiB), hence one shared stream, few nodes a layer, unnamed
+nodes, short value names, no intermediate shape annotations and no attributes that restate their default.
 
 Precondition: ``locate_weights`` ran (each weight is the float initializer it found); opset ≥ 18 (BitwiseAnd).
-Postcondition: every quantised weight is read from the blob (its share: ``ceil(Σ_c b_c·K / 8)`` bytes) and feeds
-DequantizeLinear; no float weight is left.
+Postcondition: every quantised weight is read from the blob (its share: ``ceil(Σ_c b_c·K / 8)`` bytes) and
+feeds DequantizeLinear; no float weight is left.
 """
 
 from __future__ import annotations
@@ -77,9 +78,15 @@ class WeightsToPacked(Pass):
     def ensures(self, ctx: ExportContext) -> None:
         for layer in ctx.layers:
             dq = dequantize_of(layer)
-            if dq is None or dq.inputs[0] is None or dq.inputs[0].producer() is None or layer.container != "packed":
-                raise self.broken(f"each weight is unpacked from the blob → DequantizeLinear; "
-                                  f"layer {layer.name!r} is not")
+            if (
+                dq is None
+                or dq.inputs[0] is None
+                or dq.inputs[0].producer() is None
+                or layer.container != "packed"
+            ):
+                raise self.broken(
+                    f"each weight is unpacked from the blob → DequantizeLinear; layer {layer.name!r} is not"
+                )
             if ctx.model.graph.initializers.get(layer.value.name) is not None:
                 raise self.broken(f"no float weight is left; {layer.value.name!r} is")
 
@@ -98,10 +105,14 @@ def _pack(ctx: ExportContext) -> None:
     top = GraphEditor(graph, "pk.")
     s = {k: top.constant(v, f"pk.{k}", shared=True) for k, v in _SHARED.items()}
     blob_v = top.constant(np.frombuffer(blob, dtype=np.uint8).reshape(-1, 1), "blob")
-    bits_u8 = top.op("BitwiseAnd", [top.op("BitShift", [blob_v, s["shifts"]], first, direction="RIGHT"),
-                                    s["one_u8"]], first)
-    stream = top.op("Cast", [top.op("Reshape", [bits_u8, s["flat"]], first)], first, "stream",
-                    to=ir.DataType.INT32)
+    bits_u8 = top.op(
+        "BitwiseAnd",
+        [top.op("BitShift", [blob_v, s["shifts"]], first, direction="RIGHT"), s["one_u8"]],
+        first,
+    )
+    stream = top.op(
+        "Cast", [top.op("Reshape", [bits_u8, s["flat"]], first)], first, "stream", to=ir.DataType.INT32
+    )
     for i, (layer, part, base) in enumerate(zip(ctx.layers, blobs, bases)):
         editor = GraphEditor(graph, f"u{i}.")
         before = first_consumer(graph, layer.value)
@@ -111,7 +122,9 @@ def _pack(ctx: ExportContext) -> None:
         def op(op_type: str, *inputs: ir.Value, **attrs) -> ir.Value:
             return editor.op(op_type, list(inputs), before, **attrs)  # noqa: B023 - used within the iteration
 
-        bits_v = GraphEditor(graph, f"{layer.name}.").constant(layer.bits.astype(np.uint8).reshape(-1, 1), "bits")
+        bits_v = GraphEditor(graph, f"{layer.name}.").constant(
+            layer.bits.astype(np.uint8).reshape(-1, 1), "bits"
+        )
         k_v = editor.constant(np.array(k, dtype=np.int32), "k")
         b = op("Cast", bits_v, to=ir.DataType.INT32)
         wt = op("Gather", s["W"], b, axis=0)
@@ -133,7 +146,8 @@ def _pack(ctx: ExportContext) -> None:
 
 
 def _slim(graph: ir.Graph, opset: int) -> None:
-    """Drop what the format does not need: node names, intermediate shapes, attributes equal to their default."""
+    """Drop what the format does not need: node names, intermediate shapes, attributes equal to their
+    default."""
     for node in graph:
         node.name = None
         for out in node.outputs:

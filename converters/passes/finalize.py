@@ -1,8 +1,8 @@
 """Passes: drop what the rewrite left unused, and check the graph with ``onnx.checker`` (full, with shapes).
 
-``remove_unused`` assumes every quantised weight is still read (a weight nobody reads would be dropped silently)
-and promises that no initializer is left unread. ``check_model`` is itself a check: it runs the full checker
-on the serialised model, which must declare its outputs.
+``remove_unused`` assumes every quantised weight is still read (a weight nobody reads would be dropped
+silently) and promises that no initializer is left unread. ``check_model`` is itself a check: it runs the full
+checker on the serialised model, which must declare its outputs.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ __all__ = ["CheckModel", "RemoveUnused", "check_model", "remove_unused"]
 
 
 def _unused(graph: ir.Graph) -> list[str]:
-    return [name for name, value in graph.initializers.items() if not value.uses() and not value.is_graph_output()]
+    return [
+        name for name, value in graph.initializers.items() if not value.uses() and not value.is_graph_output()
+    ]
 
 
 class RemoveUnused(Pass):
@@ -27,8 +29,9 @@ class RemoveUnused(Pass):
     def requires(self, ctx: ExportContext) -> None:
         for layer in ctx.layers:
             if not layer.value.uses():
-                raise self.refuse(f"every quantised layer's weight to be read by a node; {layer.value.name!r} "
-                                  "is not")
+                raise self.refuse(
+                    f"every quantised layer's weight to be read by a node; {layer.value.name!r} is not"
+                )
 
     def call(self, ctx: ExportContext) -> None:
         graph = ctx.model.graph
@@ -54,8 +57,10 @@ class CheckModel(Pass):
             onnx.checker.check_model(proto, full_check=True)
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
             first = str(exc).strip().splitlines()[0]
-            raise ExportError(f"the exported graph fails onnx.checker ({first}); this is a converter bug, "
-                              "please report it with the artifact") from None
+            raise ExportError(
+                f"the exported graph fails onnx.checker ({first}); this is a converter bug, "
+                "please report it with the artifact"
+            ) from None
 
 
 remove_unused = RemoveUnused()

@@ -1,9 +1,9 @@
 """Pass: the opset a model needs, chosen from the containers it uses, and the check that it has it.
 
-INT4 weights need opset 21 (DequantizeLinear-21), INT2 need 25; 21 is the floor for every profile (the first opset
-with INT4 and per-axis blocked QDQ; onnxruntime 1.20+ runs it). ``required_opset`` decides before the float export
-(so the exporter targets it directly); ``check_opset`` verifies the finished graph against it: it requires a
-default-domain opset import, and is itself the check that every container's opset is there.
+INT4 weights need opset 21 (DequantizeLinear-21), INT2 need 25; 21 is the floor for every profile (the first
+opset with INT4 and per-axis blocked QDQ; onnxruntime 1.20+ runs it). ``required_opset`` decides before the
+float export (so the exporter targets it directly); ``check_opset`` verifies the finished graph against it: it
+requires a default-domain opset import, and is itself the check that every container's opset is there.
 """
 
 from __future__ import annotations
@@ -43,11 +43,15 @@ class CheckOpset(Pass):
             dtype = value.const_value.dtype.name if value.const_value is not None else ""
             need = _MIN_OPSET.get(dtype, 0)
             if have < need:
-                raise ExportError(f"initializer {name!r} is {dtype}, which needs opset {need}, but the graph has "
-                                  f"opset {have}; this is a converter bug, please report it")
+                raise ExportError(
+                    f"initializer {name!r} is {dtype}, which needs opset {need}, but the graph has "
+                    f"opset {have}; this is a converter bug, please report it"
+                )
         if have != ctx.opset:
-            raise ExportError(f"the float export produced opset {have}, not the requested {ctx.opset}; "
-                              "upgrade torch/onnxscript or report this")
+            raise ExportError(
+                f"the float export produced opset {have}, not the requested {ctx.opset}; "
+                "upgrade torch/onnxscript or report this"
+            )
 
 
 check_opset = CheckOpset()

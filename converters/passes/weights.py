@@ -1,10 +1,10 @@
 """Pass: every quantised weight becomes integers in the smallest ONNX container plus DequantizeLinear.
 
-Precondition: ``locate_weights`` ran (each weight is the float initializer it found). Postcondition: no quantised
-layer's weight is stored as float; each feeds ``DequantizeLinear(x_int, scale[C], axis)`` (zero point omitted,
-i.e. 0) and the float initializer is gone. ``weights_to_dq`` picks INT2 / INT4 / INT8 per layer from its widest
-channel (``portable``); ``weights_to_int8`` forces INT8 with an explicit int8 zero point (``ort-int8``, whose
-integer kernels take only 8-bit weights, and whose Gemm fusion needs the zero point).
+Precondition: ``locate_weights`` ran (each weight is the float initializer it found). Postcondition: no
+quantised layer's weight is stored as float; each feeds ``DequantizeLinear(x_int, scale[C], axis)`` (zero
+point omitted, i.e. 0) and the float initializer is gone. ``weights_to_dq`` picks INT2 / INT4 / INT8 per layer
+from its widest channel (``portable``); ``weights_to_int8`` forces INT8 with an explicit int8 zero point
+(``ort-int8``, whose integer kernels take only 8-bit weights, and whose Gemm fusion needs the zero point).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Converters: a compressed artifact becomes one standard ONNX file (QDQ, packed low-bit weights).
 
 Reads only the artifact (``sgsc_export.artifact``); imports onnx and onnx_ir when a name below is first used
-(PEP 562), so ``from converters import PROFILE_NAMES`` costs nothing (the CLI's ``--help`` and ``sgsc config``).
+(PEP 562), so ``from converters import PROFILE_NAMES`` costs nothing (the CLI's ``--help`` and ``sgsc
+config``). The export function lives in ``converters.exporter``: a submodule named ``export`` would rebind
+the package attribute ``converters.export`` to itself when imported, and the function would be lost.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ PROFILE_NAMES: tuple[str, ...] = ("portable", "compact", "ort-int8")
 _EXPORTS = {
     "ExportResult": "converters.exporter",
     "export": "converters.exporter",
-    "inspect_model": "converters.exporter",
+    "inspect_model": "converters.inspection",
     "pack_channels": "converters.packing",
     "pack_container": "converters.packing",
     "unpack_channels": "converters.packing",
@@ -39,6 +41,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from converters.exporter import ExportResult, export, inspect_model
+    from converters.exporter import ExportResult, export
+    from converters.inspection import inspect_model
     from converters.packing import pack_channels, pack_container, unpack_channels, unpack_container
     from converters.profiles import PROFILES

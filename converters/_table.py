@@ -73,17 +73,35 @@ class SizeTable:
             head.append("runs as")
         lines = []
         for r in self.rows:
-            hist = " ".join(f"{b}:{n}" for b, n in sorted(r.bits_histogram.items(), key=lambda kv: int(kv[0])))
-            row = [r.name, "x".join(map(str, r.shape)), str(r.fp32_bytes), f"{r.avg_bits:.2f}; {hist}",
-                   str(r.stored_bytes), r.container]
+            hist = " ".join(
+                f"{b}:{n}" for b, n in sorted(r.bits_histogram.items(), key=lambda kv: int(kv[0]))
+            )
+            row = [
+                r.name,
+                "x".join(map(str, r.shape)),
+                str(r.fp32_bytes),
+                f"{r.avg_bits:.2f}; {hist}",
+                str(r.stored_bytes),
+                r.container,
+            ]
             if show_fused:
                 row.append(r.fused or "float")
             lines.append(row)
-        total = ["total", "", str(self.fp32_bytes), f"{self.learned_bits / 8:.0f} B", str(self.stored_bytes), ""]
+        total = [
+            "total",
+            "",
+            str(self.fp32_bytes),
+            f"{self.learned_bits / 8:.0f} B",
+            str(self.stored_bytes),
+            "",
+        ]
         if show_fused:
             total.append("")
         est = " (estimated)" if self.float_estimated else ""
-        out = [*render_rows([head, *lines, total]),
-               f"file {self.file_bytes} bytes; float ONNX {self.float_onnx_bytes} bytes{est}; "
-               f"ratio {self.ratio:.4f}" + (f"; profile {self.profile}, opset {self.opset}" if self.profile else "")]
+        out = [
+            *render_rows([head, *lines, total]),
+            f"file {self.file_bytes} bytes; float ONNX {self.float_onnx_bytes} bytes{est}; "
+            f"ratio {self.ratio:.4f}"
+            + (f"; profile {self.profile}, opset {self.opset}" if self.profile else ""),
+        ]
         return "\n".join(out)

@@ -1,7 +1,8 @@
 """The float graph: ``torch.onnx.export`` (dynamo) of the artifact's deployable module, made reproducible.
 
-The exporter records stack traces, fx node dumps and class paths in ``metadata_props`` and ``doc_string``; they
-differ between machines and checkouts, so they are stripped, which leaves a graph that depends only on the module.
+The exporter records stack traces, fx node dumps and class paths in ``metadata_props`` and ``doc_string``;
+they differ between machines and checkouts, so they are stripped, which leaves a graph that depends only on
+the module.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def export_float(module, example, opset: int) -> ir.Model:
                           "make the model exportable in float first") from None
     model = program.model
     if len(model.graph.outputs) != 1:
-        raise ExportError(f"the model has {len(model.graph.outputs)} outputs; the converters expect one (logits)")
+        raise ExportError(
+            f"the model has {len(model.graph.outputs)} outputs; the converters expect one (logits)"
+        )
     strip_metadata(model)
     return model

@@ -3,8 +3,8 @@
 Why graph passes over ``onnx_ir`` after a float ``torch.onnx.export`` (and not a custom torch op translated to
 DequantizeLinear): the float export is the one step that must understand the user's model, and torch already
 does it for anything it can export in float (``--model`` included). Everything the compression adds — integer
-containers, exact packing, activation QDQ, metadata — is then a local rewrite of named initializers that is the
-same for every model, can be checked before and after (each pass states its pre/postconditions), and never
+containers, exact packing, activation QDQ, metadata — is then a local rewrite of named initializers that is
+the same for every model, can be checked before and after (each pass states its pre/postconditions), and never
 depends on how torch lowers a custom op at a given opset. It also makes the result reproducible: after the
 exporter's stack-trace metadata is stripped, every name and byte depends only on the artifact and the profile.
 """
@@ -18,17 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import onnx_ir as ir
-
 from converters._table import LayerRow, SizeTable
-from converters.inspection import inspect_model
-from converters.passes import ExportContext, required_opset
-from converters.profiles import get_profile
-from sgsc_export._io import write_atomic as _write_atomic
 from sgsc_export.errors import ArtifactError, ExportError
 
-__all__ = ["TOOLCHAIN_VERSION", "ExportResult", "export", "inspect_model", "write_atomic"]
+__all__ = ["TOOLCHAIN_VERSION", "ExportResult", "export", "write_atomic"]
 
 TOOLCHAIN_VERSION = "0.1.0"
 
@@ -58,10 +51,13 @@ class ExportResult:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` atomically; the output directory must exist (a typo in ``-o`` is an error, not a new tree)."""
+    """Write ``data`` atomically; the output directory must exist (a typo in ``-o`` is an error, not a new
+    tree)."""
     path = Path(path)
     if not path.parent.is_dir():
         raise ExportError(f"output directory {path.parent} does not exist; create it first")
+    from sgsc_export._io import write_atomic as _write_atomic
+
     _write_atomic(path, data)
 
 
@@ -74,50 +70,84 @@ def _load(compressed: Any, model: str | None, trust_model_code: bool) -> tuple[A
         cm = CompressedModel.load(directory, model=model, trust_model_code=trust_model_code)
         return cm, (directory / "manifest.json").read_bytes()
     if not hasattr(compressed, "manifest") or not hasattr(compressed, "to_module"):
-        raise ExportError(f"export() takes an artifact directory or a CompressedModel, not {type(compressed).__name__}")
-    # CompressedModel.save writes json.dumps(manifest, indent=2): the same bytes, without a path to read them from
+        raise ExportError(
+            f"export() takes an artifact directory or a CompressedModel, not {type(compressed).__name__}"
+        )
+    # CompressedModel.save writes json.dumps(manifest, indent=2): the same bytes, without a path to read
+    # them from
     return compressed, json.dumps(compressed.manifest, indent=2).encode()
 
 
-def _numpy(t: Any) -> np.ndarray:
+def _numpy(t: Any) -> Any:
+    import numpy as np
+
     return t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
 
 
-def export(compressed: Any, path: str | os.PathLike, profile: str = "portable", *, model: str | None = None,
-           trust_model_code: bool = False) -> ExportResult:
-    """Export an artifact (directory or ``CompressedModel``) to ``path`` in ``profile``; see ``converters.profiles``.
+def export(
+    compressed: Any,
+    path: str | os.PathLike,
+    profile: str = "portable",
+    *,
+    model: str | None = None,
+    trust_model_code: bool = False,
+) -> ExportResult:
+    """Export an artifact (directory or ``CompressedModel``) to ``path`` in ``profile``; see
+    ``converters.profiles``.
 
     An artifact is data: a built-in model rebuilds as is, a user's model file only when named (``model=
     "file.py:make"``, the command line's ``--model``) or trusted (``trust_model_code=True``), with the SHA-256
     recorded at compression (``sgsc_export.artifact.compressed.resolve_rebuild_factory``).
     """
+    import numpy as np
+    import onnx_ir as ir
+
+    from converters.passes import ExportContext, required_opset
+    from converters.profiles import get_profile
+
     prof = get_profile(profile)
     cm, manifest_bytes = _load(compressed, model, trust_model_code)
     manifest = cm.manifest
     layers = manifest.get("layers")
     if not isinstance(layers, list) or not layers:
-        raise ArtifactError("manifest.json has no compressed layers ('layers' missing or empty); the artifact is "
-                            "corrupt, re-run `sgsc compress`")
+        raise ArtifactError(
+            "manifest.json has no compressed layers ('layers' missing or empty); the artifact is "
+            "corrupt, re-run `sgsc compress`"
+        )
     quant = {k: _numpy(v) for k, v in cm.quant.items()}
     bits = [np.asarray(layer.get("bits", []), dtype=np.int64) for layer in layers]
     opset = required_opset(bits, prof.name)
 
     from converters._torch_export import export_float
 
-    module = cm.to_module(model=model, trust_model_code=trust_model_code) if model or trust_model_code \
-        else cm.to_module()  # duck-typed artifacts take no arguments
-    kinds = {layer["name"]: type(module.get_submodule(layer["name"])).__name__
-             for layer in layers if _has_submodule(module, layer["name"])}
+    module = (
+        cm.to_module(model=model, trust_model_code=trust_model_code)
+        if model or trust_model_code
+        else cm.to_module()
+    )  # duck-typed artifacts take no arguments
+    kinds = {
+        layer["name"]: type(module.get_submodule(layer["name"])).__name__
+        for layer in layers
+        if _has_submodule(module, layer["name"])
+    }
     model = export_float(module, cm.example_input(2), opset)
     float_bytes = len(ir.serde.serialize_model(model).SerializeToString())
     calibration = None
     if prof.needs_calibration:
         calibration = np.asarray((getattr(cm, "eval", None) or {}).get("x_preservation", np.zeros((0,))))
-    ctx = ExportContext(model=model, profile=prof.name, opset=opset, manifest=manifest,
-                        manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(), version=TOOLCHAIN_VERSION,
-                        float_onnx_bytes=float_bytes, quant=quant, kinds=kinds, calibration=calibration)
-    for step in prof.passes:
-        step(ctx)
+    ctx = ExportContext(
+        model=model,
+        profile=prof.name,
+        opset=opset,
+        manifest=manifest,
+        manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
+        version=TOOLCHAIN_VERSION,
+        float_onnx_bytes=float_bytes,
+        quant=quant,
+        kinds=kinds,
+        calibration=calibration,
+    )
+    prof.run(ctx)
     proto = ir.serde.serialize_model(ctx.model)
     inits = {t.name for t in proto.graph.initializer}
     kept = [v for v in proto.graph.value_info if v.name not in inits]  # initializers carry their own type
@@ -125,16 +155,35 @@ def export(compressed: Any, path: str | os.PathLike, profile: str = "portable", 
     proto.graph.value_info.extend(kept)
     data = proto.SerializeToString()
     if len(data) >= 2**31:
-        raise ExportError("the model is over 2 GB; external data is not supported yet, export a smaller model")
+        raise ExportError(
+            "the model is over 2 GB; external data is not supported yet, export a smaller model"
+        )
     out = Path(path)
     write_atomic(out, data)
-    rows = tuple(LayerRow(name=r["name"], shape=tuple(int(d) for d in layer.ints.shape), fp32_bytes=r["fp32_bytes"],
-                          bits_histogram=r["bits_histogram"], learned_bits=r["learned_bits"],
-                          stored_bytes=r["stored_bytes"], container=r["container"], fused=layer.fused)
-                 for r, layer in ((lw.record(), lw) for lw in ctx.layers))
-    table = SizeTable(rows=rows, file_bytes=len(data), float_onnx_bytes=float_bytes, profile=prof.name, opset=opset)
-    return ExportResult(path=out, profile=prof.name, opset=opset, table=table,
-                        sha256=hashlib.sha256(data).hexdigest(), fused=dict(ctx.fused))
+    rows = tuple(
+        LayerRow(
+            name=r["name"],
+            shape=tuple(int(d) for d in layer.ints.shape),
+            fp32_bytes=r["fp32_bytes"],
+            bits_histogram=r["bits_histogram"],
+            learned_bits=r["learned_bits"],
+            stored_bytes=r["stored_bytes"],
+            container=r["container"],
+            fused=layer.fused,
+        )
+        for r, layer in ((lw.record(), lw) for lw in ctx.layers)
+    )
+    table = SizeTable(
+        rows=rows, file_bytes=len(data), float_onnx_bytes=float_bytes, profile=prof.name, opset=opset
+    )
+    return ExportResult(
+        path=out,
+        profile=prof.name,
+        opset=opset,
+        table=table,
+        sha256=hashlib.sha256(data).hexdigest(),
+        fused=dict(ctx.fused),
+    )
 
 
 def _has_submodule(module: Any, name: str) -> bool:

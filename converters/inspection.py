@@ -7,9 +7,9 @@ integers themselves (the narrowest signed width of each channel) and the bytes o
 weight (shared ones split in proportion to the layers' bits).
 
 The file is untrusted: it is read by ``sgsc_export._onnx_safety.load_onnx_bounded`` (external data beside the
-model only, declared sizes checked), and a constant subgraph is evaluated only when it uses the ops an unpacking
-needs (``_EVAL_OPS``) and shape inference bounds every intermediate by ``SGSC_MAX_ONNX_ELEMENTS`` and their sum by
-``SGSC_MAX_INPUT_BYTES``.
+model only, declared sizes checked), and a constant subgraph is evaluated only when it uses the ops an
+unpacking needs (``_EVAL_OPS``) and shape inference bounds every intermediate by ``SGSC_MAX_ONNX_ELEMENTS``
+and their sum by ``SGSC_MAX_INPUT_BYTES``.
 """
 
 from __future__ import annotations
@@ -31,8 +31,11 @@ from sgsc_export.errors import ExportError, SGSCError
 __all__ = ["inspect_model"]
 
 
-def _ancestors(name: str, producers: dict[str, onnx.NodeProto], inits: set[str]) -> tuple[list, set[str]] | None:
-    """Nodes (topological order) and initializers that ``name`` is computed from, or None if it reads an input."""
+def _ancestors(
+    name: str, producers: dict[str, onnx.NodeProto], inits: set[str]
+) -> tuple[list, set[str]] | None:
+    """Nodes (topological order) and initializers that ``name`` is computed from, or None if it reads an
+    input."""
     nodes, used, seen, order = [], set(), set(), []
     stack = [name]
     while stack:
@@ -54,36 +57,71 @@ def _ancestors(name: str, producers: dict[str, onnx.NodeProto], inits: set[str])
     return nodes, used
 
 
-# What an unpacking subgraph (``compact``) needs, and a few ops of the same kind: nothing that loops, branches,
-# or creates a tensor whose size is not bounded by shape inference.
-_EVAL_OPS = frozenset({"Add", "BitShift", "BitwiseAnd", "BitwiseOr", "Cast", "Concat", "Constant", "CumSum", "Div",
-                       "Flatten", "Gather", "Identity", "Mul", "Neg", "Range", "ReduceSum", "Reshape", "Slice",
-                       "Squeeze", "Sub", "Transpose", "Unsqueeze"})
+# What an unpacking subgraph (``compact``) needs, and a few ops of the same kind: nothing that loops,
+# branches, or creates a tensor whose size is not bounded by shape inference.
+_EVAL_OPS = frozenset(
+    {
+        "Add",
+        "BitShift",
+        "BitwiseAnd",
+        "BitwiseOr",
+        "Cast",
+        "Concat",
+        "Constant",
+        "CumSum",
+        "Div",
+        "Flatten",
+        "Gather",
+        "Identity",
+        "Mul",
+        "Neg",
+        "Range",
+        "ReduceSum",
+        "Reshape",
+        "Slice",
+        "Squeeze",
+        "Sub",
+        "Transpose",
+        "Unsqueeze",
+    }
+)
 
 
-def _evaluate(graph: onnx.GraphProto, nodes: list, used: set[str], output: str, opsets, label: str) -> np.ndarray:
+def _evaluate(
+    graph: onnx.GraphProto, nodes: list, used: set[str], output: str, opsets, label: str
+) -> np.ndarray:
     from onnx.reference import ReferenceEvaluator
 
     order = [n for n in graph.node if n in nodes]  # keep the file's (topological) order
     bad = sorted({n.op_type for n in order if n.op_type not in _EVAL_OPS or n.domain not in ("", "ai.onnx")})
     if bad:
-        raise ExportError(f"{label}: the constant subgraph of {output!r} uses {', '.join(bad)}, which inspect does "
-                          "not evaluate (an unpacking needs only arithmetic, bit and shape ops)")
-    sub = onnx.helper.make_graph(order, "sub", [], [onnx.helper.make_tensor_value_info(output, 0, None)],
-                                 [t for t in graph.initializer if t.name in used])
+        raise ExportError(
+            f"{label}: the constant subgraph of {output!r} uses {', '.join(bad)}, which inspect does "
+            "not evaluate (an unpacking needs only arithmetic, bit and shape ops)"
+        )
+    sub = onnx.helper.make_graph(
+        order,
+        "sub",
+        [],
+        [onnx.helper.make_tensor_value_info(output, 0, None)],
+        [t for t in graph.initializer if t.name in used],
+    )
     model = onnx.helper.make_model(sub, opset_imports=opsets)
-    total = check_static_sizes(model, f"{label}: constant subgraph of {output!r}", ExportError,
-                               require_static_constants=True)
+    total = check_static_sizes(
+        model, f"{label}: constant subgraph of {output!r}", ExportError, require_static_constants=True
+    )
     limit = max_input_bytes()
     if total * 8 > limit:  # the evaluator keeps every intermediate; 8 bytes bounds each element
-        raise ExportError(input_limit_message(f"{label}: evaluating the constant subgraph of {output!r}",
-                                              total * 8, limit))
+        raise ExportError(
+            input_limit_message(f"{label}: evaluating the constant subgraph of {output!r}", total * 8, limit)
+        )
     try:
         return np.asarray(ReferenceEvaluator(model).run(None, {})[0])
     except Exception as exc:  # noqa: BLE001 - the reference evaluator raises many types on a bad graph
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise ExportError(f"{label}: cannot evaluate the constant subgraph of {output!r} "
-                          f"({type(exc).__name__}: {text})") from None
+        raise ExportError(
+            f"{label}: cannot evaluate the constant subgraph of {output!r} ({type(exc).__name__}: {text})"
+        ) from None
 
 
 def inspect_model(path: str | os.PathLike) -> SizeTable:
@@ -150,7 +188,11 @@ def _table(p: Path, model: onnx.ModelProto) -> SizeTable:
             label = rec.get("name", name)
         else:
             ax = axis if values.ndim > 1 else 0
-            cb = packing.channel_bits(values, ax % max(values.ndim, 1)) if values.ndim else np.zeros(1, np.uint8)
+            cb = (
+                packing.channel_bits(values, ax % max(values.ndim, 1))
+                if values.ndim
+                else np.zeros(1, np.uint8)
+            )
             per = values.size // max(len(cb), 1)
             hist = {str(b): int(n) for b, n in enumerate(np.bincount(cb, minlength=9)) if n}
             learned = int(cb.astype(np.int64).sum()) * per
@@ -158,13 +200,28 @@ def _table(p: Path, model: onnx.ModelProto) -> SizeTable:
             shared = sum(len(inits[n].SerializeToString()) / owners[n] for n in used if owners[n] > 1)
             stored = round(own + shared)
             label = name
-        rows.append(LayerRow(name=label, shape=tuple(int(d) for d in values.shape), fp32_bytes=int(values.size) * 4,
-                             bits_histogram=hist, learned_bits=learned, stored_bytes=stored, container=container,
-                             fused="" if not fused else fused.get(label, "")))
+        rows.append(
+            LayerRow(
+                name=label,
+                shape=tuple(int(d) for d in values.shape),
+                fp32_bytes=int(values.size) * 4,
+                bits_histogram=hist,
+                learned_bits=learned,
+                stored_bytes=stored,
+                container=container,
+                fused="" if not fused else fused.get(label, ""),
+            )
+        )
     size = p.stat().st_size
     float_bytes = int(meta.get("sgsc.float_onnx_bytes", 0) or 0)
     estimated = float_bytes <= 0
     if estimated:
         float_bytes = size - sum(r.stored_bytes for r in rows) + sum(r.fp32_bytes for r in rows)
-    return SizeTable(rows=tuple(rows), file_bytes=size, float_onnx_bytes=float_bytes, float_estimated=estimated,
-                     profile=meta.get("sgsc.profile", ""), opset=int(meta.get("sgsc.opset", 0) or 0))
+    return SizeTable(
+        rows=tuple(rows),
+        file_bytes=size,
+        float_onnx_bytes=float_bytes,
+        float_estimated=estimated,
+        profile=meta.get("sgsc.profile", ""),
+        opset=int(meta.get("sgsc.opset", 0) or 0),
+    )

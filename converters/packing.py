@@ -1,14 +1,16 @@
 """Integers ↔ packed bytes, for 1..8 bits, and the ONNX low-bit containers INT2 / INT4 / INT8.
 
-Two layouts, both little-endian at the bit level (element i starts at bit ``i·w`` counted from the least significant
-bit of byte 0):
+Two layouts, both little-endian at the bit level (element i starts at bit ``i·w`` counted from the least
+significant bit of byte 0):
 
-* **Containers** (``pack_container``): ONNX's own layout for INT2 / INT4 ``raw_data`` — 4 or 2 two's-complement
+* **Containers** (``pack_container``): ONNX's own layout for INT2 / INT4 ``raw_data`` — 4 or 2
+two's-complement
   values a byte, the first element in the low bits, the last byte padded with zeros. INT8 is one value a byte.
-* **Exact streams** (``pack_channels``): the ``compact`` profile's layout. Channel ``c`` of a weight ``[C, K]`` is
+* **Exact streams** (``pack_channels``): the ``compact`` profile's layout. Channel ``c`` of a weight ``[C,
+K]`` is
   stored at its own learned width ``b_c`` (0..8), channel after channel, each value in ``b_c``-bit two's
-  complement; a zero-bit channel takes no bits at all. The stream is ``ceil(Σ_c b_c·K / 8)`` bytes: no rounding
-  up to a container.
+  complement; a zero-bit channel takes no bits at all. The stream is ``ceil(Σ_c b_c·K / 8)`` bytes: no
+  rounding up to a container.
 
 Everything is exact integer arithmetic in numpy; the round trips are tested for every width and odd lengths.
 """
@@ -100,7 +102,8 @@ def unpack(data: bytes, bits: int, count: int) -> np.ndarray:
 
 
 def pack_container(values: np.ndarray, container: str) -> bytes:
-    """Signed integers → ONNX ``raw_data`` for ``container`` (two's complement, first element in the low bits)."""
+    """Signed integers → ONNX ``raw_data`` for ``container`` (two's complement, first element in the low
+    bits)."""
     if container not in CONTAINERS:
         raise ValueError(f"container={container!r} is not one of {sorted(CONTAINERS)}")
     width = CONTAINERS[container][0]

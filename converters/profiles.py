@@ -1,5 +1,7 @@
 """The three export profiles, each an ordered list of passes (see ``converters.passes``).
 
+Running a profile is calling its passes in order; each call checks the pass's ``requires`` and ``ensures``.
+
 * ``portable`` — each layer in the smallest ONNX container for its widest channel (INT2 / INT4 / INT8).
 * ``compact``  — exact per-channel widths in one uint8 blob, unpacked in the graph (folded by onnxruntime).
 * ``ort-int8`` — INT8 weights plus calibrated 8-bit activation QDQ, for onnxruntime's integer CPU kernels.
@@ -22,14 +24,39 @@ class Profile:
     passes: tuple[P.Pass, ...]
     needs_calibration: bool = False
 
+    def __post_init__(self) -> None:
+        for step in self.passes:
+            if not isinstance(step, P.Pass):  # a bare function would run without its checks
+                raise TypeError(f"profile {self.name!r}: {step!r} is not a converters.passes.Pass")
+
+    def run(self, ctx: P.ExportContext) -> None:
+        """Run every pass on ``ctx`` in order (each checks its own pre- and postcondition)."""
+        for step in self.passes:
+            step(ctx)
+
 
 _TAIL = (P.remove_unused, P.check_opset)
 
 PROFILES: dict[str, Profile] = {
-    "portable": Profile("portable", (P.locate_weights, P.weights_to_dq, *_TAIL, P.add_metadata, P.check_model)),
-    "compact": Profile("compact", (P.locate_weights, P.weights_to_packed, *_TAIL, P.add_metadata, P.check_model)),
-    "ort-int8": Profile("ort-int8", (P.locate_weights, P.weights_to_int8, P.activation_qdq, *_TAIL,
-                                     P.report_fusion, P.add_metadata, P.check_model), needs_calibration=True),
+    "portable": Profile(
+        "portable", (P.locate_weights, P.weights_to_dq, *_TAIL, P.add_metadata, P.check_model)
+    ),
+    "compact": Profile(
+        "compact", (P.locate_weights, P.weights_to_packed, *_TAIL, P.add_metadata, P.check_model)
+    ),
+    "ort-int8": Profile(
+        "ort-int8",
+        (
+            P.locate_weights,
+            P.weights_to_int8,
+            P.activation_qdq,
+            *_TAIL,
+            P.record_kernels,
+            P.add_metadata,
+            P.check_model,
+        ),
+        needs_calibration=True,
+    ),
 }
 assert tuple(PROFILES) == PROFILE_NAMES, "converters.PROFILE_NAMES lists the profiles defined here"
 

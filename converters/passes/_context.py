@@ -1,9 +1,9 @@
-"""What the passes share: the graph being rewritten, the artifact's facts about each quantised layer, and a small
+"""What the passes share: the graph being rewritten, the artifact's facts about each quantised layer, and a
+small
 helper that adds constants and nodes with deterministic names."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-__all__ = ["ExportContext", "GraphEditor", "LayerWeight", "Pass"]
+__all__ = ["ExportContext", "GraphEditor", "LayerWeight"]
 
 
 @dataclass
@@ -44,7 +44,8 @@ class LayerWeight:
             "name": self.name,
             "weight": self.value.name,
             "bits_histogram": {str(b): int(n) for b, n in enumerate(hist) if n},
-            "learned_bits": int(self.bits.astype(np.int64).sum()) * (int(self.ints.size) // max(1, len(self.bits))),
+            "learned_bits": int(self.bits.astype(np.int64).sum())
+            * (int(self.ints.size) // max(1, len(self.bits))),
             "fp32_bytes": self.fp32_bytes,
             "stored_bytes": int(self.stored_bytes),
             "container": self.container,
@@ -70,12 +71,11 @@ class ExportContext:
     fused: dict[str, str] = field(default_factory=dict)
 
 
-Pass = Callable[[ExportContext], None]
-
-
 class GraphEditor:
-    """Adds initializers and nodes to ``graph``; value names are ``prefix`` + a counter, short because every name
-    is stored twice in the file and the ``compact`` profile's budget for graph bytes is small. Nodes are unnamed."""
+    """Adds initializers and nodes to ``graph``; value names are ``prefix`` + a counter, short because
+    every name
+    is stored twice in the file and the ``compact`` profile's budget for graph bytes is small. Nodes are
+    unnamed."""
 
     def __init__(self, graph: ir.Graph, prefix: str) -> None:
         self.graph = graph
@@ -102,24 +102,20 @@ class GraphEditor:
             tensor = ir.serde.deserialize_tensor(array)
         else:
             tensor = ir.tensor(np.array(array, order="C", copy=True), name=name)
-        value = ir.Value(name=name, shape=ir.Shape(tensor.shape), type=ir.TensorType(tensor.dtype), const_value=tensor)
+        value = ir.Value(
+            name=name, shape=ir.Shape(tensor.shape), type=ir.TensorType(tensor.dtype), const_value=tensor
+        )
         self.graph.register_initializer(value)
         return value
 
-    def op(self, op_type: str, inputs: list[ir.Value | None], before: ir.Node, stem: str = "",
-           **attributes: Any) -> ir.Value:
+    def op(
+        self, op_type: str, inputs: list[ir.Value | None], before: ir.Node, stem: str = "", **attributes: Any
+    ) -> ir.Value:
         """Insert ``op_type(inputs)`` before ``before``; return its single output."""
-        node = ir.Node("", op_type, inputs, attributes=ir.convenience.convert_attributes(attributes), num_outputs=1)
+        node = ir.Node(
+            "", op_type, inputs, attributes=ir.convenience.convert_attributes(attributes), num_outputs=1
+        )
         node.outputs[0].name = self._name(stem or "")
         self.graph.insert_before(before, node)
         node.name = None  # the graph's name authority assigns one on insertion; unnamed is valid and shorter
         return node.outputs[0]
-
-
-def first_consumer(graph: ir.Graph, value: ir.Value) -> ir.Node:
-    """The earliest node (in graph order) that reads ``value``."""
-    users = {id(u.node) for u in value.uses()}
-    for node in graph:
-        if id(node) in users:
-            return node
-    raise ValueError(f"{value.name} has no consumer")

@@ -1,16 +1,25 @@
 """Pass (``ort-int8``): 8-bit activation QDQ, calibrated on the artifact's preservation set, and int32 biases.
 
 Layout, chosen so that onnxruntime's CPU QDQ fusions fire (Conv → QLinearConv, Gemm → QGemm, MatMul →
-QLinearMatMul): a ``QuantizeLinear → DequantizeLinear`` pair (uint8, per tensor, min/max range) on the graph input and
-on every float activation that a node consumes; the logits stay float. Tensors that only feed a Relu take the
-Relu's range (zero point 0), and Relu / MaxPool / Reshape / Flatten / Transpose outputs reuse their input's
-parameters, so onnxruntime drops those QDQ pairs and the Relu instead of requantising. A bias of a Conv or Gemm
-becomes int32 with scale ``s_x · s_w[c]`` (the form QLinearConv / QGemm take).
+QLinearMatMul; ``converters.passes.kernels`` records which one each layer is laid out for): a ``QuantizeLinear
+→ DequantizeLinear`` pair (uint8, per tensor, min/max range) on the graph input and on every float activation
+that a node consumes; the logits stay float. Tensors that only feed a Relu take the Relu's range (zero point
+0), and Relu / MaxPool / Reshape / Flatten / Transpose outputs reuse their input's parameters, so onnxruntime
+drops those QDQ pairs and the Relu instead of requantising. A bias of a Conv or Gemm becomes int32 with scale
+``s_x · s_w[c]`` (the form QLinearConv / QGemm take). Tensors with a non-finite calibration range (an
+attention mask's -inf) stay float.
 
 Precondition: ``weights_to_int8`` ran (weights are INT8 → DequantizeLinear); ``ctx.calibration`` holds the
 preservation inputs (float, or int64 token ids for a language model, whose ids are not activations).
-Tensors with a non-finite calibration range (an attention mask's -inf) stay float. Calibration runs the graph in onnxruntime (imported here, not at package import), one
-thread, optimisations off, so the ranges — and the file — are reproducible.
+Postcondition: every QuantizeLinear feeds only DequantizeLinear nodes with its own scale and zero point, and
+the graph outputs are still float values computed as before.
+
+The one use of onnxruntime in ``converters`` (the import-linter contract names this module as the only one
+allowed to import it): calibration runs the float graph in onnxruntime — imported in :func:`calibrate`, not at
+package import — with one thread and optimisations off, so the ranges, and the file, are reproducible. The
+ranges decide the scales and so every byte of an ``ort-int8`` file: another engine (``onnx.reference``) would
+compute the same graph with other float rounding, move some min/max by an ulp and change the files that users
+and the tests have pinned.
 """
 
 from __future__ import annotations
@@ -19,10 +28,11 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from converters.passes._base import Pass, first_consumer
 from converters.passes._context import ExportContext, GraphEditor
 from sgsc_export.errors import ExportError
 
-__all__ = ["activation_qdq", "calibrate"]
+__all__ = ["ActivationQDQ", "activation_qdq", "calibrate"]
 
 _SAME_PARAMS = {"Relu", "MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity"}
 _WITH_BIAS = {"Conv", "Gemm"}
@@ -62,17 +72,61 @@ def _uint8_params(lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
     return np.array(scale, dtype=np.float32), np.array(zp, dtype=np.uint8)
 
 
-def activation_qdq(ctx: ExportContext) -> None:
-    if ctx.calibration is None or len(ctx.calibration) == 0:
-        raise ExportError("ort-int8 needs calibration data: the artifact's eval.npz has no x_preservation; "
-                          "re-run `sgsc compress`")
+class ActivationQDQ(Pass):
+    name = "activation_qdq"
+
+    def requires(self, ctx: ExportContext) -> None:
+        if ctx.calibration is None or len(ctx.calibration) == 0:
+            raise self.refuse(
+                "calibration data (ort-int8 calibrates on the preservation set): the artifact's "
+                "eval.npz has no x_preservation; re-run `sgsc compress`"
+            )
+        self.require_int8_weights(ctx)
+        if any(n.op_type == "QuantizeLinear" for n in ctx.model.graph):
+            raise self.refuse("a graph without activation QDQ (it runs once); it has QuantizeLinear nodes")
+
+    def call(self, ctx: ExportContext) -> None:
+        _insert_qdq(ctx)
+
+    def ensures(self, ctx: ExportContext) -> None:
+        graph = ctx.model.graph
+        for node in graph:
+            if node.op_type != "QuantizeLinear":
+                continue
+            params = [_const_bytes(v) for v in node.inputs[1:]]
+            for use in node.outputs[0].uses():
+                pair = use.node
+                if pair.op_type != "DequantizeLinear" or [_const_bytes(v) for v in pair.inputs[1:]] != params:
+                    raise self.broken(
+                        f"each QuantizeLinear feeds DequantizeLinear with its own scale and zero "
+                        f"point; {node.outputs[0].name!r} feeds a {pair.op_type} that does not"
+                    )
+        for out in graph.outputs:
+            producer = out.producer()
+            if producer is not None and producer.op_type in ("QuantizeLinear", "DequantizeLinear"):
+                raise self.broken(f"the graph outputs stay float as computed; {out.name!r} is requantised")
+
+
+activation_qdq = ActivationQDQ()
+
+
+def _const_bytes(value: ir.Value | None) -> bytes | None:
+    return None if value is None or value.const_value is None else value.const_value.numpy().tobytes()
+
+
+def _insert_qdq(ctx: ExportContext) -> None:
     graph = ctx.model.graph
     dq_outputs = {id(n.outputs[0]) for n in graph if n.op_type == "DequantizeLinear"}
     outputs = {id(v) for v in graph.outputs}
 
     def is_activation(v: ir.Value) -> bool:
-        return (v.const_value is None and id(v) not in dq_outputs and id(v) not in outputs
-                and bool(v.uses()) and (v.type is None or v.type.dtype == ir.DataType.FLOAT))
+        return (
+            v.const_value is None
+            and id(v) not in dq_outputs
+            and id(v) not in outputs
+            and bool(v.uses())
+            and (v.type is None or v.type.dtype == ir.DataType.FLOAT)
+        )
 
     targets = [v for v in graph.inputs if is_activation(v)]
     targets += [o for n in graph if n.op_type != "DequantizeLinear" for o in n.outputs if is_activation(o)]
@@ -87,7 +141,12 @@ def activation_qdq(ctx: ExportContext) -> None:
     for v in targets:
         producer = v.producer()
         src = producer.inputs[0] if producer is not None and producer.inputs else None
-        if producer is not None and producer.op_type in _SAME_PARAMS and src is not None and id(src) in params:
+        if (
+            producer is not None
+            and producer.op_type in _SAME_PARAMS
+            and src is not None
+            and id(src) in params
+        ):
             params[id(v)] = params[id(src)]
             continue
         lo, hi = ranges[v.name]
@@ -105,21 +164,14 @@ def activation_qdq(ctx: ExportContext) -> None:
         if key not in consts:
             consts[key] = (editor.constant(scale, f"s{i}"), editor.constant(zp, f"z{i}"))
         s_v, z_v = consts[key]
-        users = [u for u in v.uses()]
-        anchor = min((u.node for u in users), key=lambda n: _position(graph, n))
+        users = list(v.uses())
+        anchor = first_consumer(graph, v)
         q = editor.op("QuantizeLinear", [v, s_v, z_v], anchor)
         dq = editor.op("DequantizeLinear", [q, s_v, z_v], anchor)
         for use in users:
             use.node.replace_input_with(use.idx, dq)
         scale_of[id(dq)] = scale
     _bias_to_int32(ctx, scale_of)
-
-
-def _position(graph: ir.Graph, node: ir.Node) -> int:
-    for i, n in enumerate(graph):
-        if n is node:
-            return i
-    return -1
 
 
 def _bias_to_int32(ctx: ExportContext, scale_of: dict[int, np.ndarray]) -> None:

@@ -1,9 +1,10 @@
 """Pass: every quantised weight becomes integers in the smallest ONNX container plus DequantizeLinear.
 
-Precondition: ``locate_weights`` ran. Postcondition: no quantised layer's weight is stored as float; each feeds
-``DequantizeLinear(x_int, scale[C], axis)`` (zero point omitted, i.e. 0) and the float initializer is gone.
-``container="auto"`` picks INT2 / INT4 / INT8 per layer from its widest channel (``portable``); ``"INT8"``
-forces INT8 (``ort-int8``, whose integer kernels take only 8-bit weights).
+Precondition: ``locate_weights`` ran (each weight is the float initializer it found). Postcondition: no
+quantised layer's weight is stored as float; each feeds ``DequantizeLinear(x_int, scale[C], axis)`` (zero
+point omitted, i.e. 0) and the float initializer is gone. ``weights_to_dq`` picks INT2 / INT4 / INT8 per layer
+from its widest channel (``portable``); ``weights_to_int8`` forces INT8 with an explicit int8 zero point
+(``ort-int8``, whose integer kernels take only 8-bit weights, and whose Gemm fusion needs the zero point).
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import onnx
 import onnx_ir as ir
 
 from converters import packing
+from converters.passes._base import Pass, dequantize_of, first_consumer
 from converters.passes._context import ExportContext, GraphEditor, LayerWeight
 
-__all__ = ["replace_with_dq", "weights_to_dq", "weights_to_int8"]
+__all__ = ["WeightsToDQ", "replace_with_dq", "weights_to_dq", "weights_to_int8"]
 
 _ONNX_TYPE = {"INT2": onnx.TensorProto.INT2, "INT4": onnx.TensorProto.INT4, "INT8": onnx.TensorProto.INT8}
+_IR_TYPE = {"INT2": ir.DataType.INT2, "INT4": ir.DataType.INT4, "INT8": ir.DataType.INT8}
 
 
 def replace_with_dq(ctx: ExportContext, layer: LayerWeight, x_int: ir.Value, editor: GraphEditor,
@@ -25,7 +28,7 @@ def replace_with_dq(ctx: ExportContext, layer: LayerWeight, x_int: ir.Value, edi
     """Feed ``layer``'s consumers from ``DequantizeLinear(x_int, scale, axis)`` and drop the float weight."""
     graph = ctx.model.graph
     old = layer.value
-    before = next(n for n in graph if any(u.node is n for u in old.uses()))
+    before = first_consumer(graph, old)
     scale = editor.constant(layer.scale.astype(np.float32), "scale")
     inputs = [x_int, scale]
     if zero_point:
@@ -39,23 +42,40 @@ def replace_with_dq(ctx: ExportContext, layer: LayerWeight, x_int: ir.Value, edi
     layer.value = dq
 
 
-def _run(ctx: ExportContext, forced: str | None, zero_point: bool) -> None:
-    for layer in ctx.layers:
-        editor = GraphEditor(ctx.model.graph, f"{layer.name}.")
-        container = forced or packing.container_for(int(layer.bits.max(initial=0)))
-        raw = packing.pack_container(layer.ints, container)
-        proto = onnx.helper.make_tensor("w", _ONNX_TYPE[container], list(layer.ints.shape), raw, raw=True)
-        x_int = editor.constant(proto, "weight_int")
-        replace_with_dq(ctx, layer, x_int, editor, zero_point=zero_point)
-        layer.container = container
-        layer.stored_bytes = len(raw) + layer.scale.nbytes + (layer.scale.size if zero_point else 0)
+class WeightsToDQ(Pass):
+    """``container=None``: by the layer's widest channel; ``"INT8"``: INT8 with an explicit zero point."""
+
+    def __init__(self, name: str, container: str | None) -> None:
+        self.name = name
+        self.container = container
+
+    def requires(self, ctx: ExportContext) -> None:
+        self.require_initializers(ctx)
+
+    def call(self, ctx: ExportContext) -> None:
+        zero_point = self.container is not None
+        for layer in ctx.layers:
+            editor = GraphEditor(ctx.model.graph, f"{layer.name}.")
+            container = self.container or packing.container_for(int(layer.bits.max(initial=0)))
+            raw = packing.pack_container(layer.ints, container)
+            proto = onnx.helper.make_tensor("w", _ONNX_TYPE[container], list(layer.ints.shape), raw, raw=True)
+            x_int = editor.constant(proto, "weight_int")
+            replace_with_dq(ctx, layer, x_int, editor, zero_point=zero_point)
+            layer.container = container
+            layer.stored_bytes = len(raw) + layer.scale.nbytes + (layer.scale.size if zero_point else 0)
+
+    def ensures(self, ctx: ExportContext) -> None:
+        for layer in ctx.layers:
+            dq = dequantize_of(layer)
+            x = dq.inputs[0] if dq is not None else None
+            if (x is None or x.const_value is None or layer.container not in _IR_TYPE
+                    or x.const_value.dtype != _IR_TYPE[layer.container]
+                    or (self.container is not None and layer.container != self.container)):
+                raise self.broken(f"each weight is an integer initializer → DequantizeLinear; "
+                                  f"layer {layer.name!r} is not")
+            if ctx.model.graph.initializers.get(layer.value.name) is not None:
+                raise self.broken(f"no float weight is left; {layer.value.name!r} is")
 
 
-def weights_to_dq(ctx: ExportContext) -> None:
-    """``portable``: INT2 / INT4 / INT8 by the layer's widest channel."""
-    _run(ctx, None, zero_point=False)
-
-
-def weights_to_int8(ctx: ExportContext) -> None:
-    """``ort-int8``: INT8 with an explicit int8 zero point, the form onnxruntime's QDQ fusions expect."""
-    _run(ctx, "INT8", zero_point=True)
+weights_to_dq = WeightsToDQ("weights_to_dq", None)
+weights_to_int8 = WeightsToDQ("weights_to_int8", "INT8")

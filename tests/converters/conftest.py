@@ -26,8 +26,25 @@ def artifact_dir(tmp_path_factory) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        result = CliRunner().invoke(main, ["compress", "--dataset", "digits", "--out", str(out), "--steps", "30",
-                                           "--float-epochs", "2", "--gamma", "0.3", "--init-bits", "2", "--quiet"])
+        result = CliRunner().invoke(
+            main,
+            [
+                "compress",
+                "--dataset",
+                "digits",
+                "--out",
+                str(out),
+                "--steps",
+                "30",
+                "--float-epochs",
+                "2",
+                "--gamma",
+                "0.3",
+                "--init-bits",
+                "2",
+                "--quiet",
+            ],
+        )
     finally:
         torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
@@ -74,7 +91,8 @@ class _Seq(nn.Module):
 
 
 def make_fake(max_bits: int, seed: int = 0) -> FakeCompressed:
-    """A model whose quantised layers hold random integers of at most ``max_bits`` bits (one zero-bit channel)."""
+    """A model whose quantised layers hold random integers of at most ``max_bits`` bits (one zero-bit
+    channel)."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     module = _Seq().eval()
@@ -91,14 +109,29 @@ def make_fake(max_bits: int, seed: int = 0) -> FakeCompressed:
         scale = np.exp2(rng.integers(-6, -1, c)).astype(np.float32)
         with torch.no_grad():
             w.copy_(torch.from_numpy(ints.astype(np.float32) * scale.reshape(bshape)))
-        quant.update({f"{name}.weight_int": torch.from_numpy(ints), f"{name}.scale": torch.from_numpy(scale),
-                      f"{name}.bits": torch.from_numpy(bits)})
-        layers.append({"name": name, "kind": type(module.get_submodule(name)).__name__,
-                       "weight_shape": list(w.shape), "bits": bits.tolist()})
+        quant.update(
+            {
+                f"{name}.weight_int": torch.from_numpy(ints),
+                f"{name}.scale": torch.from_numpy(scale),
+                f"{name}.bits": torch.from_numpy(bits),
+            }
+        )
+        layers.append(
+            {
+                "name": name,
+                "kind": type(module.get_submodule(name)).__name__,
+                "weight_shape": list(w.shape),
+                "bits": bits.tolist(),
+            }
+        )
     x = rng.standard_normal((32, 3, 7)).astype(np.float32)
-    manifest = {"format": "sgsc-artifact", "format_version": 1, "layers": layers,
-                "model": {"input_shape": [1, 3, 7], "task": "classification"},
-                "preservation": {"sha256": "0" * 64}}
+    manifest = {
+        "format": "sgsc-artifact",
+        "format_version": 1,
+        "layers": layers,
+        "model": {"input_shape": [1, 3, 7], "task": "classification"},
+        "preservation": {"sha256": "0" * 64},
+    }
     json.dumps(manifest)
     return FakeCompressed(module, manifest, quant, {"x_preservation": x})
 

@@ -89,6 +89,8 @@ def test_import_does_not_need_onnxruntime():
     import subprocess
     import sys
 
-    code = "import sys, converters, sgsc_export.cli.export; assert 'onnxruntime' not in sys.modules; print('ok')"
+    code = (
+        "import sys, converters, sgsc_export.cli.export; assert 'onnxruntime' not in sys.modules; print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr

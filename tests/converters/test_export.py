@@ -1,4 +1,5 @@
-"""Each profile's graph: op and container types, checker, agreement with torch / the reference evaluator / ORT,
+"""Each profile's graph: op and container types, checker, agreement with torch / the reference evaluator /
+ORT,
 pruned channels absent, metadata, reproducibility, and ORT folding the compact unpacking."""
 
 from __future__ import annotations
@@ -20,8 +21,22 @@ from sgsc_export.artifact.compressed import CompressedModel
 from sgsc_export.errors import ArtifactError, ExportError
 
 PROFILES = ("portable", "compact", "ort-int8")
-UNPACK_OPS = {"BitShift", "BitwiseAnd", "Gather", "CumSum", "Range", "ReduceSum", "Where", "Less", "Cast", "Div", "Sub",
-              "Add", "Mul", "Unsqueeze"}
+UNPACK_OPS = {
+    "BitShift",
+    "BitwiseAnd",
+    "Gather",
+    "CumSum",
+    "Range",
+    "ReduceSum",
+    "Where",
+    "Less",
+    "Cast",
+    "Div",
+    "Sub",
+    "Add",
+    "Mul",
+    "Unsqueeze",
+}
 FLOAT_OPS = {"Conv", "Relu", "MaxPool", "Reshape", "Gemm", "Flatten"}
 
 
@@ -35,13 +50,18 @@ def _session(path, level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL, optimized=N
     if optimized:
         opts.optimized_model_filepath = str(optimized)
     disabled = ["QDQSelectorActionTransformer"] if int2 else None
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
+    return ort.InferenceSession(
+        str(path), opts, providers=["CPUExecutionProvider"], disabled_optimizers=disabled
+    )
 
 
 def _weight_inits(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
     inits = {t.name: t for t in model.graph.initializer}
-    return {n.input[0]: inits[n.input[0]] for n in model.graph.node
-            if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    return {
+        n.input[0]: inits[n.input[0]]
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits
+    }
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -53,8 +73,9 @@ def test_graph_is_standard_and_checked(exported, profile):
     assert [i.name for i in model.graph.input] == ["input"]
     assert [o.name for o in model.graph.output] == ["logits"]
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch kept
-    assert "QuantizeLinear" not in {n.op_type for n in model.graph.node if n.input[0] in
-                                    {t.name for t in model.graph.initializer}}  # no float weight beside a Q
+    assert "QuantizeLinear" not in {
+        n.op_type for n in model.graph.node if n.input[0] in {t.name for t in model.graph.initializer}
+    }  # no float weight beside a Q
     floats = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) > 1]
     assert floats == []  # every weight is stored as integers
     if profile == "portable":
@@ -80,7 +101,9 @@ def test_containers(exported, artifact_dir):
     assert {t.data_type for t in _weight_inits(int8).values()} >= {onnx.TensorProto.INT8}
     compact = onnx.load(exported["compact"].path)
     blob = next(t for t in compact.graph.initializer if t.name == "pk.blob")
-    learned = sum(sum(layer["bits"]) * int(np.prod(layer["weight_shape"][1:])) for layer in manifest["layers"])
+    learned = sum(
+        sum(layer["bits"]) * int(np.prod(layer["weight_shape"][1:])) for layer in manifest["layers"]
+    )
     assert numpy_helper.to_array(blob).size <= learned / 8 + len(manifest["layers"])
 
 
@@ -117,22 +140,33 @@ def test_ort_int8_fuses_and_agrees(exported, artifact_dir):
     assert set(result.fused) == {layer["name"] for layer in CompressedModel.load(artifact_dir).layers}
     assert all(v in ("QLinearConv", "QGemm", "QLinearMatMul") for v in result.fused.values()), result.fused
     cm = CompressedModel.load(artifact_dir)
-    out = _session(result.path, ort.GraphOptimizationLevel.ORT_ENABLE_ALL).run(None, {"input": cm.eval["x_test"]})[0]
+    out = _session(result.path, ort.GraphOptimizationLevel.ORT_ENABLE_ALL).run(
+        None, {"input": cm.eval["x_test"]}
+    )[0]
     agree = (out.argmax(1) == cm.eval["logits_test"].argmax(1)).mean()
     assert agree >= 0.95  # toy-size model; the benchmark holds the 99.5 % bar on real runs
 
 
 def test_compact_unpacking_is_folded_by_ort(exported, tmp_path):
-    """ORT evaluates the unpacking at session creation: what runs is int8 → DequantizeLinear, like portable."""
+    """ORT evaluates the unpacking at session creation: what runs is int8 → DequantizeLinear, like
+    portable."""
     opt = tmp_path / "compact_opt.onnx"
     _session(exported["compact"].path, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, opt)
     folded = onnx.load(opt)
-    assert not {n.op_type for n in folded.graph.node} & {"BitShift", "BitwiseAnd", "Gather", "CumSum", "ReduceSum"}
+    assert not {n.op_type for n in folded.graph.node} & {
+        "BitShift",
+        "BitwiseAnd",
+        "Gather",
+        "CumSum",
+        "ReduceSum",
+    }
     assert "pk.blob" not in {t.name for t in folded.graph.initializer}
     port = onnx.load(exported["portable"].path)
     port_ints = {}
     for name, t in _weight_inits(port).items():
-        port_ints[name.removesuffix("_int").removesuffix(".weight")] = numpy_helper.to_array(t).astype(np.int8)
+        port_ints[name.removesuffix("_int").removesuffix(".weight")] = numpy_helper.to_array(t).astype(
+            np.int8
+        )
     folded_inits = {t.name: t for t in folded.graph.initializer}
     seen = 0
     for node in folded.graph.node:
@@ -173,8 +207,9 @@ def test_inspect_reads_our_files(exported):
     for profile, result in exported.items():
         table = inspect_model(result.path)
         assert table.profile == profile
-        assert [(r.name, r.stored_bytes, r.learned_bits) for r in table.rows] == \
-               [(r.name, r.stored_bytes, r.learned_bits) for r in result.table.rows]
+        assert [(r.name, r.stored_bytes, r.learned_bits) for r in table.rows] == [
+            (r.name, r.stored_bytes, r.learned_bits) for r in result.table.rows
+        ]
         assert table.float_onnx_bytes == result.float_onnx_bytes and not table.float_estimated
 
 
@@ -193,7 +228,9 @@ def test_inspect_foreign_file_without_metadata(exported, tmp_path):
             assert got.container == want.container
 
 
-@pytest.mark.parametrize(("max_bits", "container", "opset"), [(2, "INT2", 25), (4, "INT4", 21), (7, "INT8", 21)])
+@pytest.mark.parametrize(
+    ("max_bits", "container", "opset"), [(2, "INT2", 25), (4, "INT4", 21), (7, "INT8", 21)]
+)
 def test_synthetic_containers_matmul_axis_and_parity(tmp_path, fake, max_bits, container, opset):
     art = fake(max_bits)
     x = art.eval["x_preservation"]
@@ -202,9 +239,14 @@ def test_synthetic_containers_matmul_axis_and_parity(tmp_path, fake, max_bits, c
         result = export(art, tmp_path / f"{profile}.onnx", profile=profile)
         model = onnx.load(result.path)
         onnx.checker.check_model(model, full_check=True)
-        dq_axes = {n.output[0]: next((a.i for a in n.attribute if a.name == "axis"), 1)  # 1 is the default
-                   for n in model.graph.node if n.op_type == "DequantizeLinear"}
-        records = {r["name"]: r for r in json.loads({p.key: p.value for p in model.metadata_props}["sgsc.layers"])}
+        dq_axes = {
+            n.output[0]: next((a.i for a in n.attribute if a.name == "axis"), 1)  # 1 is the default
+            for n in model.graph.node
+            if n.op_type == "DequantizeLinear"
+        }
+        records = {
+            r["name"]: r for r in json.loads({p.key: p.value for p in model.metadata_props}["sgsc.layers"])
+        }
         assert dq_axes[records["fc"]["weight"]] == 1  # MatMul weight [in, out]
         assert dq_axes[records["conv"]["weight"]] == 0
         if profile == "portable":

@@ -1,4 +1,5 @@
-"""Every profile exports the char transformer; onnxruntime reproduces PyTorch; embeddings are Gather(DQ(int))."""
+"""Every profile exports the char transformer; onnxruntime reproduces PyTorch; embeddings are
+Gather(DQ(int))."""
 
 import numpy as np
 import onnx
@@ -16,8 +17,12 @@ def _session(path, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL, optimized=No
     so.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
     if optimized:
         so.optimized_model_filepath = str(optimized)
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=["QDQSelectorActionTransformer"] if optimized is None else [])
+    return ort.InferenceSession(
+        str(path),
+        so,
+        providers=["CPUExecutionProvider"],
+        disabled_optimizers=["QDQSelectorActionTransformer"] if optimized is None else [],
+    )
 
 
 @pytest.mark.parametrize("profile,min_agreement", [("portable", 1.0), ("compact", 1.0), ("ort-int8", 0.97)])
@@ -48,9 +53,15 @@ def test_portable_embedding_is_gathered_from_dequantized_integer_rows(lm_portabl
     assert len(gathers) == 1
     dq = producers[gathers[0].input[0]]
     assert dq.op_type == "DequantizeLinear"
-    assert inits[dq.input[0]].data_type in (onnx.TensorProto.INT2, onnx.TensorProto.INT4, onnx.TensorProto.INT8)
-    assert not any(i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 2 and i.dims[0] * i.dims[1] >= 64 * 27
-                   for i in g.initializer)  # no float weight matrix left
+    assert inits[dq.input[0]].data_type in (
+        onnx.TensorProto.INT2,
+        onnx.TensorProto.INT4,
+        onnx.TensorProto.INT8,
+    )
+    assert not any(
+        i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 2 and i.dims[0] * i.dims[1] >= 64 * 27
+        for i in g.initializer
+    )  # no float weight matrix left
 
 
 def test_matmul_weights_become_matmulnbits_exactly(lm_artifact, lm_portable, tmp_path):

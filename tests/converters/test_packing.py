@@ -1,4 +1,5 @@
-"""Exact round trips of every packing: widths 1–8, odd lengths, ONNX containers checked against onnx itself."""
+"""Exact round trips of every packing: widths 1–8, odd lengths, ONNX containers checked against onnx
+itself."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from converters import packing
 @given(bits=st.integers(1, 8), data=st.data())
 def test_pack_unpack_round_trip(bits, data):
     n = data.draw(st.integers(0, 67))
-    values = np.array(data.draw(st.lists(st.integers(0, (1 << bits) - 1), min_size=n, max_size=n)), dtype=np.int64)
+    values = np.array(
+        data.draw(st.lists(st.integers(0, (1 << bits) - 1), min_size=n, max_size=n)), dtype=np.int64
+    )
     packed = packing.pack(values, bits)
     assert len(packed) == (n * bits + 7) // 8
     assert np.array_equal(packing.unpack(packed, bits, n), values)
@@ -33,7 +36,9 @@ def test_container_round_trip_matches_onnx(container, data):
     raw = packing.pack_container(values, container)
     assert np.array_equal(packing.unpack_container(raw, container, n), values)
     proto = onnx.helper.make_tensor("w", getattr(onnx.TensorProto, container), [n], raw, raw=True)
-    assert np.array_equal(numpy_helper.to_array(proto).astype(np.int8), values)  # onnx reads our bytes the same
+    assert np.array_equal(
+        numpy_helper.to_array(proto).astype(np.int8), values
+    )  # onnx reads our bytes the same
 
 
 @settings(max_examples=40, deadline=None)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from runtime_checks.accuracy import SplitResult, worst_of
 from runtime_checks.fusion import FusionResult
-from runtime_checks.gate import CheckResult, Thresholds
+from runtime_checks.gate import CheckResult, Thresholds, exit_code
 from runtime_checks.latency import LatencyResult
 from runtime_checks.layers import LayerParityResult
 from sgsc_export._io import write_atomic
@@ -71,7 +71,7 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        return {"passed": 0, "failed": 1}.get(self.status, 2) if not self.errors else 2
+        return exit_code(self.status) if not self.errors else 2
 
     @property
     def failed_checks(self) -> list[CheckResult]:

@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 
 from runtime_checks.accuracy import TASK_EVALUATORS, evaluate_split
+from runtime_checks.config import ValidateConfig
 from runtime_checks.data import EvalData
 from runtime_checks.fusion import fusion_report
 from runtime_checks.gate import (
     DEFAULT_PERPLEXITY_RATIO,
     LogitTolerance,
-    Thresholds,
     decide,
     layer_check,
     split_checks,
@@ -46,7 +46,6 @@ from sgsc_export.errors import ValidationError
 
 __all__ = ["load_data", "validate"]
 
-DEFAULT_THRESHOLDS = Thresholds()
 LayerReference = str | Path | Mapping[str, np.ndarray] | None
 
 
@@ -128,20 +127,24 @@ def _artifact_weights(run_dir: Path | None) -> tuple[dict | None, list[str]]:
     return load_file(str(run_dir / "model.safetensors")), [layer["name"] for layer in manifest.get("layers", [])]
 
 
-def validate(onnx_path: str | Path, data: EvalData | str | Path | Any, *, providers: Sequence[str] = ("cpu",),
-             opt_levels: Sequence[str] = ("disabled", "all"), thresholds: Thresholds = DEFAULT_THRESHOLDS,
-             layers: bool = False, latency: bool = True, require_providers: bool = False, threads: int = 1,
-             batch_sizes: Sequence[int] = (1, 64), batch_size: int = 256, safe_session_options: bool = True,
-             layer_reference: LayerReference = None, layer_samples: int = 256,
-             available_providers: Sequence[str] | None = None) -> Report:
+def validate(onnx_path: str | Path, data: EvalData | str | Path | Any, config: ValidateConfig | None = None, *,
+             layer_reference: LayerReference = None, available_providers: Sequence[str] | None = None,
+             **settings: Any) -> Report:
     """Validate ``onnx_path`` on ``data``; see the module docstring for what raises and what is reported.
 
-    ``layer_reference``: a reference ONNX path or ``{layer name: activations}`` on the first ``layer_samples``
-    preservation samples (test samples if the preservation set is empty); by default the artifact's float weights
-    when ``data`` came from a run directory, else the model's own dequantized weights.
+    ``config`` holds the settings; without it, ``settings`` are :class:`ValidateConfig`'s fields as keyword
+    arguments (``providers=``, ``opt_levels=``, ``thresholds=Thresholds(...)``, ``layers=``, ``latency=``,
+    ``require_providers=``, ``threads=``, ``batch_sizes=``, ``batch_size=``, ``safe_session_options=``,
+    ``layer_samples=``). ``layer_reference``: a reference ONNX path or ``{layer name: activations}`` on the first
+    ``layer_samples`` preservation samples (test samples if the preservation set is empty); by default the
+    artifact's float weights when ``data`` came from a run directory, else the model's own dequantized weights.
+    ``available_providers`` replaces onnxruntime's list (tests of provider selection).
     """
-    if threads < 1 or batch_size < 1:
-        raise ValidationError(f"threads and batch_size must be >= 1, got {threads} and {batch_size}")
+    if config is not None and settings:
+        raise TypeError("validate(): give a ValidateConfig or keyword settings, not both")
+    config = ValidateConfig.from_kwargs(**settings) if config is None else config
+    thresholds, threads, batch_size = config.thresholds, config.threads, config.batch_size
+    levels_asked, providers, require_providers = config.opt_levels, config.providers, config.require_providers
     info = load_model(onnx_path)
     data = load_data(data)
     if info.task == "language_model" and thresholds.max_perplexity_ratio is None:
@@ -154,10 +157,11 @@ def validate(onnx_path: str | Path, data: EvalData | str | Path | Any, *, provid
         raise ValidationError(f"task {info.task!r} (sgsc.task) is not supported yet; supported: "
                               f"{', '.join(TASK_EVALUATORS)}")
     plans, report.skipped_providers = resolve_providers(providers, available_providers, require_providers)
-    levels = parse_opt_levels(opt_levels)
-    session_plan = plan_session(info, safe_session_options)
+    levels = parse_opt_levels(levels_asked)
+    session_plan = plan_session(info, config.safe_session_options)
     report.workarounds = dict(session_plan.workarounds)
-    report.session = {"threads": threads, "batch_size": batch_size, "safe_session_options": safe_session_options,
+    report.session = {"threads": threads, "batch_size": batch_size,
+                      "safe_session_options": config.safe_session_options,
                       "config_entries": session_plan.config, "disabled_optimizers": session_plan.disabled_optimizers}
 
     logits: dict[tuple[str, str], dict[str, np.ndarray]] = {}
@@ -193,9 +197,11 @@ def validate(onnx_path: str | Path, data: EvalData | str | Path | Any, *, provid
     plan_by_name = {p.name: p for p in plans}
     if not report.errors:
         try:
-            _extras(info, data, plan_by_name, levels, session_plan, threads, batch_sizes, latency, report)
-            if layers:
-                _layers(info, data, plans[0], levels, session_plan, threads, layer_reference, layer_samples, report)
+            _extras(info, data, plan_by_name, levels, session_plan, threads, config.batch_sizes, config.latency,
+                    report)
+            if config.layers:
+                _layers(info, data, plans[0], levels, session_plan, threads, layer_reference, config.layer_samples,
+                        report)
         except Exception as exc:  # noqa: BLE001 - fail closed
             report.errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
     report.status = decide(report.checks, report.errors)

@@ -108,3 +108,53 @@ def test_compress_end_to_end_prints_table(runner, tmp_path):
     assert r.exit_code == 0, r.output
     assert (out / "manifest.json").is_file()
     assert "total" in r.output and "ratio" in r.output and "test accuracy" in r.output
+
+
+def test_compress_options_are_made_from_the_config_fields(runner):
+    import dataclasses
+
+    from sgsc_export.config import CompressConfig
+
+    text = " ".join(runner.invoke(main, ["compress", "--help"]).output.split())
+    for f in dataclasses.fields(CompressConfig):
+        if f.name in ("steps", "finetune_steps", "float_epochs", "gamma", "lam", "distill", "seed"):
+            assert f.metadata["help"] in text, f.name
+
+
+def test_help_imports_neither_torch_nor_onnxruntime():
+    import subprocess
+    import sys
+
+    code = ("import sys; from click.testing import CliRunner; from sgsc_export.cli import main; "
+            "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0, r.output; "
+            "r = CliRunner().invoke(main, ['validate', '--help']); assert r.exit_code == 0, r.output; "
+            "print(sorted({'torch', 'onnx', 'onnx_ir', 'onnxruntime'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_one_handler_turns_every_exception_into_one_line_and_a_code():
+    import click
+
+    from sgsc_export.cli import Command, Failure, Interrupted, Terminated
+    from sgsc_export.errors import DataError
+
+    def command(exc: BaseException) -> click.Command:
+        @click.command("demo", cls=Command)
+        def demo() -> None:
+            raise exc
+
+        return demo
+
+    cases = [(DataError("no data\nat all"), 2, "error: no data at all"),
+             (SystemExit(3), 2, "error: the model code called sys.exit(3) during demo"),
+             (KeyError("k"), 2, "error: KeyError: 'k'"),
+             (KeyboardInterrupt(), 130, "interrupted (Ctrl-C): stopped; no half-written file is left"),
+             (Terminated(), 143, "terminated (SIGTERM): stopped; no half-written file is left"),
+             (Interrupted("interrupted: resume with --resume"), 130, "interrupted: resume with --resume"),
+             (Failure(None, 1), 1, None), (click.UsageError("bad value"), 2, "error: bad value (see `demo --help`)")]
+    for exc, code, line in cases:
+        result = CliRunner().invoke(command(exc), [])
+        lines = [ln for ln in result.output.splitlines() if ln.strip()]
+        assert result.exit_code == code, (exc, result.output)
+        assert lines == ([line] if line else []), (exc, result.output)

@@ -24,8 +24,9 @@ from typing import Any
 
 from sgsc_export import __version__
 from sgsc_export._io import check_out_dir, check_outputs, lock_run_dir, write_atomic_many
+from sgsc_export.cli.compress import compress_inputs
 from sgsc_export.cli.pipeline.cache import StageCache, file_sha256, hash_json, write_atomic
-from sgsc_export.cli.pipeline.config import PipelineConfig
+from sgsc_export.cli.pipeline.config import VALIDATION, PipelineConfig
 from sgsc_export.errors import ConfigError, user_code_exit
 
 __all__ = ["ARTIFACT_FILES", "PipelineResult", "StageRun", "run_pipeline"]
@@ -60,12 +61,15 @@ class PipelineResult:
     @property
     def status(self) -> str:
         """``passed`` only when every profile passed; ``error`` wins over ``failed``."""
-        statuses = {v.get("status", "error") for v in self.validations.values()} or {"error"}
-        return "error" if "error" in statuses else "failed" if "failed" in statuses else "passed"
+        from runtime_checks.gate import verdict
+
+        return verdict(v.get("status", "error") for v in self.validations.values())
 
     @property
     def exit_code(self) -> int:
-        return {"passed": 0, "failed": 1}.get(self.status, 2)
+        from runtime_checks.gate import exit_code
+
+        return exit_code(self.status)
 
 
 def _module_sha(spec: str) -> str | None:
@@ -149,22 +153,17 @@ def _export(cfg: PipelineConfig, out: Path, cache: StageCache, profile: str) -> 
 def _validate(cfg: PipelineConfig, out: Path, cache: StageCache, profile: str) -> StageRun:
     onnx_path = out / "onnx" / f"{profile}.onnx"
     paths = {ext: out / "validation" / f"{profile}.{ext}" for ext in ("json", "md", "junit.xml")}
-    options = {k: cfg.to_dict()[k] for k in ("providers", "require_providers", "opt_levels", "max_accuracy_drop",
-                                              "min_agreement", "max_logit_diff", "layers", "latency", "threads")}
+    options = {k: cfg.to_dict()[k] for k in VALIDATION}
     key = hash_json({"onnx": file_sha256(onnx_path), "manifest": file_sha256(out / "manifest.json"),
                      "options": options, "version": __version__})
     name = f"validate:{profile}"
     if not cfg.force and cache.fresh(name, key):
         return StageRun(name, True, 0.0)
-    from runtime_checks import EvalData, Thresholds, validate
+    from runtime_checks import EvalData, validate
 
     t0 = time.perf_counter()
     _supersede(cache, out, name)  # no earlier report of this profile survives a run that stops here
-    report = validate(onnx_path, EvalData.from_run_dir(out), providers=cfg.providers, opt_levels=cfg.opt_levels,
-                      thresholds=Thresholds(cfg.max_accuracy_drop, cfg.min_agreement,
-                                            max_logit_diff=cfg.max_logit_diff),
-                      layers=cfg.layers, latency=cfg.latency, require_providers=cfg.require_providers,
-                      threads=cfg.threads)
+    report = validate(onnx_path, EvalData.from_run_dir(out), cfg.validate_config())
     write_atomic_many([(paths["json"], report.to_json()), (paths["md"], report.to_markdown()),
                        (paths["junit.xml"], report.to_junit())])
     cache.done(name, key, paths.values())
@@ -194,8 +193,7 @@ def run_pipeline(config: PipelineConfig, echo: Echo | None = None) -> PipelineRe
         raise ConfigError("no run directory: give --out DIR (config key out, environment SGSC_OUT)")
     out = Path(config.out)
     check_out_dir(out)  # before any work: a path under a file, or an unwritable one, is one line
-    inputs = {"--dataset's file": config.dataset.partition(":")[2] if config.dataset.startswith("npz:") else None,
-              "--weights": config.weights, "--model's file": (config.model or "").rpartition(":")[0] or None}
+    inputs = compress_inputs(config.dataset, config.weights, config.model)
     check_outputs({f"--out's {name}": out / name for name in (*ARTIFACT_FILES, "checkpoints/last.pt",
                                                               "pipeline.json")}, inputs)
     with lock_run_dir(out, "sgsc pipeline") as held:

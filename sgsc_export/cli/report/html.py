@@ -8,7 +8,7 @@ import base64
 from html import escape
 from typing import TYPE_CHECKING
 
-from sgsc_export.cli.report.tables import Table, failed_checks, overview, validation_table
+from sgsc_export.cli.report.tables import Table, failed_checks, overview, run_verdict, validation_table
 
 if TYPE_CHECKING:
     from sgsc_export.cli.report import RunData
@@ -46,9 +46,7 @@ def render_html(run: RunData, pictures: dict[str, bytes]) -> str:
     from sgsc_export.cli.report import FIGURES
 
     m = run.manifest
-    statuses = {v.get("status", "error") for v in run.validations.values()}
-    verdict = ("error" if "error" in statuses else "failed" if "failed" in statuses else "passed") if statuses \
-        else "not validated"
+    verdict = run_verdict(run.validations)
     title = f"sgsc pipeline: {m['dataset']['name']}"
     body = [f"<h1>{escape(title)} — <span class=\"{verdict.split()[0]}\">{escape(verdict.upper())}</span></h1>",
             f"<p class=\"muted\">Run directory <code>{escape(str(run.out))}</code>; model "

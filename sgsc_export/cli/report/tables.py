@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Table", "overview", "provider_verdicts", "validation_table"]
+__all__ = ["Table", "failed_checks", "overview", "provider_verdicts", "run_verdict", "validation_table"]
 
 Table = tuple[list[str], list[list[str]]]  # header, rows
 
@@ -19,18 +19,22 @@ def _kb(n: float) -> str:
 
 def provider_verdicts(report: dict[str, Any]) -> dict[str, str]:
     """passed / failed / error per provider of one validation report (its checks are named ``provider/…``)."""
-    out = {}
-    for name in report.get("providers", {}):
-        checks = [c for c in report.get("checks", []) if c["name"].startswith(name + "/")]
-        if report.get("errors") or report.get("status") == "error":
-            out[name] = "error"
-        elif any(c["status"] == "failed" for c in checks):
-            out[name] = "failed"
-        else:
-            out[name] = "passed" if checks else "error"
+    from runtime_checks.gate import verdict
+
+    errored = ["error"] if report.get("errors") or report.get("status") == "error" else []
+    out = {name: verdict([c["status"] for c in report.get("checks", []) if c["name"].startswith(name + "/")]
+                         + errored)
+           for name in report.get("providers", {})}
     for name in report.get("skipped_providers", {}):
         out[name] = "skipped"
     return out
+
+
+def run_verdict(validations: dict[str, dict[str, Any]]) -> str:
+    """The run's verdict over its profiles' reports, or ``not validated``."""
+    from runtime_checks.gate import verdict
+
+    return verdict(v.get("status", "error") for v in validations.values()) if validations else "not validated"
 
 
 def overview(manifest: dict[str, Any], exports: dict[str, dict[str, Any]],

@@ -147,7 +147,8 @@ def test_the_one_handler_turns_every_exception_into_one_line_and_a_code():
         return demo
 
     cases = [(DataError("no data\nat all"), 2, "error: no data at all"),
-             (SystemExit(3), 2, "error: the model code called sys.exit(3) during demo"),
+             (SystemExit(3), 2, "error: the model code called sys.exit(3) during demo; a model factory or "
+                                "forward must return or raise, not exit the process"),
              (KeyError("k"), 2, "error: KeyError: 'k'"),
              (KeyboardInterrupt(), 130, "interrupted (Ctrl-C): stopped; no half-written file is left"),
              (Terminated(), 143, "terminated (SIGTERM): stopped; no half-written file is left"),

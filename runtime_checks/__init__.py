@@ -1,10 +1,10 @@
 """runtime_checks: validate an exported ONNX model in onnxruntime and gate its deployment.
 
-Needs only an ``.onnx`` file and data (numpy + onnxruntime; onnx for graph surgery); importing it never imports
-torch. ``validate(model, data, config=None, **settings)`` returns a :class:`Report`; ``Report.exit_code`` is 0
-passed, 1 failed, 2 error; :class:`ValidateConfig` holds the settings. The names below are loaded on first use
-(PEP 562), so ``runtime_checks.config`` and ``runtime_checks.gate`` (what ``sgsc validate --help`` and
-``sgsc config`` read) cost neither onnx nor onnxruntime.
+Needs only an ``.onnx`` file and data (numpy + onnxruntime; onnx for graph surgery); importing it never
+imports torch. ``validate(model, data, config=None, **settings)`` returns a :class:`Report`;
+``Report.exit_code`` is 0 passed, 1 failed, 2 error; :class:`ValidateConfig` holds the settings. The names
+below are loaded on first use (PEP 562), so ``runtime_checks.config`` and ``runtime_checks.gate`` (what ``sgsc
+validate --help`` and ``sgsc config`` read) cost neither onnx nor onnxruntime.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# accuracy and language_model import each other; accuracy first resolves the cycle (numpy only, no onnxruntime)
+# accuracy and language_model import each other; accuracy first resolves the cycle (numpy only, no
+# onnxruntime)
 from runtime_checks import accuracy as _accuracy  # noqa: F401
 
 _EXPORTS = {

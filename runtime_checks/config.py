@@ -1,13 +1,13 @@
 """``ValidateConfig``: every setting of one validation, one typed dataclass (thresholds and session settings).
 
 What ``validate(model, data, ...)`` is asked to do, apart from its inputs (the model, the data, a per-layer
-reference, which may be in-memory activations) and the test hook ``available_providers``: those stay arguments.
-The thresholds are flat fields that reuse ``Thresholds``' own (help, range), so that the command line, the
-pipeline's ``PipelineConfig`` and this config share one description of each, and ``thresholds`` builds the gate's
-``Thresholds`` from them. Every range is checked by ``sgsc_export.config.check_ranges`` in ``__post_init__``
-(a ``ConfigError``, which is a ``ValueError``, naming the field and its range). Provider and optimisation level
-names are checked here too, before anything runs. JSON-serialisable with a version field. Imports neither click
-nor numpy nor onnxruntime: ``sgsc validate --help`` and ``sgsc config`` read it.
+reference, which may be in-memory activations) and the test hook ``available_providers``: those stay
+arguments. The thresholds are flat fields that reuse ``Thresholds``' own (help, range), so that the command
+line, the pipeline's ``PipelineConfig`` and this config share one description of each, and ``thresholds``
+builds the gate's ``Thresholds`` from them. Every range is checked by ``sgsc_export.config.check_ranges`` in
+``__post_init__`` (a ``ConfigError``, which is a ``ValueError``, naming the field and its range). Provider and
+optimisation level names are checked here too, before anything runs. JSON-serialisable with a version field.
+Imports neither click nor numpy nor onnxruntime: ``sgsc validate --help`` and ``sgsc config`` read it.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ class ValidateConfig:
 
     providers: tuple[str, ...] = option(("cpu",), "Comma list of onnxruntime providers: cpu, cuda, tensorrt.")
     require_providers: bool = option(False, "A requested provider that is unavailable is an error.")
-    opt_levels: tuple[str, ...] = option(("disabled", "all"), "Comma list of onnxruntime optimisation levels: "
+    opt_levels: tuple[str, ...] = option(("disabled", "all"),
+                                         "Comma list of onnxruntime optimisation levels: "
                                          "disabled, basic, extended, all.")
     max_accuracy_drop: float = reuse(Thresholds, "max_accuracy_drop")
     min_agreement: float = reuse(Thresholds, "min_agreement")
@@ -47,11 +48,13 @@ class ValidateConfig:
     latency: bool = option(True, "Measure latency (batch 1 and 64).")
     threads: int = option(1, f"onnxruntime intra-op threads (fixed for latency), in [1, {MAX_THREADS}].",
                           Range(1, MAX_THREADS, integer=True))
-    batch_sizes: tuple[int, ...] = option((1, 64), f"Latency batch sizes, comma list, each in [1, {MAX_BATCH}].")
+    batch_sizes: tuple[int, ...] = option((1, 64),
+                                          f"Latency batch sizes, comma list, each in [1, {MAX_BATCH}].")
     batch_size: int = option(256, "Samples per onnxruntime run while evaluating.",
                              Range(1, 1_000_000, integer=True))
     safe_session_options: bool = option(True, "Apply the workarounds for known onnxruntime traps.")
-    layer_samples: int = option(256, "Samples compared per layer under layers.", Range(1, 1_000_000, integer=True))
+    layer_samples: int = option(256, "Samples compared per layer under layers.", Range(1, 1_000_000,
+                                                                                       integer=True))
     version: int = field(default=VALIDATE_CONFIG_VERSION)
 
     def __post_init__(self) -> None:
@@ -65,8 +68,8 @@ class ValidateConfig:
             object.__setattr__(self, name, tuple(value))
         _names("providers", self.providers, PROVIDER_NAMES, "provider", "executionprovider")
         _names("opt_levels", self.opt_levels, OPT_LEVEL_NAMES, "optimisation level")
-        object.__setattr__(self, "batch_sizes", tuple(check_range("batch_sizes", b, 1, MAX_BATCH, integer=True)
-                                                      for b in self.batch_sizes))
+        sizes = tuple(check_range("batch_sizes", b, 1, MAX_BATCH, integer=True) for b in self.batch_sizes)
+        object.__setattr__(self, "batch_sizes", sizes)
         for name in ("require_providers", "layers", "latency", "safe_session_options"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be true or false")
@@ -105,4 +108,5 @@ def _names(name: str, values: tuple[str, ...], allowed: tuple[str, ...], what: s
     for raw in values:
         text = raw.strip().lower() if isinstance(raw, str) else None
         if text is None or (text not in allowed and text.removesuffix(suffix) not in allowed):
-            raise ConfigError(f"{name}={list(values)!r}: unknown {what} {raw!r}; choose from {', '.join(allowed)}")
+            raise ConfigError(f"{name}={list(values)!r}: unknown {what} {raw!r}; choose from "
+                              f"{', '.join(allowed)}")

@@ -28,28 +28,31 @@ EXIT_CODES = {"passed": 0, "failed": 1, "error": 2}
 
 @dataclass(frozen=True)
 class Thresholds:
-    """What the gate allows; each field's range is its metadata, checked by ``check_ranges`` (one place for the
-    gate, ``ValidateConfig`` and the pipeline's config). ``None``: ``max_perplexity_ratio`` is the default
+    """What the gate allows; each field's range is its metadata, checked by ``check_ranges`` (one place for
+    the gate, ``ValidateConfig`` and the pipeline's config). ``None``: ``max_perplexity_ratio`` is the default
     (1.05, language models only), ``max_logit_diff`` is derived from the file's profile."""
 
-    max_accuracy_drop: float = option(1.0, "Largest accuracy drop against the float model, percentage points, "
+    max_accuracy_drop: float = option(1.0,
+                                      "Largest accuracy drop against the float model, percentage points, "
                                       "per split.", Range(0.0, 100.0))
-    min_agreement: float = option(0.99, "Smallest top-1 agreement with the PyTorch reference.", Range(0.0, 1.0))
-    max_layer_error_steps: float = option(1.0, "With --layers: largest per-layer error in quantisation steps.",
+    min_agreement: float = option(0.99, "Smallest top-1 agreement with the PyTorch reference.",
+                                  Range(0.0, 1.0))
+    max_layer_error_steps: float = option(1.0,
+                                          "With --layers: largest per-layer error in quantisation steps.",
                                           Range(0.0, _LARGE))
     max_perplexity_ratio: float | None = option(
         None, "Language models: largest perplexity over the float model's, per split (default 1.05).",
         Range(1.0, _LARGE))
     max_logit_diff: float | None = option(
-        None, "Largest |Δlogit| against the PyTorch reference (default: derived from the file's profile, see "
-        "docs/REPORT.md).", Range(0.0, _LARGE))
+        None, "Largest |Δlogit| against the PyTorch reference (default: derived from the file's profile, "
+        "see docs/REPORT.md).", Range(0.0, _LARGE))
 
     def __post_init__(self) -> None:
         check_ranges(self)
 
     def to_dict(self) -> dict:
-        """The thresholds; ``max_perplexity_ratio`` (language models only) and ``max_logit_diff`` (else derived
-        per check) only when set."""
+        """The thresholds; ``max_perplexity_ratio`` (language models only) and ``max_logit_diff`` (else
+        derived per check) only when set."""
         optional = ("max_perplexity_ratio", "max_logit_diff")
         return {k: v for k, v in asdict(self).items() if k not in optional or v is not None}
 
@@ -72,11 +75,13 @@ class CheckResult:
         return self.status == "passed"
 
     @classmethod
-    def ok(cls, name: str, reason: str, value: float | None = None, threshold: float | None = None) -> CheckResult:
+    def ok(cls, name: str, reason: str, value: float | None = None,
+           threshold: float | None = None) -> CheckResult:
         return cls(name, "passed", reason, value, threshold)
 
     @classmethod
-    def fail(cls, name: str, reason: str, value: float | None = None, threshold: float | None = None) -> CheckResult:
+    def fail(cls, name: str, reason: str, value: float | None = None,
+             threshold: float | None = None) -> CheckResult:
         return cls(name, "failed", reason, value, threshold)
 
     @classmethod
@@ -89,7 +94,8 @@ class CheckResult:
 
 def perplexity_check(prefix: str, result: SplitResult, baseline: float | None, baseline_name: str,
                      thresholds: Thresholds) -> CheckResult:
-    """A language model's perplexity over ``baseline`` (the float model's), against ``max_perplexity_ratio``."""
+    """A language model's perplexity over ``baseline`` (the float model's), against
+    ``max_perplexity_ratio``."""
     name = f"{prefix}/perplexity_ratio"
     limit = thresholds.max_perplexity_ratio or DEFAULT_PERPLEXITY_RATIO
     ppl = result.metrics.get("perplexity")
@@ -104,8 +110,8 @@ def perplexity_check(prefix: str, result: SplitResult, baseline: float | None, b
 
 @dataclass(frozen=True)
 class LogitTolerance:
-    """The derived threshold of one split's logit-parity check and how it was derived; ``threshold`` is ``None``
-    when there is no PyTorch reference (``reason`` says so)."""
+    """The derived threshold of one split's logit-parity check and how it was derived; ``threshold`` is
+    ``None`` when there is no PyTorch reference (``reason`` says so)."""
 
     threshold: float | None
     reason: str
@@ -113,8 +119,8 @@ class LogitTolerance:
 
 def logit_parity_check(prefix: str, result: SplitResult, tolerance: LogitTolerance,
                        thresholds: Thresholds) -> CheckResult:
-    """The largest |Δlogit| against the PyTorch reference (every class, every real position of a language model)
-    against ``max_logit_diff`` when set, else the derived ``tolerance``."""
+    """The largest |Δlogit| against the PyTorch reference (every class, every real position of a language
+    model) against ``max_logit_diff`` when set, else the derived ``tolerance``."""
     name = f"{prefix}/logit_parity"
     if result.n == 0:
         return CheckResult.skip(name, f"the {result.split} split is empty")
@@ -158,7 +164,8 @@ def split_checks(prefix: str, result: SplitResult, baseline: float | None, basel
         checks.append(CheckResult.skip(name, "no reference logits"))
     else:
         shown = ", ".join(map(str, parity.flipped[:20])) + (" …" if len(parity.flipped) > 20 else "")
-        text = (f"top-1 agreement with {parity.reference} {parity.agreement:.4f} (min {thresholds.min_agreement}); "
+        text = (f"top-1 agreement with {parity.reference} {parity.agreement:.4f} (min "
+                f"{thresholds.min_agreement}); "
                 f"{len(parity.flipped)} flipped" + (f": [{shown}]" if parity.flipped else ""))
         make = CheckResult.ok if parity.agreement >= thresholds.min_agreement else CheckResult.fail
         checks.append(make(name, text, parity.agreement, thresholds.min_agreement))
@@ -178,9 +185,9 @@ def layer_check(worst_layer: str | None, worst_steps: float | None, thresholds: 
 
 
 def verdict(statuses: Iterable[str]) -> str:
-    """The one verdict of many statuses (checks' passed / failed / skipped, or reports' and providers' verdicts):
-    ``error`` if any is an error; else ``failed`` if any failed; else ``passed`` if at least one passed; else
-    ``error`` (nothing was evaluated: fail closed)."""
+    """The one verdict of many statuses (checks' passed / failed / skipped, or reports' and providers'
+    verdicts): ``error`` if any is an error; else ``failed`` if any failed; else ``passed`` if at least one
+    passed; else ``error`` (nothing was evaluated: fail closed)."""
     statuses = set(statuses)
     if "error" in statuses:
         return "error"

@@ -1,9 +1,10 @@
 """Typed, validated configuration of one compression run, serialisable to JSON with a version field.
 
 Each field carries its own description in its metadata: ``help`` (the text of its command-line option) and
-``range`` (a :class:`Range`). ``check_ranges`` is the one place a range is checked, for this config and for the
-configs that reuse its fields (the pipeline's, through :func:`reuse`; the runtime checks' ``ValidateConfig``), so
-a bound and its error message are written once. Torch-free: the CLI builds its options from it at ``--help``.
+``range`` (a :class:`Range`). ``check_ranges`` is the one place a range is checked, for this config and for
+the configs that reuse its fields (the pipeline's, through :func:`reuse`; the runtime checks'
+``ValidateConfig``), so a bound and its error message are written once. Torch-free: the CLI builds its options
+from it at ``--help``.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ def check_range(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = 
 @dataclass(frozen=True)
 class Range:
     """The allowed values of a numeric field: ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``), integers with
-    ``integer``. ``hi_field`` names a field of the same config that lowers the upper bound (``init_bits`` is at
-    most ``max_bits``); a config without that field keeps ``hi``."""
+    ``integer``. ``hi_field`` names a field of the same config that lowers the upper bound (``init_bits`` is
+    at most ``max_bits``); a config without that field keeps ``hi``."""
 
     lo: float
     hi: float
@@ -92,8 +93,8 @@ def from_known_keys(config: type, d: dict[str, Any], what: str = "config") -> An
 
 
 def check_ranges(config: Any) -> None:
-    """Check every field of ``config`` that has a ``range`` (``None`` is "unset" and passes), storing the plain
-    ``int``/``float`` back (frozen dataclasses too)."""
+    """Check every field of ``config`` that has a ``range`` (``None`` is "unset" and passes), storing the
+    plain ``int``/``float`` back (frozen dataclasses too)."""
     for f in dataclasses.fields(config):
         bounds, value = f.metadata.get("range"), getattr(config, f.name)
         if bounds is not None and value is not None:
@@ -113,20 +114,20 @@ class CompressConfig:
 
     Quantiser: every channel starts at ``init_bits`` (a few bits, not 32: at 32 nothing can reach zero and
     nothing is ever pruned) and is kept in ``[0, max_bits]``. ``b`` and ``e`` train with Adam at ``lr_bits``,
-    ``eps_bits`` (the self-compression paper's 0.5 and 1e-3) and no weight decay (``e`` at ``lr_exponent`` when
-    set); weights at ``lr``, decayed along a cosine to ``lr · lr_min_factor`` over the compression steps, and
-    again over the fine-tune steps.
+    ``eps_bits`` (the self-compression paper's 0.5 and 1e-3) and no weight decay (``e`` at ``lr_exponent``
+    when set); weights at ``lr``, decayed along a cosine to ``lr · lr_min_factor`` over the compression
+    steps, and again over the fine-tune steps.
 
     With ``learn_bits`` False the bit-depths stay at ``init_bits`` (uniform quantisation-aware training with a
     learned per-channel exponent: the benchmark's fixed-bit baseline); nothing reaches zero bits, nothing is
     pruned.
 
-    Objective: task loss + ``gamma`` · Q + ``lam`` · task loss on a preservation batch; γ ramps up linearly over
-    the first ``gamma_warmup`` fraction of the compression steps.
+    Objective: task loss + ``gamma`` · Q + ``lam`` · task loss on a preservation batch; γ ramps up linearly
+    over the first ``gamma_warmup`` fraction of the compression steps.
 
     Restore: every ``restore_every`` steps the preservation accuracy is measured; when it is more than
-    ``restore_tolerance`` below its best, ``restore_fraction`` of the zero-bit channels of the layers that lost
-    channels since the best are revived at ``restore_bits``.
+    ``restore_tolerance`` below its best, ``restore_fraction`` of the zero-bit channels of the layers that
+    lost channels since the best are revived at ``restore_bits``.
     """
 
     steps: int = option(2000, "Compression steps.", _INT_STEPS)
@@ -154,7 +155,8 @@ class CompressConfig:
     restore_fraction: float = option(0.25, "Fraction of the zero-bit channels a restore revives.", _FRACTION)
     restore_bits: float = option(2.0, "Bit-depth of a revived channel.",
                                  Range(0.0, MAX_BITS, lo_open=True, hi_field="max_bits"))
-    finetune_steps: int = option(0, "Steps with bits frozen, after compression.", Range(0, MAX_STEPS, integer=True))
+    finetune_steps: int = option(0, "Steps with bits frozen, after compression.",
+                                 Range(0, MAX_STEPS, integer=True))
     prune_every: int = option(200, "Steps between removals of zero-bit channels.", _INT_STEPS)
     float_epochs: int = option(20, "Epochs of float reference training.", Range(0, 100_000, integer=True))
     float_lr: float = option(2e-3, "Learning rate of float reference training.", _POSITIVE_LR)
@@ -162,7 +164,8 @@ class CompressConfig:
                                            Range(1, 10_000_000, integer=True))
     preservation_budget: tuple[float, float, float] = option(
         (1 / 3, 1 / 3, 1 / 3), "Shares of the preservation set: uncertainty, saliency, diversity.")
-    checkpoint_every: int = option(500, "Steps between checkpoints (what --resume continues from).", _INT_STEPS)
+    checkpoint_every: int = option(500, "Steps between checkpoints (what --resume continues from).",
+                                   _INT_STEPS)
     exclude: tuple[str, ...] = option((), "Layer names to keep in float.")
     seed: int = option(0, "Seed: same seed, same artifact.", Range(0, SEED_MAX, integer=True))
     version: int = field(default=CONFIG_VERSION)

@@ -6,10 +6,11 @@ torch, onnx nor onnxruntime. Every command is a :class:`Command`, whose ``make_c
 ``ClickException``, carrying the exit code):
 
 - an ``SGSCError``: one line ``error: …``, its ``exit_code`` (2); a usage error: one line, exit code 2;
-- ``sys.exit`` in a user's model code: the ``ModelError`` of ``sgsc_export.errors.user_code_exit``, exit code 2
-  (a model never decides the exit code; the commands end through ``Failure``/``finish``, never ``sys.exit``);
-- Ctrl-C: exit code 130, SIGTERM (:class:`Terminated`): 143, each one line; every file is written through a temp
-  file, so neither leaves a half-written one. A command may say how to continue (:class:`Interrupted`);
+- ``sys.exit`` in a user's model code: the ``ModelError`` of ``sgsc_export.errors.user_code_exit``, exit code
+  2 (a model never decides the exit code; the commands end through ``Failure``/``finish``, never
+  ``sys.exit``);
+- Ctrl-C: exit code 130, SIGTERM (:class:`Terminated`): 143, each one line; every file is written through a
+  temp file, so neither leaves a half-written one. A command may say how to continue (:class:`Interrupted`);
 - any other exception: one line naming its type, exit code 2 (never a traceback);
 - a failed gate: exit code 1, after the command printed its verdict (``finish``).
 
@@ -70,7 +71,8 @@ class Interrupted(KeyboardInterrupt):
 
 
 class Terminated(Interrupted):
-    """SIGTERM, raised where the process is, like Ctrl-C: every writer removes its temp file. Exit code 143."""
+    """SIGTERM, raised where the process is, like Ctrl-C: every writer removes its temp file. Exit code
+    143."""
 
     exit_code = 143
 
@@ -102,7 +104,8 @@ def _one_handler(stage: str) -> Iterator[None]:
         raise
     except click.UsageError as exc:  # a bad flag or value: one line too, not click's three
         where = exc.ctx.command_path if exc.ctx is not None else "sgsc"
-        raise Failure(f"{' '.join(exc.format_message().split())} (see `{where} --help`)", exc.exit_code) from None
+        raise Failure(f"{' '.join(exc.format_message().split())} (see `{where} --help`)",
+                      exc.exit_code) from None
     except click.ClickException:
         raise
     except KeyboardInterrupt as exc:  # Ctrl-C (130) or SIGTERM (143), instead of click's `Aborted!` and 1
@@ -111,8 +114,8 @@ def _one_handler(stage: str) -> Iterator[None]:
         message = getattr(exc, "message", None) or f"{what}: stopped; no half-written file is left"
         raise Failure(message, code, prefix="") from None
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - one line, never a traceback
-        raise Failure(describe(exc, stage), getattr(exc, "exit_code", 2) if isinstance(exc, SGSCError) else 2) \
-            from None
+        code = getattr(exc, "exit_code", 2) if isinstance(exc, SGSCError) else 2
+        raise Failure(describe(exc, stage), code) from None
 
 
 def _on_sigterm(signum, frame) -> None:
@@ -121,7 +124,8 @@ def _on_sigterm(signum, frame) -> None:
 
 @contextlib.contextmanager
 def _sigterm_raises() -> Iterator[None]:
-    """SIGTERM raises ``Terminated`` while a command runs (main thread only), then the previous handler is back."""
+    """SIGTERM raises ``Terminated`` while a command runs (main thread only), then the previous handler is
+    back."""
     previous = None
     if threading.current_thread() is threading.main_thread():
         with contextlib.suppress(ValueError, OSError):

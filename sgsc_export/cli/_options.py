@@ -1,10 +1,10 @@
-"""Click options made from config fields: each field's metadata (``help``, ``range``) is its option's help text
-and bounds, so ``sgsc compress``, ``sgsc validate`` and ``sgsc pipeline`` never restate them.
+"""Click options made from config fields: each field's metadata (``help``, ``range``) is its option's help
+text and bounds, so ``sgsc compress``, ``sgsc validate`` and ``sgsc pipeline`` never restate them.
 
 Not a command: the helper the command modules share. The option's type follows the field's annotation (int,
-float, a flag for bool, text for a tuple); ``bounded=True`` turns the field's range into a ``click.IntRange`` /
-``FloatRange`` (a command whose bad values are usage errors today); without it the config's ``__post_init__``
-checks the value, with its message naming the field.
+float, a flag for bool, text for a tuple); ``bounded=True`` turns the field's range into a ``click.IntRange``
+/ ``FloatRange`` (a command whose bad values are usage errors today); without it the config's
+``__post_init__`` checks the value, with its message naming the field.
 """
 
 from __future__ import annotations
@@ -46,8 +46,9 @@ def _click_type(f: dataclasses.Field, bounded: bool) -> Any:
 
 def field_option(f: dataclasses.Field, *decls: str, bounded: bool = False, help_suffix: str = "",
                  **kwargs: Any) -> Callable:
-    """``click.option`` for field ``f`` (declared as ``--field-name`` unless ``decls`` are given), storing into
-    the parameter named like the field; ``kwargs`` go to ``click.option`` (``default``, ``metavar``, …)."""
+    """``click.option`` for field ``f`` (declared as ``--field-name`` unless ``decls`` are given), storing
+    into the parameter named like the field; ``kwargs`` go to ``click.option`` (``default``, ``metavar``,
+    …)."""
     kwargs.setdefault("help", f.metadata["help"] + help_suffix)
     if kind(f) == "bool" and "type" not in kwargs:
         kwargs.setdefault("is_flag", True)

@@ -3,8 +3,8 @@
 The compression options are made from ``CompressConfig``'s fields (``_COMPRESSION``: which of them the command
 offers); a value left unset takes the data set's preset (``sgsc_export.presets``), and every range is the
 config's own check, so a bad ``--gamma`` is the same one line here, in the pipeline and in the API. Before any
-work: an ``--out`` that would overwrite an input is refused, and the run directory's lock is taken (one sgsc run
-at a time). Torch is imported when the command runs, not when ``--help`` lists it.
+work: an ``--out`` that would overwrite an input is refused, and the run directory's lock is taken (one sgsc
+run at a time). Torch is imported when the command runs, not when ``--help`` lists it.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def _compression_options(fn):
 @click.option("--preservation-file", type=click.Path(path_type=Path),
               help="Text data sets: use this file's lines (e.g. the paper's hardest_examples.txt) as the "
                    "preservation set.")
-@click.option("--model", "model_spec", help="Your model: path/to/file.py:factory (default: built-in for the data "
+@click.option("--model", "model_spec",
+              help="Your model: path/to/file.py:factory (default: built-in for the data "
                                             "set).")
 @click.option("--weights", type=click.Path(path_type=Path),
               help="Float weights (state dict) for --model; skips float training.")

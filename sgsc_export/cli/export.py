@@ -1,8 +1,8 @@
 """``sgsc export``: a compressed artifact directory → one standard ONNX file, and its size table.
 
-Errors end through the CLI's one handler (``sgsc_export.cli``): one line, exit code 2, nothing written; a user's
-``sys.exit`` while the module is rebuilt or traced is a ``ModelError``. ``converters`` is imported when the
-command runs, except its profile list (``PROFILE_NAMES``, a cheap import) for ``--profile``'s choices.
+Errors end through the CLI's one handler (``sgsc_export.cli``): one line, exit code 2, nothing written; a
+user's ``sys.exit`` while the module is rebuilt or traced is a ``ModelError``. ``converters`` is imported when
+the command runs, except its profile list (``PROFILE_NAMES``, a cheap import) for ``--profile``'s choices.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ __all__ = ["export_cmd"]
               help="Your model file, as given to `sgsc compress --model`; its SHA-256 must equal the one the "
                    "artifact recorded. Not needed for a built-in model.")
 @click.option("--trust-model-code", is_flag=True,
-              help="Run the model file the artifact's manifest names (its SHA-256 is still checked). Only for "
-                   "artifacts you trust: it runs code.")
-def export_cmd(directory: str, profile: str, output: str, model_spec: str | None, trust_model_code: bool) -> None:
+              help="Run the model file the artifact's manifest names (its SHA-256 is still checked). Only "
+                   "for artifacts you trust: it runs code.")
+def export_cmd(directory: str, profile: str, output: str, model_spec: str | None,
+               trust_model_code: bool) -> None:
     """Export the compressed artifact DIRECTORY to one standard ONNX file and print its size table.
 
     An artifact never runs code by itself: a user's model file runs only when named with --model or trusted

@@ -1,6 +1,7 @@
 """What ``sgsc compress`` prints: the per-layer table of its manifest and the lines under it (accuracy or a
 language model's loss and perplexity, size, where the artifact is). Plain data in, text out: no torch, so the
-output is tested from a manifest alone; rows are rendered by the one text-table renderer, ``_tables.render_rows``.
+output is tested from a manifest alone; rows are rendered by the one text-table renderer,
+``_tables.render_rows``.
 """
 
 from __future__ import annotations

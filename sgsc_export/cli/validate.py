@@ -1,12 +1,12 @@
-"""``sgsc validate``: the deployment gate as a command. Exit codes: 0 passed, 1 a threshold failed, 2 the check
-could not run.
+"""``sgsc validate``: the deployment gate as a command. Exit codes: 0 passed, 1 a threshold failed, 2 the
+check could not run.
 
 Its settings are ``runtime_checks.ValidateConfig``'s fields: the options are made from their metadata (help,
 defaults; ``--threads``' range as a ``click.IntRange``, as it always was a usage error), and the config checks
 every value before anything runs. Only the options whose command-line form differs from the field are written
 out here (``--no-latency``, ``--unsafe-session-options``, ``--batch-sizes``). On any error, the requested
-report files are replaced by an error report (or removed), so that no file at these paths says "passed" after a
-run that exited 2; the line and the exit code come from the CLI's one handler. Imports neither onnx nor
+report files are replaced by an error report (or removed), so that no file at these paths says "passed" after
+a run that exited 2; the line and the exit code come from the CLI's one handler. Imports neither onnx nor
 onnxruntime until the command runs.
 """
 
@@ -66,7 +66,8 @@ def _settings(fn):
         field_option(f["max_logit_diff"], default=None, metavar="X"),
         field_option(f["layers"]),
         click.option("--layer-reference", metavar="REF.onnx", type=click.Path(dir_okay=False),
-                     help="With --layers: a reference ONNX model (default: the artifact's float weights, or the "
+                     help="With --layers: a reference ONNX model (default: the artifact's float weights, or "
+                          "the "
                           "model's own dequantized weights)."),
         click.option("--report", "report_path", metavar="report.json", help="Write the JSON report here."),
         click.option("--markdown", "markdown_path", metavar="PATH", help="Write a Markdown summary here."),
@@ -75,7 +76,8 @@ def _settings(fn):
         field_option(f["threads"], bounded=True, default=1, **shown),
         click.option("--no-latency", is_flag=True, help="Skip the latency measurement."),
         click.option("--unsafe-session-options", is_flag=True,
-                     help="Do not apply the workarounds for known onnxruntime traps (to reproduce its defaults)."),
+                     help="Do not apply the workarounds for known onnxruntime traps (to reproduce its "
+                          "defaults)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -92,7 +94,8 @@ def _settings(fn):
 def validate_cmd(model: str, run_dir: str | None, data_spec: str | None, layer_reference: str | None,
                  report_path: str | None, markdown_path: str | None, junit_path: str | None, no_latency: bool,
                  unsafe_session_options: bool, providers: str, opt_levels: str, **settings) -> None:
-    """Validate MODEL.onnx in onnxruntime and gate it: exit 0 passed, 1 a threshold failed, 2 could not run."""
+    """Validate MODEL.onnx in onnxruntime and gate it: exit 0 passed, 1 a threshold failed, 2 could not
+    run."""
     paths = (report_path, markdown_path, junit_path)
     inputs = {"the model": model, "--layer-reference": layer_reference,
               "--data's file": data_spec[4:] if data_spec and data_spec.startswith("npz:") else None}
@@ -129,7 +132,8 @@ def _run(model: str, run_dir: str | None, data_spec: str | None, config: Validat
     return validate(model, data, config, layer_reference=layer_reference)
 
 
-def _write_reports(report: Report, json_path: str | None, md_path: str | None, junit_path: str | None) -> None:
+def _write_reports(report: Report, json_path: str | None, md_path: str | None,
+                   junit_path: str | None) -> None:
     """All the requested files, or none (``write_atomic_many``: every temp file first, then the renames)."""
     items = [(path, render()) for path, render in ((json_path, report.to_json), (md_path, report.to_markdown),
                                                    (junit_path, report.to_junit)) if path]
@@ -165,7 +169,8 @@ def _print_summary(report: Report) -> None:
             agreement = f"{parity.agreement:.4f}, {len(parity.flipped)} flipped" if parity else "no reference"
             acc = f"{summary.accuracy:.4f}" if summary.accuracy is not None else "-"
             lm = summary.metrics
-            extra = (f"  loss {lm['loss']:.4f}  perplexity {lm['perplexity']:.4f}" if "perplexity" in lm else "")
+            extra = (f"  loss {lm['loss']:.4f}  perplexity {lm['perplexity']:.4f}" if "perplexity" in lm
+                     else "")
             print(f"{name:9s} {split:12s} accuracy {acc}  agreement {agreement}{extra}", file=out)
     if report.layers and report.layers.worst:
         worst = report.layers.worst

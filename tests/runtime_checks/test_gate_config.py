@@ -49,7 +49,8 @@ def test_bad_values_name_the_field_and_range(changes, message):
 
 
 def test_provider_names_as_onnxruntime_spells_them():
-    assert ValidateConfig(providers=("CPUExecutionProvider", "CUDA")).providers == ("CPUExecutionProvider", "CUDA")
+    names = ("CPUExecutionProvider", "CUDA")
+    assert ValidateConfig(providers=names).providers == names
 
 
 def test_from_kwargs_takes_validates_keyword_arguments():

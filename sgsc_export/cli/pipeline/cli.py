@@ -2,9 +2,9 @@
 
 The options are made from ``PipelineConfig``'s fields, so every option has its config key and environment
 variable by construction, and its help is the config's (itself reused from ``CompressConfig`` and
-``ValidateConfig``). Values are read as text and converted by ``config.coerce``: a bad value from any source is
-one line ``error: …`` and exit 2, from the CLI's one handler. Ctrl-C says how to continue (an ``Interrupted``
-with that line).
+``ValidateConfig``). Values are read as text and converted by ``config.coerce``: a bad value from any source
+is one line ``error: …`` and exit 2, from the CLI's one handler. Ctrl-C says how to continue (an
+``Interrupted`` with that line).
 """
 
 from __future__ import annotations
@@ -75,8 +75,8 @@ def config_file(path: Path | None) -> Path | None:
 def pipeline_cmd(ctx: click.Context, config_path: Path | None, print_config: bool, **params) -> None:
     """Compress, export (each profile), validate and report, in one run directory OUT.
 
-    Precedence: command line > environment (SGSC_*) > config file > defaults. A stage whose inputs and config are
-    unchanged is reused; --force redoes it. Ctrl-C keeps the last complete checkpoint; --resume continues.
+    Precedence: command line > environment (SGSC_*) > config file > defaults. A stage whose inputs and config
+    are unchanged is reused; --force redoes it. Ctrl-C keeps the last complete checkpoint; --resume continues.
     Exit code: 0 every gate passed, 1 a threshold failed, 2 error, 130 Ctrl-C, 143 SIGTERM. One run at a time
     holds OUT (a second one is refused).
     """

@@ -3,8 +3,8 @@
 Each field is a command-line option (``--float-epochs``), a config-file key (``float_epochs = 3`` in
 ``sgsc.toml``) and an environment variable (``SGSC_FLOAT_EPOCHS=3``). The command line wins over the
 environment, the environment over the file, the file over the defaults. Compression settings left unset
-(``None``) take the data set's preset (``sgsc_export.presets``). Torch-free: ``sgsc config`` and ``--help`` stay
-fast.
+(``None``) take the data set's preset (``sgsc_export.presets``). Torch-free: ``sgsc config`` and ``--help``
+stay fast.
 
 It composes the other two configs rather than restating them: the compression and validation fields are
 ``reuse``d from ``CompressConfig`` and ``ValidateConfig`` (their help and range), ``check_ranges`` checks them
@@ -40,7 +40,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["ENV_PREFIX", "PROFILES", "PipelineConfig", "env_name", "load_toml", "option_name", "resolve_config",
+__all__ = ["ENV_PREFIX", "PROFILES", "PipelineConfig", "env_name", "load_toml", "option_name",
+           "resolve_config",
            "to_toml"]
 
 ENV_PREFIX = "SGSC_"
@@ -67,11 +68,13 @@ class PipelineConfig:
     # inputs
     dataset: str = option("digits", "digits | mnist | npz:PATH", group="input")
     data_dir: str | None = option(None, "Directory of the data set's files (mnist).", group="input")
-    model: str | None = option(None, "Your model: path/to/file.py:factory (default: built-in for the data set).",
+    model: str | None = option(None,
+                               "Your model: path/to/file.py:factory (default: built-in for the data set).",
                                group="input")
     weights: str | None = option(None, "Float weights (state dict) for --model; skips float training.",
                                  group="input")
-    out: str | None = option(None, "Run directory: artifact, ONNX files, validation and report.", group="input")
+    out: str | None = option(None, "Run directory: artifact, ONNX files, validation and report.",
+                             group="input")
     # compression (None: the data set's preset)
     steps: int | None = _compress("steps")
     finetune_steps: int | None = _compress("finetune_steps")
@@ -102,7 +105,8 @@ class PipelineConfig:
     threads: int = _validate("threads")
     # run control
     report: bool = option(True, "Write report.html and report.md with their pictures.", group="run")
-    force: bool = option(False, "Redo every stage, even when its inputs and config are unchanged.", group="run")
+    force: bool = option(False, "Redo every stage, even when its inputs and config are unchanged.",
+                         group="run")
     resume: bool = option(False, "Continue an interrupted compression from OUT/checkpoints/last.pt.",
                           group="run")
     quiet: bool = option(False, "No progress bar.", group="run")
@@ -171,7 +175,8 @@ def coerce(key: str, value: Any, source: str) -> Any:
             return value
     except ValueError:
         pass
-    expected = {"int": "an integer", "float": "a number", "bool": "true or false", "list": "a list of strings "
+    expected = {"int": "an integer", "float": "a number", "bool": "true or false",
+                "list": "a list of strings "
                 "(a comma list in the environment)", "str": "a string"}[kind]
     raise ConfigError(f"{source}={value!r}: expected {expected}")
 
@@ -194,7 +199,8 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         data = data["pipeline"]
     unknown = sorted(set(data) - set(_FIELDS))
     if unknown:
-        raise ConfigError(f"config file {p}: unknown key(s) {unknown}; `sgsc config --print-defaults` lists them")
+        raise ConfigError(f"config file {p}: unknown key(s) {unknown}; `sgsc config --print-defaults` lists "
+                          f"them")
     return {key: coerce(key, value, f"{p}: {key}") for key, value in data.items()}
 
 
@@ -229,7 +235,8 @@ def _toml_value(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def to_toml(config: PipelineConfig, sources: Mapping[str, str] | None = None, *, fill_preset: bool = True) -> str:
+def to_toml(config: PipelineConfig, sources: Mapping[str, str] | None = None, *,
+            fill_preset: bool = True) -> str:
     """The config as ``sgsc.toml`` text that ``load_toml`` reads back; unset paths are commented out.
 
     With ``fill_preset``, compression values left to the preset are written with the preset's value.

@@ -1,13 +1,14 @@
-"""``run_pipeline``: compress → export (each profile) → validate (each profile) → report, in one run directory.
+"""``run_pipeline``: compress → export (each profile) → validate (each profile) → report, in one run
+directory.
 
-This module is part of the command line layer (DESIGN.md: the CLI is the one place that sees all three packages):
-it imports ``converters`` and ``runtime_checks`` inside the stage functions only, and ``sgsc_export/__init__``
-does not import it. Each stage is keyed by a content hash of its inputs and config (``cache.StageCache``) and is
-skipped, with a message, when the key and its outputs are unchanged.
+This module is part of the command line layer (DESIGN.md: the CLI is the one place that sees all three
+packages): it imports ``converters`` and ``runtime_checks`` inside the stage functions only, and
+``sgsc_export/__init__`` does not import it. Each stage is keyed by a content hash of its inputs and config
+(``cache.StageCache``) and is skipped, with a message, when the key and its outputs are unchanged.
 
-Layout of ``OUT``: the artifact itself (manifest.json, …, checkpoints/last.pt; ``sgsc export OUT`` works on it),
-``onnx/<profile>.onnx`` + ``.json`` (size table), ``validation/<profile>.json`` / ``.md`` / ``.junit.xml``,
-``report.html``, ``report.md``, ``figures/*.png``, and ``pipeline.json`` (the stage keys).
+Layout of ``OUT``: the artifact itself (manifest.json, …, checkpoints/last.pt; ``sgsc export OUT`` works on
+it), ``onnx/<profile>.onnx`` + ``.json`` (size table), ``validation/<profile>.json`` / ``.md`` /
+``.junit.xml``, ``report.html``, ``report.md``, ``figures/*.png``, and ``pipeline.json`` (the stage keys).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from sgsc_export.errors import ConfigError, user_code_exit
 
 __all__ = ["ARTIFACT_FILES", "PipelineResult", "StageRun", "run_pipeline"]
 
-ARTIFACT_FILES = ("manifest.json", "history.json", "model.safetensors", "quant.safetensors", "preservation.npz",
+ARTIFACT_FILES = ("manifest.json", "history.json", "model.safetensors", "quant.safetensors",
+                  "preservation.npz",
                   "eval.npz")
 Echo = Callable[[str], None]
 
@@ -52,7 +54,8 @@ class PipelineResult:
     out: Path
     config: PipelineConfig
     manifest: dict[str, Any]
-    exports: dict[str, dict[str, Any]] = field(default_factory=dict)      # profile → size table (+ path, sha256)
+    exports: dict[str, dict[str,
+                            Any]] = field(default_factory=dict)      # profile → size table (+ path, sha256)
     validations: dict[str, dict[str, Any]] = field(default_factory=dict)  # profile → report.json content
     stages: list[StageRun] = field(default_factory=list)
     report_html: Path | None = None
@@ -141,7 +144,8 @@ def _export(cfg: PipelineConfig, out: Path, cache: StageCache, profile: str) -> 
 
     t0 = time.perf_counter()
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    # the user named cfg.model (None: a built-in); its SHA-256 is checked against the manifest's before it runs
+    # the user named cfg.model (None: a built-in); its SHA-256 is checked against the manifest's before it
+    # runs
     result = export(out, onnx_path, profile=profile, model=cfg.model)
     table = {**result.table.to_dict(), "path": str(onnx_path.relative_to(out)), "sha256": result.sha256,
              "fused": result.fused}
@@ -243,17 +247,20 @@ def _run_locked(config: PipelineConfig, out: Path, echo: Echo) -> PipelineResult
 
 
 def _supersede(cache: StageCache, out: Path, name: str) -> list[Path]:
-    """Remove what stage ``name`` supersedes when it is redone or fails: the recorded outputs of the stages after it
-    (and its own, except compress's artifact, which stays until a new one replaces it), and the reports by name."""
+    """Remove what stage ``name`` supersedes when it is redone or fails: the recorded outputs of the stages
+    after it (and its own, except compress's artifact, which stays until a new one replaces it), and the
+    reports by name."""
     after = {"compress": lambda n: n != "compress",
              "export": lambda n: n in (name, f"validate:{name.partition(':')[2]}", "report"),
-             "validate": lambda n: n in (name, "report"), "report": lambda n: n == "report"}[name.partition(":")[0]]
+             "validate": lambda n: n in (name, "report"),
+             "report": lambda n: n == "report"}[name.partition(":")[0]]
     names = [n for n in cache.stages if after(n)]
     removed = cache.supersede(names)
     reports = [out / "report.html", out / "report.md"]
     for n in {*names, name}:
         if n.startswith("validate:"):
-            reports += [out / "validation" / f"{n.partition(':')[2]}.{ext}" for ext in ("json", "md", "junit.xml")]
+            profile = n.partition(":")[2]
+            reports += [out / "validation" / f"{profile}.{ext}" for ext in ("json", "md", "junit.xml")]
     if name == "compress" and (out / "validation").is_dir():
         reports += [p for p in (out / "validation").iterdir() if p.is_file()]
     for p in reports:

@@ -1,4 +1,5 @@
-"""The report's tables as rows of strings, from the run directory's JSON files; HTML and Markdown render them."""
+"""The report's tables as rows of strings, from the run directory's JSON files; HTML and Markdown render
+them."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def _kb(n: float) -> str:
 
 
 def provider_verdicts(report: dict[str, Any]) -> dict[str, str]:
-    """passed / failed / error per provider of one validation report (its checks are named ``provider/…``)."""
+    """passed / failed / error per provider of one validation report (its checks are named
+    ``provider/…``)."""
     from runtime_checks.gate import verdict
 
     errored = ["error"] if report.get("errors") or report.get("status") == "error" else []
@@ -50,8 +52,9 @@ def overview(manifest: dict[str, Any], exports: dict[str, dict[str, Any]],
     for profile, table in exports.items():
         verdicts = provider_verdicts(validations.get(profile, {}))
         gate = ", ".join(f"{p}: {v.upper()}" for p, v in verdicts.items()) or "not validated"
-        rows.append([f"ONNX file, {profile}", _kb(table["totals"]["float_onnx_bytes"]) + " (fp32, pruned)",
-                     f"{_kb(table['totals']['file_bytes'])} ({table['totals']['ratio_to_float_onnx']:.3f}×); {gate}"])
+        totals = table["totals"]
+        rows.append([f"ONNX file, {profile}", _kb(totals["float_onnx_bytes"]) + " (fp32, pruned)",
+                     f"{_kb(totals['file_bytes'])} ({totals['ratio_to_float_onnx']:.3f}×); {gate}"])
     if first is None:
         rows.append(["ONNX file", "-", "not exported"])
     return ["", "float", "compressed"], rows
@@ -69,8 +72,9 @@ def validation_table(validations: dict[str, dict[str, Any]]) -> Table:
             p50 = _f((lat.get("batch_1") or {}).get("p50"), ".3f")
             for level, splits in provider.get("opt_levels", {}).items():
                 for split, r in splits.items():
-                    rows.append([profile, name, verdicts.get(name, "?").upper(), level, split, str(r.get("n", "-")),
-                                 _f(r.get("accuracy")), _f(r.get("agreement")), str(len(r.get("flipped") or [])),
+                    rows.append([profile, name, verdicts.get(name, "?").upper(), level, split,
+                                 str(r.get("n", "-")), _f(r.get("accuracy")), _f(r.get("agreement")),
+                                 str(len(r.get("flipped") or [])),
                                  _f(r.get("max_abs_logit_diff"), ".3g"), p50])
         for name, reason in report.get("skipped_providers", {}).items():
             rows.append([profile, name, "SKIPPED", "-", "-", "-", "-", "-", "-", "-", reason])

@@ -1,52 +1,58 @@
 """The gate: thresholds → a list of checks, each passed / failed / skipped with its reason → one status.
 
 Status is ``error`` if anything could not run, else ``failed`` if any check failed, else ``passed``. It fails
-closed: a run in which no check was evaluated at all is an ``error``, never a pass.
+closed: a run in which no check was evaluated at all is an ``error``, never a pass. ``verdict`` is that rule,
+the one copy: the report, the pipeline's result, its summary and the HTML/Markdown report all call it. Imports
+neither numpy nor onnxruntime (``SplitResult`` is a type hint only), so ``ValidateConfig`` and the CLI's
+``--help`` can read ``Thresholds``' fields cheaply.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-from runtime_checks.accuracy import SplitResult
+from sgsc_export.config import Range, check_ranges, option
 
-__all__ = ["DEFAULT_PERPLEXITY_RATIO", "CheckResult", "LogitTolerance", "Thresholds", "decide", "layer_check",
-           "logit_parity_check", "perplexity_check", "split_checks"]
+if TYPE_CHECKING:
+    from runtime_checks.accuracy import SplitResult
+
+__all__ = ["DEFAULT_PERPLEXITY_RATIO", "EXIT_CODES", "CheckResult", "LogitTolerance", "Thresholds", "decide",
+           "exit_code", "layer_check", "logit_parity_check", "perplexity_check", "split_checks", "verdict"]
+
+_LARGE = 1e30  # a finite bound: infinity (and NaN) is never a threshold
+EXIT_CODES = {"passed": 0, "failed": 1, "error": 2}
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    """``max_accuracy_drop`` in percentage points (against the float model's accuracy, per split);
-    ``min_agreement`` as a fraction of samples whose top-1 equals the reference's; ``max_layer_error_steps`` the
-    largest per-layer error, in quantisation steps, allowed under ``layers=True``; ``max_perplexity_ratio`` the
-    largest perplexity of a language model over the float model's, per split (``None``: the default, 1.05);
-    ``max_logit_diff`` the largest |Δlogit| against the PyTorch reference (``None``: derived from the file's profile,
-    see :mod:`runtime_checks.logit_parity`)."""
+    """What the gate allows; each field's range is its metadata, checked by ``check_ranges`` (one place for
+    the gate, ``ValidateConfig`` and the pipeline's config). ``None``: ``max_perplexity_ratio`` is the default
+    (1.05, language models only), ``max_logit_diff`` is derived from the file's profile."""
 
-    max_accuracy_drop: float = 1.0
-    min_agreement: float = 0.99
-    max_layer_error_steps: float = 1.0
-    max_perplexity_ratio: float | None = None  # language models: None → DEFAULT_PERPLEXITY_RATIO
-    max_logit_diff: float | None = None  # None → derived per file and split (logit_parity)
+    max_accuracy_drop: float = option(1.0,
+                                      "Largest accuracy drop against the float model, percentage points, "
+                                      "per split.", Range(0.0, 100.0))
+    min_agreement: float = option(0.99, "Smallest top-1 agreement with the PyTorch reference.",
+                                  Range(0.0, 1.0))
+    max_layer_error_steps: float = option(1.0,
+                                          "With --layers: largest per-layer error in quantisation steps.",
+                                          Range(0.0, _LARGE))
+    max_perplexity_ratio: float | None = option(
+        None, "Language models: largest perplexity over the float model's, per split (default 1.05).",
+        Range(1.0, _LARGE))
+    max_logit_diff: float | None = option(
+        None, "Largest |Δlogit| against the PyTorch reference (default: derived from the file's profile, "
+        "see docs/REPORT.md).", Range(0.0, _LARGE))
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.max_accuracy_drop) and 0.0 <= self.max_accuracy_drop <= 100.0):
-            raise ValueError(f"max_accuracy_drop must be in [0, 100] percentage points, got {self.max_accuracy_drop}")
-        if not 0.0 <= self.min_agreement <= 1.0:
-            raise ValueError(f"min_agreement must be a fraction in [0, 1], got {self.min_agreement}")
-        if not (math.isfinite(self.max_layer_error_steps) and self.max_layer_error_steps >= 0.0):
-            raise ValueError(f"max_layer_error_steps must be >= 0, got {self.max_layer_error_steps}")
-
-        if self.max_perplexity_ratio is not None and not (math.isfinite(self.max_perplexity_ratio)
-                                                          and self.max_perplexity_ratio >= 1.0):
-            raise ValueError(f"max_perplexity_ratio must be >= 1, got {self.max_perplexity_ratio}")
-        if self.max_logit_diff is not None and not (math.isfinite(self.max_logit_diff) and self.max_logit_diff >= 0.0):
-            raise ValueError(f"max_logit_diff must be a finite number >= 0, got {self.max_logit_diff}")
+        check_ranges(self)
 
     def to_dict(self) -> dict:
-        """The thresholds; ``max_perplexity_ratio`` (language models only) and ``max_logit_diff`` (else derived per
-        check) only when set."""
+        """The thresholds; ``max_perplexity_ratio`` (language models only) and ``max_logit_diff`` (else
+        derived per check) only when set."""
         optional = ("max_perplexity_ratio", "max_logit_diff")
         return {k: v for k, v in asdict(self).items() if k not in optional or v is not None}
 
@@ -69,11 +75,13 @@ class CheckResult:
         return self.status == "passed"
 
     @classmethod
-    def ok(cls, name: str, reason: str, value: float | None = None, threshold: float | None = None) -> CheckResult:
+    def ok(cls, name: str, reason: str, value: float | None = None,
+           threshold: float | None = None) -> CheckResult:
         return cls(name, "passed", reason, value, threshold)
 
     @classmethod
-    def fail(cls, name: str, reason: str, value: float | None = None, threshold: float | None = None) -> CheckResult:
+    def fail(cls, name: str, reason: str, value: float | None = None,
+             threshold: float | None = None) -> CheckResult:
         return cls(name, "failed", reason, value, threshold)
 
     @classmethod
@@ -86,7 +94,8 @@ class CheckResult:
 
 def perplexity_check(prefix: str, result: SplitResult, baseline: float | None, baseline_name: str,
                      thresholds: Thresholds) -> CheckResult:
-    """A language model's perplexity over ``baseline`` (the float model's), against ``max_perplexity_ratio``."""
+    """A language model's perplexity over ``baseline`` (the float model's), against
+    ``max_perplexity_ratio``."""
     name = f"{prefix}/perplexity_ratio"
     limit = thresholds.max_perplexity_ratio or DEFAULT_PERPLEXITY_RATIO
     ppl = result.metrics.get("perplexity")
@@ -101,8 +110,8 @@ def perplexity_check(prefix: str, result: SplitResult, baseline: float | None, b
 
 @dataclass(frozen=True)
 class LogitTolerance:
-    """The derived threshold of one split's logit-parity check and how it was derived; ``threshold`` is ``None``
-    when there is no PyTorch reference (``reason`` says so)."""
+    """The derived threshold of one split's logit-parity check and how it was derived; ``threshold`` is
+    ``None`` when there is no PyTorch reference (``reason`` says so)."""
 
     threshold: float | None
     reason: str
@@ -110,8 +119,8 @@ class LogitTolerance:
 
 def logit_parity_check(prefix: str, result: SplitResult, tolerance: LogitTolerance,
                        thresholds: Thresholds) -> CheckResult:
-    """The largest |Δlogit| against the PyTorch reference (every class, every real position of a language model)
-    against ``max_logit_diff`` when set, else the derived ``tolerance``."""
+    """The largest |Δlogit| against the PyTorch reference (every class, every real position of a language
+    model) against ``max_logit_diff`` when set, else the derived ``tolerance``."""
     name = f"{prefix}/logit_parity"
     if result.n == 0:
         return CheckResult.skip(name, f"the {result.split} split is empty")
@@ -155,7 +164,8 @@ def split_checks(prefix: str, result: SplitResult, baseline: float | None, basel
         checks.append(CheckResult.skip(name, "no reference logits"))
     else:
         shown = ", ".join(map(str, parity.flipped[:20])) + (" …" if len(parity.flipped) > 20 else "")
-        text = (f"top-1 agreement with {parity.reference} {parity.agreement:.4f} (min {thresholds.min_agreement}); "
+        text = (f"top-1 agreement with {parity.reference} {parity.agreement:.4f} (min "
+                f"{thresholds.min_agreement}); "
                 f"{len(parity.flipped)} flipped" + (f": [{shown}]" if parity.flipped else ""))
         make = CheckResult.ok if parity.agreement >= thresholds.min_agreement else CheckResult.fail
         checks.append(make(name, text, parity.agreement, thresholds.min_agreement))
@@ -174,12 +184,23 @@ def layer_check(worst_layer: str | None, worst_steps: float | None, thresholds: 
     return make("layers/max_error_steps", text, worst_steps, thresholds.max_layer_error_steps)
 
 
-def decide(checks: list[CheckResult], errors: list[str]) -> str:
-    """``error`` / ``failed`` / ``passed``; no evaluated check is an error (fail closed)."""
-    if errors:
+def verdict(statuses: Iterable[str]) -> str:
+    """The one verdict of many statuses (checks' passed / failed / skipped, or reports' and providers'
+    verdicts): ``error`` if any is an error; else ``failed`` if any failed; else ``passed`` if at least one
+    passed; else ``error`` (nothing was evaluated: fail closed)."""
+    statuses = set(statuses)
+    if "error" in statuses:
         return "error"
-    if any(c.status == "failed" for c in checks):
+    if "failed" in statuses:
         return "failed"
-    if not any(c.passed for c in checks):
-        return "error"
-    return "passed"
+    return "passed" if "passed" in statuses else "error"
+
+
+def exit_code(status: str) -> int:
+    """The command line's exit code of a verdict: 0 passed, 1 failed, 2 anything else."""
+    return EXIT_CODES.get(status, 2)
+
+
+def decide(checks: list[CheckResult], errors: list[str]) -> str:
+    """``error`` / ``failed`` / ``passed`` of one validation; no evaluated check is an error (fail closed)."""
+    return verdict([c.status for c in checks] + (["error"] if errors else []))

@@ -1,8 +1,8 @@
 """The validation report: a typed result, its ``report.json`` form, a Markdown summary and JUnit XML.
 
-Every file is written atomically (a temp file in the target directory, then ``os.replace``), so a pipeline never
-reads half a report. The JSON schema is documented in docs/REPORT.md; ``SCHEMA_VERSION`` changes when a key is
-removed or changes meaning (adding keys does not).
+Every file is written atomically (a temp file in the target directory, then ``os.replace``), so a pipeline
+never reads half a report. The JSON schema is documented in docs/REPORT.md; ``SCHEMA_VERSION`` changes when a
+key is removed or changes meaning (adding keys does not).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from runtime_checks.accuracy import SplitResult, worst_of
 from runtime_checks.fusion import FusionResult
-from runtime_checks.gate import CheckResult, Thresholds
+from runtime_checks.gate import CheckResult, Thresholds, exit_code
 from runtime_checks.latency import LatencyResult
 from runtime_checks.layers import LayerParityResult
 from sgsc_export._io import write_atomic
@@ -71,7 +71,7 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        return {"passed": 0, "failed": 1}.get(self.status, 2) if not self.errors else 2
+        return exit_code(self.status) if not self.errors else 2
 
     @property
     def failed_checks(self) -> list[CheckResult]:
@@ -83,7 +83,8 @@ class Report:
             "model": self.model, "data": self.data, "thresholds": self.thresholds.to_dict(),
             "providers": {name: p.to_dict() for name, p in self.providers.items()},
             "checks": [c.to_dict() for c in self.checks],
-            "fusion": {p: {lvl: f.to_dict() for lvl, f in levels.items()} for p, levels in self.fusion.items()},
+            "fusion": {p: {lvl: f.to_dict() for lvl, f in levels.items()} for p,
+                       levels in self.fusion.items()},
             "latency_ms": {p: r.to_dict() for p, r in self.latency.items()},
             "layers": self.layers.to_dict() if self.layers else None,
             "workarounds": self.workarounds, "session": self.session,
@@ -115,24 +116,28 @@ class Report:
                                  f"{_fmt(p.agreement if p else None)} | {len(p.flipped) if p else '-'} | "
                                  f"{_fmt(p.max_abs_logit_diff if p else None, '.3g')} |")
         lm_rows = [(name, level, split, r.metrics) for name, provider in self.providers.items()
-                   for level, runs in provider.levels.items() for split, r in runs.items() if "perplexity" in r.metrics]
+                   for level, runs in provider.levels.items() for split, r in runs.items()
+                   if "perplexity" in r.metrics]
         if lm_rows:  # a language model's own metrics
-            lines += ["", "| provider | opt level | split | loss | perplexity | PyTorch loss | next-token agreement |",
+            lines += ["", ("| provider | opt level | split | loss | perplexity | PyTorch loss | "
+                           "next-token agreement |"),
                       "|---|---|---|---|---|---|---|"]
             lines += [f"| {n} | {lv} | {sp} | {_fmt(m['loss'])} | {_fmt(m['perplexity'])} | "
                       f"{_fmt(m.get('reference_loss'))} | {_fmt(m.get('next_token_agreement'))} |"
                       for n, lv, sp, m in lm_rows]
         if self.layers and self.layers.worst:
             worst = self.layers.worst
-            lines += ["", (f"Largest per-layer error: `{worst.layer}` ({worst.max_error_steps:.3g} quantisation "
-                           f"steps, channel {worst.worst_channel}, reference {self.layers.reference})")]
+            lines += ["", (f"Largest per-layer error: `{worst.layer}` ({worst.max_error_steps:.3g} "
+                           f"quantisation steps, channel {worst.worst_channel}, reference "
+                           f"{self.layers.reference})")]
         for provider, levels in self.fusion.items():
             for level, fusion in levels.items():
                 d = fusion.to_dict()
                 lines.append(f"\nFusion {provider}/{level}: integer kernels {d['integer_layers'] or 'none'}; "
                              f"dequantised to float {d['float_layers'] or 'none'}")
         for provider, lat in self.latency.items():
-            cells = ", ".join(f"batch {b}: p50 {s['p50']:.3f} ms, p90 {s['p90']:.3f} ms" for b, s in lat.ms.items())
+            cells = ", ".join(f"batch {b}: p50 {s['p50']:.3f} ms, p90 {s['p90']:.3f} ms" for b,
+                              s in lat.ms.items())
             lines.append(f"\nLatency {provider}/{lat.opt_level} ({lat.threads} threads): {cells}")
         for name, text in self.workarounds.items():
             lines.append(f"\nWorkaround `{name}`: {text}")

@@ -1,9 +1,10 @@
 """``validate``: run an ONNX model on every asked provider and optimisation level and judge it.
 
-Bad input (a missing or invalid file, a preservation set that is not the model's, an unknown provider, a required
-provider that is missing) raises :class:`ValidationError` before anything runs. A failure while running (a session
-that cannot be created, a kernel error) is recorded in ``Report.errors``: the report is still produced, and its
-status is ``error``. Thresholds that are not met make it ``failed``. Only a clean run is ``passed``.
+Bad input (a missing or invalid file, a preservation set that is not the model's, an unknown provider, a
+required provider that is missing) raises :class:`ValidationError` before anything runs. A failure while
+running (a session that cannot be created, a kernel error) is recorded in ``Report.errors``: the report is
+still produced, and its status is ``error``. Thresholds that are not met make it ``failed``. Only a clean run
+is ``passed``.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from typing import Any
 import numpy as np
 
 from runtime_checks.accuracy import TASK_EVALUATORS, evaluate_split
+from runtime_checks.config import ValidateConfig
 from runtime_checks.data import EvalData
 from runtime_checks.fusion import fusion_report
 from runtime_checks.gate import (
     DEFAULT_PERPLEXITY_RATIO,
     LogitTolerance,
-    Thresholds,
     decide,
     layer_check,
     split_checks,
@@ -46,7 +47,6 @@ from sgsc_export.errors import ValidationError
 
 __all__ = ["load_data", "validate"]
 
-DEFAULT_THRESHOLDS = Thresholds()
 LayerReference = str | Path | Mapping[str, np.ndarray] | None
 
 
@@ -72,7 +72,8 @@ def _model_summary(info: ModelInfo) -> dict:
 
 def _check_input(info: ModelInfo, data: EvalData) -> None:
     """The data's inputs have the rank, the fixed dimensions and the kind (float / token ids) that the model's
-    input declares: refused with one line before any session runs, instead of one onnxruntime error per run."""
+    input declares: refused with one line before any session runs, instead of one onnxruntime error per
+    run."""
     import onnx
 
     vi = next(v for v in info.model.graph.input if v.name == info.input_name)
@@ -88,7 +89,8 @@ def _check_input(info: ModelInfo, data: EvalData) -> None:
     is_int = tensor.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
     if is_int != bool(np.issubdtype(x.dtype, np.integer)):
         kind = "integer token ids" if is_int else "float values"
-        raise ValidationError(f"{data.source}: the model's input {info.input_name!r} takes {kind}, the data holds "
+        raise ValidationError(f"{data.source}: the model's input {info.input_name!r} takes {kind}, the data "
+                              f"holds "
                               f"{x.dtype}; give data of the model's input type")
 
 
@@ -99,7 +101,8 @@ def _check_labels(data: EvalData, outputs: dict[str, np.ndarray]) -> None:
         real = y[y != PAD] if y.ndim == 2 else y
         if real.size and (real.min() < 0 or real.max() >= out.shape[-1]):
             raise ValidationError(f"{data.source}: the {split} labels range over [{int(real.min())}, "
-                                  f"{int(real.max())}] but the model has {out.shape[-1]} outputs; labels must be "
+                                  f"{int(real.max())}] but the model has {out.shape[-1]} outputs; labels "
+                                  f"must be "
                                   f"class indices in [0, {out.shape[-1]})")
 
 
@@ -108,7 +111,8 @@ def _check_preservation(info: ModelInfo, data: EvalData, report: Report) -> None
     report.data["preservation_sha256"] = actual
     if expected is None:
         report.data["preservation_check"] = "not checked: the model has no sgsc.preservation_sha256 metadata"
-        report.notes.append("model metadata has no sgsc.preservation_sha256 (made elsewhere?): the preservation "
+        report.notes.append("model metadata has no sgsc.preservation_sha256 (made elsewhere?): the "
+                            "preservation "
                             "set was not checked against the model")
     elif expected != actual:
         raise ValidationError(f"wrong preservation set: the data's SHA-256 {actual[:12]}… does not match the "
@@ -125,40 +129,50 @@ def _artifact_weights(run_dir: Path | None) -> tuple[dict | None, list[str]]:
 
     from safetensors.numpy import load_file
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    return load_file(str(run_dir / "model.safetensors")), [layer["name"] for layer in manifest.get("layers", [])]
+    names = [layer["name"] for layer in manifest.get("layers", [])]
+    return load_file(str(run_dir / "model.safetensors")), names
 
 
-def validate(onnx_path: str | Path, data: EvalData | str | Path | Any, *, providers: Sequence[str] = ("cpu",),
-             opt_levels: Sequence[str] = ("disabled", "all"), thresholds: Thresholds = DEFAULT_THRESHOLDS,
-             layers: bool = False, latency: bool = True, require_providers: bool = False, threads: int = 1,
-             batch_sizes: Sequence[int] = (1, 64), batch_size: int = 256, safe_session_options: bool = True,
-             layer_reference: LayerReference = None, layer_samples: int = 256,
-             available_providers: Sequence[str] | None = None) -> Report:
+def validate(onnx_path: str | Path, data: EvalData | str | Path | Any,
+             config: ValidateConfig | None = None, *, layer_reference: LayerReference = None,
+             available_providers: Sequence[str] | None = None,
+             **settings: Any) -> Report:
     """Validate ``onnx_path`` on ``data``; see the module docstring for what raises and what is reported.
 
-    ``layer_reference``: a reference ONNX path or ``{layer name: activations}`` on the first ``layer_samples``
-    preservation samples (test samples if the preservation set is empty); by default the artifact's float weights
-    when ``data`` came from a run directory, else the model's own dequantized weights.
+    ``config`` holds the settings; without it, ``settings`` are :class:`ValidateConfig`'s fields as keyword
+    arguments (``providers=``, ``opt_levels=``, ``thresholds=Thresholds(...)``, ``layers=``, ``latency=``,
+    ``require_providers=``, ``threads=``, ``batch_sizes=``, ``batch_size=``, ``safe_session_options=``,
+    ``layer_samples=``). ``layer_reference``: a reference ONNX path or ``{layer name: activations}`` on the
+    first ``layer_samples`` preservation samples (test samples if the preservation set is empty); by default
+    the artifact's float weights when ``data`` came from a run directory, else the model's own dequantized
+    weights. ``available_providers`` replaces onnxruntime's list (tests of provider selection).
     """
-    if threads < 1 or batch_size < 1:
-        raise ValidationError(f"threads and batch_size must be >= 1, got {threads} and {batch_size}")
+    if config is not None and settings:
+        raise TypeError("validate(): give a ValidateConfig or keyword settings, not both")
+    config = ValidateConfig.from_kwargs(**settings) if config is None else config
+    thresholds, threads, batch_size = config.thresholds, config.threads, config.batch_size
+    levels_asked, providers, require_providers = config.opt_levels, config.providers, config.require_providers
     info = load_model(onnx_path)
     data = load_data(data)
     if info.task == "language_model" and thresholds.max_perplexity_ratio is None:
-        thresholds = dataclasses.replace(thresholds, max_perplexity_ratio=DEFAULT_PERPLEXITY_RATIO)  # reported
+        thresholds = dataclasses.replace(thresholds,
+                                         max_perplexity_ratio=DEFAULT_PERPLEXITY_RATIO)  # reported
     report = Report(thresholds=thresholds, model=_model_summary(info))
-    report.data = {"source": data.source, "n_test": len(data.y_test), "n_preservation": len(data.y_preservation)}
+    report.data = {"source": data.source, "n_test": len(data.y_test),
+                   "n_preservation": len(data.y_preservation)}
     _check_preservation(info, data, report)
     _check_input(info, data)
     if info.task not in TASK_EVALUATORS:
         raise ValidationError(f"task {info.task!r} (sgsc.task) is not supported yet; supported: "
                               f"{', '.join(TASK_EVALUATORS)}")
     plans, report.skipped_providers = resolve_providers(providers, available_providers, require_providers)
-    levels = parse_opt_levels(opt_levels)
-    session_plan = plan_session(info, safe_session_options)
+    levels = parse_opt_levels(levels_asked)
+    session_plan = plan_session(info, config.safe_session_options)
     report.workarounds = dict(session_plan.workarounds)
-    report.session = {"threads": threads, "batch_size": batch_size, "safe_session_options": safe_session_options,
-                      "config_entries": session_plan.config, "disabled_optimizers": session_plan.disabled_optimizers}
+    report.session = {"threads": threads, "batch_size": batch_size,
+                      "safe_session_options": config.safe_session_options,
+                      "config_entries": session_plan.config,
+                      "disabled_optimizers": session_plan.disabled_optimizers}
 
     logits: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     for plan in list(plans):
@@ -167,7 +181,8 @@ def validate(onnx_path: str | Path, data: EvalData | str | Path | Any, *, provid
             try:
                 session = make_session(info, plan, level, session_plan, threads)
                 result.assigned = session.get_providers()
-                logits[plan.name, level] = {s: run_batched(session, data.split(s)[0], batch_size)[0] for s in SPLITS}
+                logits[plan.name, level] = {s: run_batched(session, data.split(s)[0], batch_size)[0]
+                                            for s in SPLITS}
             except ProviderUnavailable as exc:
                 if require_providers:
                     report.errors.append(str(exc))
@@ -188,14 +203,19 @@ def validate(onnx_path: str | Path, data: EvalData | str | Path | Any, *, provid
         try:
             tolerances = _logit_tolerances(info, data, logits, report, session_plan, threads, batch_size)
         except Exception as exc:  # noqa: BLE001 - fail closed: a tolerance that cannot be derived is an error
-            report.errors.append(f"logit_parity could not run: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+            report.errors.append(f"logit_parity could not run: {type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0]}")
         _judge(info, data, logits, report, tolerances)
     plan_by_name = {p.name: p for p in plans}
     if not report.errors:
         try:
-            _extras(info, data, plan_by_name, levels, session_plan, threads, batch_sizes, latency, report)
-            if layers:
-                _layers(info, data, plans[0], levels, session_plan, threads, layer_reference, layer_samples, report)
+            _extras(info, data, plan_by_name, levels, session_plan, threads, config.batch_sizes,
+                    config.latency,
+                    report)
+            if config.layers:
+                _layers(info, data, plans[0], levels, session_plan, threads, layer_reference,
+                        config.layer_samples,
+                        report)
         except Exception as exc:  # noqa: BLE001 - fail closed
             report.errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
     report.status = decide(report.checks, report.errors)
@@ -209,15 +229,18 @@ _CPU = ProviderPlan("cpu", "CPUExecutionProvider", ("CPUExecutionProvider",))
 
 def _twin_logits(info: ModelInfo, data: EvalData, session_plan, threads: int, batch_size: int
                  ) -> dict[str, np.ndarray]:
-    """The float twin's logits (activation QDQ removed, see logit_parity), unoptimised on the CPU, per split."""
+    """The float twin's logits (activation QDQ removed, see logit_parity), unoptimised on the CPU, per
+    split."""
     twin = float_twin(info.model).SerializeToString()
     session = make_session(twin, _CPU, "disabled", session_plan, threads)
     return {s: run_batched(session, data.split(s)[0], batch_size)[0] for s in SPLITS}
 
 
-def _logit_tolerances(info: ModelInfo, data: EvalData, logits: dict, report: Report, session_plan, threads: int,
+def _logit_tolerances(info: ModelInfo, data: EvalData, logits: dict, report: Report, session_plan,
+                      threads: int,
                       batch_size: int) -> dict[tuple[str, str, str], LogitTolerance]:
-    """The logit-parity tolerance of every (provider, level, split); see :mod:`runtime_checks.logit_parity`."""
+    """The logit-parity tolerance of every (provider, level, split); see
+    :mod:`runtime_checks.logit_parity`."""
     basis = logit_tolerance_basis(info)
     report.data["logit_parity"] = {"kind": basis.kind, "profile": basis.profile, "note": basis.note,
                                    "sum_sqrt_fan_in": basis.sum_sqrt_fan_in, "exact_c": EXACT_C}
@@ -230,9 +253,11 @@ def _logit_tolerances(info: ModelInfo, data: EvalData, logits: dict, report: Rep
         _, y, ref, _ = data.split(split)
         if ref is None:
             if from_artifact and len(y):
-                report.errors.append(f"{split}/logit_parity could not run: the artifact's evaluation data has no "
+                report.errors.append(f"{split}/logit_parity could not run: the artifact's evaluation data "
+                                     f"has no "
                                      f"logits_{split} (the PyTorch reference); re-run `sgsc compress`")
-            reason = (f"no PyTorch reference logits for the {split} split (an artifact's eval.npz logits_{split}, "
+            reason = (f"no PyTorch reference logits for the {split} split (an artifact's eval.npz "
+                      f"logits_{split}, "
                       f"or `logits` in the npz): the logits cannot be compared")
             out.update({(p, lvl, split): LogitTolerance(None, reason) for p, lvl in logits})
             continue
@@ -259,7 +284,8 @@ def _judge(info: ModelInfo, data: EvalData, logits: dict, report: Report,
             if len(y):
                 report.notes.append(f"{split}: no PyTorch reference logits; agreement is measured against "
                                     f"{ref_name}")
-        results = {key: evaluate_split(info.task, split, out[split], y, ref, ref_name) for key, out in logits.items()}
+        results = {key: evaluate_split(info.task, split, out[split], y, ref, ref_name) for key,
+                   out in logits.items()}
         baseline, baseline_name = float_acc, "the float model"
         if baseline is None and len(y):
             baseline, baseline_name = results[first].accuracy, f"onnx:{first[0]}/{first[1]}"
@@ -278,7 +304,8 @@ def _extras(info, data, plans, levels, session_plan, threads, batch_sizes, laten
     for name, plan in plans.items():
         if name not in report.providers:
             continue
-        report.fusion[name] = {lvl: fusion_report(info, plan, lvl, session_plan, threads, sample) for lvl in levels}
+        report.fusion[name] = {lvl: fusion_report(info, plan, lvl, session_plan, threads, sample)
+                               for lvl in levels}
         if latency:
             session = make_session(info, plan, levels[-1], session_plan, threads)
             report.latency[name] = measure_latency(session, data.x_test, name, levels[-1], threads,
@@ -286,12 +313,13 @@ def _extras(info, data, plans, levels, session_plan, threads, batch_sizes, laten
 
 
 def _layers(info, data, plan, levels, session_plan, threads, reference, samples, report) -> None:
-    """Per-layer parity on the first provider, and its check. ``--layers`` asks for it, so a comparison that cannot
-    be made (no quantised layers, a reference that matches none or only some of them, an artifact without its
-    float weights) is an error, never a skipped check."""
+    """Per-layer parity on the first provider, and its check. ``--layers`` asks for it, so a comparison that
+    cannot be made (no quantised layers, a reference that matches none or only some of them, an artifact
+    without its float weights) is an error, never a skipped check."""
     name = "layers/max_error_steps"
     if not info.layers:
-        report.errors.append(f"{name} could not run: per-layer parity was asked for but the model has no quantised "
+        report.errors.append(f"{name} could not run: per-layer parity was asked for but the model has no "
+                             f"quantised "
                              f"layers (DequantizeLinear → Conv/Gemm/MatMul); drop --layers")
         return
     x = data.x_preservation if len(data.x_preservation) else data.x_test
@@ -304,19 +332,22 @@ def _layers(info, data, plan, levels, session_plan, threads, reference, samples,
     else:
         kwargs["artifact_state"], kwargs["artifact_layers"] = _artifact_weights(data.run_dir)
         if data.run_dir is not None and kwargs["artifact_state"] is None:
-            report.errors.append(f"{name} could not run: the artifact {data.run_dir} has no model.safetensors (its "
+            report.errors.append(f"{name} could not run: the artifact {data.run_dir} has no "
+                                 f"model.safetensors (its "
                                  f"float weights, the per-layer reference); give --layer-reference REF.onnx")
             return
     result = layer_parity(info, x, levels, session_plan, threads, provider=plan, **kwargs)
     report.layers = result
     compared = {e.layer for e in result.layers}
-    if kwargs.get("artifact_state") is not None:  # a layer without its artifact weight compared against itself
+    if kwargs.get("artifact_state") is not None:  # a layer without its artifact weight: compared to itself
         compared = {e.layer for e in result.layers if e.reference == "artifact_weights"}
     missing = [layer.name for layer in info.layers if layer.name not in compared]
     if missing:
         shown = ", ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
-        report.errors.append(f"{name} could not run: {len(missing)} of {len(info.layers)} quantised layers have no "
-                             f"match in the reference {result.reference} ({shown}); give a reference of the same "
+        report.errors.append(f"{name} could not run: {len(missing)} of {len(info.layers)} quantised layers "
+                             f"have no "
+                             f"match in the reference {result.reference} ({shown}); give a reference of the "
+                             f"same "
                              f"model")
         return
     worst = result.worst

@@ -1,4 +1,11 @@
-"""Typed, validated configuration of one compression run, serialisable to JSON with a version field."""
+"""Typed, validated configuration of one compression run, serialisable to JSON with a version field.
+
+Each field carries its own description in its metadata: ``help`` (the text of its command-line option) and
+``range`` (a :class:`Range`). ``check_ranges`` is the one place a range is checked, for this config and for
+the configs that reuse its fields (the pipeline's, through :func:`reuse`; the runtime checks'
+``ValidateConfig``), so a bound and its error message are written once. Torch-free: the CLI builds its options
+from it at ``--help``.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +18,20 @@ from typing import Any
 
 from sgsc_export.errors import ConfigError
 
-__all__ = ["CONFIG_VERSION", "MAX_STEPS", "SEED_MAX", "CompressConfig"]
+__all__ = ["CONFIG_VERSION", "MAX_BITS", "MAX_STEPS", "MAX_THREADS", "SEED_MAX", "CompressConfig", "Range",
+           "check_range", "check_ranges", "from_known_keys", "option", "reuse"]
 
 CONFIG_VERSION = 1
 
 
 SEED_MAX = 2**32 - 1  # numpy's seed range; torch's is wider, numpy's is the binding one
 MAX_STEPS = 10_000_000
+MAX_BITS = 8.0
+MAX_THREADS = 1024
 
 
-def _check(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False, integer: bool = False) -> Any:
+def check_range(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False,
+                integer: bool = False) -> Any:
     """``value`` in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``), a real number (an integer with ``integer``);
     returned as a plain ``int``/``float`` (numpy scalars included), so the config stays JSON-serialisable."""
     kind = numbers.Integral if integer else numbers.Real
@@ -34,86 +45,143 @@ def _check(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False
     return value
 
 
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric field: ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``), integers with
+    ``integer``. ``hi_field`` names a field of the same config that lowers the upper bound (``init_bits`` is
+    at most ``max_bits``); a config without that field keeps ``hi``."""
+
+    lo: float
+    hi: float
+    lo_open: bool = False
+    integer: bool = False
+    hi_field: str | None = None
+
+    def check(self, name: str, value: Any, owner: Any = None) -> Any:
+        hi = self.hi
+        if self.hi_field is not None and hasattr(owner, self.hi_field):
+            hi = getattr(owner, self.hi_field)
+        return check_range(name, value, self.lo, hi, lo_open=self.lo_open, integer=self.integer)
+
+
+def option(default: Any, help_text: str, range_: Range | None = None, **metadata: Any) -> Any:
+    """A dataclass field with its description: ``help`` and, for a number, its ``range``. A tuple default is
+    stored as a ``default_factory``; extra ``metadata`` (a pipeline field's ``group``) is kept as given."""
+    meta = {"help": help_text, **({"range": range_} if range_ is not None else {}), **metadata}
+    if isinstance(default, (list, tuple)):
+        value = tuple(default)
+        return field(default_factory=lambda: value, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def reuse(config: type, name: str, default: Any = dataclasses.MISSING, **metadata: Any) -> Any:
+    """A field of another config with ``name``'s help and range (and ``default``, unless given): a config that
+    composes others repeats neither their help text nor their bounds."""
+    source = {f.name: f for f in dataclasses.fields(config)}[name]
+    if default is dataclasses.MISSING:
+        default = source.default if source.default is not dataclasses.MISSING else source.default_factory()
+    return option(default, source.metadata["help"], source.metadata.get("range"), **metadata)
+
+
+def from_known_keys(config: type, d: dict[str, Any], what: str = "config") -> Any:
+    """``config(**d)``, after refusing a key that is no field (a ``ConfigError`` listing the known ones)."""
+    known = {f.name for f in dataclasses.fields(config)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what} key(s) {unknown}; known keys: {sorted(known)}")
+    return config(**d)
+
+
+def check_ranges(config: Any) -> None:
+    """Check every field of ``config`` that has a ``range`` (``None`` is "unset" and passes), storing the
+    plain ``int``/``float`` back (frozen dataclasses too)."""
+    for f in dataclasses.fields(config):
+        bounds, value = f.metadata.get("range"), getattr(config, f.name)
+        if bounds is not None and value is not None:
+            object.__setattr__(config, f.name, bounds.check(f.name, value, config))
+
+
+_INT_STEPS = Range(1, MAX_STEPS, integer=True)
+_POSITIVE_LR = Range(0.0, 10.0, lo_open=True)
+_FRACTION = Range(0.0, 1.0)
+_WEIGHT = Range(0.0, 1e3)
+_BATCH = Range(1, 1_000_000, integer=True)
+
+
 @dataclass
 class CompressConfig:
     """Everything that shapes a compression run. Defaults are the ones the README's benchmark measures.
 
     Quantiser: every channel starts at ``init_bits`` (a few bits, not 32: at 32 nothing can reach zero and
     nothing is ever pruned) and is kept in ``[0, max_bits]``. ``b`` and ``e`` train with Adam at ``lr_bits``,
-    ``eps_bits`` (the self-compression paper's 0.5 and 1e-3) and no weight decay (``e`` at ``lr_exponent`` when
-    set); weights at ``lr``, decayed
-    along a cosine to ``lr · lr_min_factor`` over the compression steps, and again over the fine-tune steps.
+    ``eps_bits`` (the self-compression paper's 0.5 and 1e-3) and no weight decay (``e`` at ``lr_exponent``
+    when set); weights at ``lr``, decayed along a cosine to ``lr · lr_min_factor`` over the compression
+    steps, and again over the fine-tune steps.
 
     With ``learn_bits`` False the bit-depths stay at ``init_bits`` (uniform quantisation-aware training with a
-    learned per-channel exponent: the benchmark's fixed-bit baseline); nothing reaches zero bits, nothing is pruned.
+    learned per-channel exponent: the benchmark's fixed-bit baseline); nothing reaches zero bits, nothing is
+    pruned.
 
-    Objective: task loss + ``gamma`` · Q + ``lam`` · task loss on a preservation batch; γ ramps up linearly over
-    the first ``gamma_warmup`` fraction of the compression steps.
+    Objective: task loss + ``gamma`` · Q + ``lam`` · task loss on a preservation batch; γ ramps up linearly
+    over the first ``gamma_warmup`` fraction of the compression steps.
 
     Restore: every ``restore_every`` steps the preservation accuracy is measured; when it is more than
-    ``restore_tolerance`` below its best, ``restore_fraction`` of the zero-bit channels of the layers that lost
-    channels since the best are revived at ``restore_bits``.
+    ``restore_tolerance`` below its best, ``restore_fraction`` of the zero-bit channels of the layers that
+    lost channels since the best are revived at ``restore_bits``.
     """
 
-    steps: int = 2000
-    batch_size: int = 128
-    lr: float = 1e-3
-    lr_min_factor: float = 0.1
-    weight_decay: float = 0.0
-    init_bits: float = 4.0
-    max_bits: float = 8.0
-    learn_bits: bool = True
-    lr_bits: float = 0.5
-    lr_exponent: float | None = None
-    eps_bits: float = 1e-3
-    gamma: float = 0.05
-    gamma_warmup: float = 0.0
-    lam: float = 1.0
-    distill: float = 0.0
-    distill_temperature: float = 2.0
-    preservation_batch_size: int = 128
-    restore_every: int = 100
-    restore_tolerance: float = 0.02
-    restore_fraction: float = 0.25
-    restore_bits: float = 2.0
-    finetune_steps: int = 0
-    prune_every: int = 200
-    float_epochs: int = 20
-    float_lr: float = 2e-3
-    preservation_size: int | None = None
-    preservation_budget: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
-    checkpoint_every: int = 500
-    exclude: tuple[str, ...] = ()
-    seed: int = 0
+    steps: int = option(2000, "Compression steps.", _INT_STEPS)
+    batch_size: int = option(128, "Training batch size.", _BATCH)
+    lr: float = option(1e-3, "Learning rate of the weights.", _POSITIVE_LR)
+    lr_min_factor: float = option(0.1, "End of the cosine decay, as a fraction of lr.", _FRACTION)
+    weight_decay: float = option(0.0, "Weight decay of the weights.", _FRACTION)
+    init_bits: float = option(4.0, "Starting bit-depth of every channel.",
+                              Range(0.0, MAX_BITS, lo_open=True, hi_field="max_bits"))
+    max_bits: float = option(8.0, "Largest bit-depth of a channel.", Range(1.0, MAX_BITS))
+    learn_bits: bool = option(True, "Learn the bit-depths (false: fixed-bit quantisation-aware training).")
+    lr_bits: float = option(0.5, "Learning rate of the bit-depths b.", _POSITIVE_LR)
+    lr_exponent: float | None = option(None, "Learning rate of the exponents e (default: lr_bits).",
+                                       _POSITIVE_LR)
+    eps_bits: float = option(1e-3, "Adam's epsilon for b and e.", _POSITIVE_LR)
+    gamma: float = option(0.05, "γ, weight of the size term Q.", _WEIGHT)
+    gamma_warmup: float = option(0.0, "Fraction of the compression steps over which γ ramps up.", _FRACTION)
+    lam: float = option(1.0, "λ, weight of the preservation loss (0 = plain self-compression).", _WEIGHT)
+    distill: float = option(0.0, "κ, weight of distillation from the float reference (0 = off).", _WEIGHT)
+    distill_temperature: float = option(2.0, "Temperature of the distillation.",
+                                        Range(0.0, 100.0, lo_open=True))
+    preservation_batch_size: int = option(128, "Preservation samples per step.", _BATCH)
+    restore_every: int = option(100, "Steps between preservation checks (restore events).", _INT_STEPS)
+    restore_tolerance: float = option(0.02, "Preservation accuracy lost before a restore.", _FRACTION)
+    restore_fraction: float = option(0.25, "Fraction of the zero-bit channels a restore revives.", _FRACTION)
+    restore_bits: float = option(2.0, "Bit-depth of a revived channel.",
+                                 Range(0.0, MAX_BITS, lo_open=True, hi_field="max_bits"))
+    finetune_steps: int = option(0, "Steps with bits frozen, after compression.",
+                                 Range(0, MAX_STEPS, integer=True))
+    prune_every: int = option(200, "Steps between removals of zero-bit channels.", _INT_STEPS)
+    float_epochs: int = option(20, "Epochs of float reference training.", Range(0, 100_000, integer=True))
+    float_lr: float = option(2e-3, "Learning rate of float reference training.", _POSITIVE_LR)
+    preservation_size: int | None = option(None, "Samples in the preservation set (default min(10%, 1000)).",
+                                           Range(1, 10_000_000, integer=True))
+    preservation_budget: tuple[float, float, float] = option(
+        (1 / 3, 1 / 3, 1 / 3), "Shares of the preservation set: uncertainty, saliency, diversity.")
+    checkpoint_every: int = option(500, "Steps between checkpoints (what --resume continues from).",
+                                   _INT_STEPS)
+    exclude: tuple[str, ...] = option((), "Layer names to keep in float.")
+    seed: int = option(0, "Seed: same seed, same artifact.", Range(0, SEED_MAX, integer=True))
     version: int = field(default=CONFIG_VERSION)
 
     def __post_init__(self) -> None:
         if self.version != CONFIG_VERSION:
-            raise ConfigError(f"version={self.version!r} is not supported; this toolchain reads version {CONFIG_VERSION}")
-        ints = {"steps": (1, MAX_STEPS), "finetune_steps": (0, MAX_STEPS), "float_epochs": (0, 100_000),
-                "batch_size": (1, 1_000_000), "preservation_batch_size": (1, 1_000_000),
-                "restore_every": (1, MAX_STEPS), "checkpoint_every": (1, MAX_STEPS), "prune_every": (1, MAX_STEPS),
-                "seed": (0, SEED_MAX)}
-        if self.preservation_size is not None:
-            ints["preservation_size"] = (1, 10_000_000)
-        for name, (lo, hi) in ints.items():
-            setattr(self, name, _check(name, getattr(self, name), lo, hi, integer=True))
-        self.max_bits = _check("max_bits", self.max_bits, 1.0, 8.0)
-        reals = {"lr": (0.0, 10.0, True), "lr_bits": (0.0, 10.0, True), "eps_bits": (0.0, 10.0, True),
-                 "float_lr": (0.0, 10.0, True), "weight_decay": (0.0, 1.0, False), "lr_min_factor": (0.0, 1.0, False),
-                 "init_bits": (0.0, self.max_bits, True), "gamma": (0.0, 1e3, False), "gamma_warmup": (0.0, 1.0, False),
-                 "lam": (0.0, 1e3, False), "distill": (0.0, 1e3, False), "distill_temperature": (0.0, 100.0, True),
-                 "restore_tolerance": (0.0, 1.0, False), "restore_fraction": (0.0, 1.0, False),
-                 "restore_bits": (0.0, self.max_bits, True)}
-        if self.lr_exponent is not None:
-            reals["lr_exponent"] = (0.0, 10.0, True)
-        for name, (lo, hi, lo_open) in reals.items():
-            setattr(self, name, _check(name, getattr(self, name), lo, hi, lo_open=lo_open))
+            raise ConfigError(f"version={self.version!r} is not supported; this toolchain reads version "
+                              f"{CONFIG_VERSION}")
+        self.max_bits = _MAX_BITS_RANGE.check("max_bits", self.max_bits)  # first: two bounds depend on it
+        check_ranges(self)
         budget = self.preservation_budget
         if (isinstance(budget, (str, bytes)) or not hasattr(budget, "__len__") or len(budget) != 3
-                or not all(isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) for x in budget)):
-            raise ConfigError(f"preservation_budget must be three finite numbers (uncertainty, saliency, diversity); "
-                              f"got {budget!r}")
+                or not all(isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+                           for x in budget)):
+            raise ConfigError(f"preservation_budget must be three finite numbers (uncertainty, saliency, "
+                              f"diversity); got {budget!r}")
         self.preservation_budget = tuple(float(x) for x in budget)  # type: ignore[assignment]
         if min(self.preservation_budget) < 0 or sum(self.preservation_budget) <= 0:
             raise ConfigError(
@@ -137,11 +205,10 @@ class CompressConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CompressConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown config key(s) {unknown}; known keys: {sorted(known)}")
-        return cls(**d)
+        return from_known_keys(cls, d)
 
     def replace(self, **changes: Any) -> CompressConfig:
         return dataclasses.replace(self, **changes)
+
+
+_MAX_BITS_RANGE = {f.name: f for f in dataclasses.fields(CompressConfig)}["max_bits"].metadata["range"]

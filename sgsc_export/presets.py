@@ -1,4 +1,9 @@
-"""Per-data-set defaults: the settings the README's benchmarks measure. Every value can be overridden."""
+"""Per-data-set defaults: the settings the README's benchmarks measure. Every value can be overridden.
+
+γ (and for names λ) were chosen on a validation split held out of the training split, inside issue 7's size
+budget (`python -m benchmarks.run --suite select`, benchmarks/results/bench_select.md); `text:PATH` uses the
+names settings.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +12,17 @@ from sgsc_export.config import CompressConfig
 __all__ = ["PRESETS", "preset"]
 
 PRESETS: dict[str, CompressConfig] = {
-    # γ chosen on a validation split held out of the training split, ten seeds, inside issue 7's size budget
-    # (`python -m benchmarks.run --suite select`, benchmarks/results/bench_select.md). Three seeds had tied 0.5 and
-    # 1.0 (1.0 was the preset for a while); 0.5 was first picked from a one-seed sweep on the test split
-    # (benchmarks/results/compress_digits.md)
-    "digits": CompressConfig(steps=1000, finetune_steps=300, gamma=0.5, init_bits=6.0, distill=1.0, float_epochs=10,
-                             restore_every=50, checkpoint_every=500),
-    # the character-level language model (issue 5); `text:PATH` uses the same settings. γ and λ chosen on a
-    # validation split (benchmarks/results/bench_select.md; γ was 0.05, of unrecorded origin). λ = 1 memorises the
-    # 1,000 preservation names at the expense of held-out names (validation loss 2.17 against 2.02 at λ = 0.1)
-    "names": CompressConfig(steps=2000, gamma=0.02, lam=0.1, float_epochs=6, batch_size=64, lr=5e-4, float_lr=2e-3,
-                            init_bits=6.0, restore_every=100, prune_every=200, checkpoint_every=500, finetune_steps=300),
-    # γ chosen on a validation split inside issue 7's size budget (benchmarks/results/bench_select.md: 0.1 has the
-    # best validation accuracy but its file is over 1/6 of PTQ INT8's); it was 0.1 by the earlier rule without the
-    # budget, and 0.3 before that, picked from a one-seed sweep on the test split (compress_mnist.md)
-    "mnist": CompressConfig(steps=3000, finetune_steps=1000, gamma=0.2, init_bits=6.0, distill=1.0, float_epochs=5,
-                            batch_size=64, preservation_batch_size=64, restore_every=100, checkpoint_every=500),
+    "digits": CompressConfig(steps=1000, finetune_steps=300, gamma=0.5, init_bits=6.0, distill=1.0,
+                             float_epochs=10, restore_every=50, checkpoint_every=500),
+    # the character-level language model. λ = 1 memorises the 1,000 preservation names at the expense of
+    # held-out names (validation loss 2.17 against 2.02 at λ = 0.1)
+    "names": CompressConfig(steps=2000, gamma=0.02, lam=0.1, float_epochs=6, batch_size=64, lr=5e-4,
+                            float_lr=2e-3, init_bits=6.0, restore_every=100, prune_every=200,
+                            checkpoint_every=500, finetune_steps=300),
+    # γ = 0.1 has the best validation accuracy, but its file is over 1/6 of PTQ INT8's (the size budget)
+    "mnist": CompressConfig(steps=3000, finetune_steps=1000, gamma=0.2, init_bits=6.0, distill=1.0,
+                            float_epochs=5, batch_size=64, preservation_batch_size=64, restore_every=100,
+                            checkpoint_every=500),
 }
 
 

@@ -8,7 +8,8 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from sgsc_export.cli.export import export_cmd, inspect_cmd
+from sgsc_export.cli.export import export_cmd
+from sgsc_export.cli.inspect import inspect_cmd
 
 
 @pytest.mark.parametrize("cmd", [export_cmd, inspect_cmd])

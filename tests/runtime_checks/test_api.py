@@ -28,8 +28,10 @@ def _imports_torch(code: str) -> bool:
 
 
 def test_runtime_checks_itself_never_imports_torch():
-    """With sgsc_export's package __init__ bypassed (only its errors module), runtime_checks stays torch-free."""
-    stub = ("import sys, types; p = types.ModuleType('sgsc_export'); p.__path__ = ['sgsc_export']; p.__version__ = '0'; "
+    """With sgsc_export's package __init__ bypassed (only its errors module), runtime_checks stays
+    torch-free."""
+    stub = ("import sys, types; p = types.ModuleType('sgsc_export'); p.__path__ = ['sgsc_export']; "
+            "p.__version__ = '0'; "
             "sys.modules['sgsc_export'] = p; import runtime_checks, sgsc_export.cli.validate")
     assert not _imports_torch(stub)
 
@@ -49,15 +51,19 @@ def test_report_schema_keys(run_dir):
     run, model = run_dir
     report = validate(model, EvalData.from_run_dir(run), latency=True, layers=True)
     d = json.loads(report.to_json())
-    assert {"schema_version", "passed", "status", "model", "data", "thresholds", "providers", "checks", "fusion",
-            "latency_ms", "layers", "workarounds", "session", "skipped_providers", "errors", "notes"} <= set(d)
+    assert {"schema_version", "passed", "status", "model", "data", "thresholds", "providers", "checks",
+            "fusion",
+            "latency_ms", "layers", "workarounds", "session", "skipped_providers", "errors",
+            "notes"} <= set(d)
     cpu = d["providers"]["cpu"]
     for split in ("preservation", "test"):
         for summary in (cpu[split], cpu["opt_levels"]["disabled"][split], cpu["opt_levels"]["all"][split]):
-            assert {"n", "accuracy", "agreement", "flipped", "max_abs_logit_diff", "mean_abs_logit_diff"} <= set(
+            assert {"n", "accuracy", "agreement", "flipped", "max_abs_logit_diff",
+                    "mean_abs_logit_diff"} <= set(
                 summary)
     assert cpu["assigned_providers"] == ["CPUExecutionProvider"]
-    assert {"p50", "p90"} <= set(d["latency_ms"]["cpu"]["batch_64"]) and d["latency_ms"]["cpu"]["threads"] == 1
+    assert {"p50", "p90"} <= set(d["latency_ms"]["cpu"]["batch_64"])
+    assert d["latency_ms"]["cpu"]["threads"] == 1
     assert d["fusion"]["cpu"]["all"]["integer_layers"] == ["fc"]
     assert d["thresholds"] == {"max_accuracy_drop": 1.0, "min_agreement": 0.99, "max_layer_error_steps": 1.0}
     assert report.exit_code == 0 and isinstance(report, Report)

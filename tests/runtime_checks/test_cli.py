@@ -1,4 +1,5 @@
-"""``sgsc validate`` through click's CliRunner: exit codes, fail-closed, the acceptance scenarios, report files."""
+"""``sgsc validate`` through click's CliRunner: exit codes, fail-closed, the acceptance scenarios, report
+files."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def broken(model_path, **weights):
     """The stamped model at ``model_path`` with integer weights replaced (the metadata stays)."""
     model = onnx.load(model_path)
     good = weights_of(model)
-    rebuilt = make_model(wc=weights.get("wc", good["conv.weight_q"]), wm=weights.get("wm", good["fc.weight_q"]))
+    rebuilt = make_model(wc=weights.get("wc", good["conv.weight_q"]), wm=weights.get("wm",
+                                                                                     good["fc.weight_q"]))
     del model.graph.initializer[:]
     model.graph.initializer.extend(rebuilt.graph.initializer)
     out = model_path.with_name("broken.onnx")
@@ -36,7 +38,8 @@ def broken(model_path, **weights):
 def test_help_lists_every_option():
     result, code = invoke("--help")
     assert code == 0
-    for option in ("--run", "--data", "--providers", "--require-providers", "--opt-levels", "--max-accuracy-drop",
+    for option in ("--run", "--data", "--providers", "--require-providers", "--opt-levels",
+                   "--max-accuracy-drop",
                    "--min-agreement", "--layers", "--report", "--markdown", "--junit", "--batch-sizes",
                    "--threads", "--no-latency"):
         assert option in result.output
@@ -103,7 +106,8 @@ def test_swapped_channels_against_a_reference_onnx(run_dir, tmp_path):
 
 def test_wrong_preservation_set_is_exit_2(tmp_path, tiny_model, data):
     _, model = write_run(tmp_path, tiny_model, data)
-    other, _ = write_run(tmp_path / "other", tiny_model, {**data, "x_preservation": data["x_preservation"][:-1]})
+    other, _ = write_run(tmp_path / "other", tiny_model, {**data,
+                                                          "x_preservation": data["x_preservation"][:-1]})
     result, code = invoke(model, "--run", other, "--report", tmp_path / "r.json", *FAST)
     assert code == 2
     assert "error: wrong preservation set" in result.output

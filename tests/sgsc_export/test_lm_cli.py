@@ -12,7 +12,8 @@ def test_compress_text_dataset_with_preservation_file(tmp_path):
     data = names_subset(tmp_path, 400)
     out = tmp_path / "run"
     args = ["compress", "--dataset", f"text:{data}", "--out", str(out), "--steps", "4", "--float-epochs", "0",
-            "--finetune-steps", "0", "--preservation-file", str(NAMES_DIR / "hardest_examples.txt"), "--quiet"]
+            "--finetune-steps", "0", "--preservation-file", str(NAMES_DIR / "hardest_examples.txt"),
+            "--quiet"]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "perplexity" in res.output and "next-token" in res.output
@@ -26,7 +27,8 @@ def test_compress_text_dataset_with_preservation_file(tmp_path):
 def test_names_without_data_dir_is_a_one_line_error(tmp_path):
     res = CliRunner().invoke(main, ["compress", "--dataset", "names", "--out", str(tmp_path / "x")])
     assert res.exit_code == 2
-    assert "--data-dir" in res.output and "text:PATH" in res.output and len(res.output.strip().splitlines()) == 1
+    assert "--data-dir" in res.output and "text:PATH" in res.output
+    assert len(res.output.strip().splitlines()) == 1
 
 
 def test_preservation_file_needs_a_text_dataset(tmp_path):

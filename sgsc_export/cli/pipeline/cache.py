@@ -1,8 +1,8 @@
-"""Which pipeline stages can be reused: ``OUT/pipeline.json`` records, per stage, the content hash of its inputs
-and config (the key) and the SHA-256 of every file it wrote. A stage is reused only when its key is unchanged and
-every recorded output is still there, byte for byte. Written atomically after each stage, so an interrupted run
-never records a stage it did not finish; a stage that is redone or fails first removes what it supersedes
-(``StageCache.supersede``), so no earlier report saying "passed" survives a rerun that errors.
+"""Which pipeline stages can be reused: ``OUT/pipeline.json`` records, per stage, the content hash of its
+inputs and config (the key) and the SHA-256 of every file it wrote. A stage is reused only when its key is
+unchanged and every recorded output is still there, byte for byte. Written atomically after each stage, so an
+interrupted run never records a stage it did not finish; a stage that is redone or fails first removes what it
+supersedes (``StageCache.supersede``), so no earlier report saying "passed" survives a rerun that errors.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ def hash_json(value: Any) -> str:
 
 
 class StageCache:
-    """``OUT/pipeline.json``: ``{"version", "stages": {name: {"key", "outputs": {relative path: sha256}}}}``."""
+    """``OUT/pipeline.json``: ``{"version", "stages": {name: {"key", "outputs": {relative path:
+    sha256}}}}``."""
 
     def __init__(self, out: Path) -> None:
         self.out = Path(out)
@@ -66,7 +67,8 @@ class StageCache:
 
     def done(self, name: str, key: str, outputs: Iterable[str | Path]) -> None:
         rels = sorted(str(Path(p).resolve().relative_to(self.out.resolve())) for p in outputs)
-        self.stages[name] = {"key": key, "status": "done", "outputs": {r: file_sha256(self.out / r) for r in rels}}
+        self.stages[name] = {"key": key, "status": "done", "outputs": {r: file_sha256(self.out / r)
+                                                                       for r in rels}}
         self._save()
 
     def supersede(self, names: Iterable[str]) -> list[Path]:

@@ -1,9 +1,21 @@
 """``PipelineConfig``: every option of ``sgsc pipeline``, one typed dataclass, three sources and a precedence.
 
 Each field is a command-line option (``--float-epochs``), a config-file key (``float_epochs = 3`` in
-``sgsc.toml``) and an environment variable (``SGSC_FLOAT_EPOCHS=3``). The command line wins over the environment,
-the environment over the file, the file over the defaults. Compression settings left unset (``None``) take the
-data set's preset (``sgsc_export.presets``). Torch-free: ``sgsc config`` and ``--help`` stay fast.
+``sgsc.toml``) and an environment variable (``SGSC_FLOAT_EPOCHS=3``). The command line wins over the
+environment, the environment over the file, the file over the defaults. Compression settings left unset
+(``None``) take the data set's preset (``sgsc_export.presets``). Torch-free: ``sgsc config`` and ``--help``
+stay fast.
+
+It composes the other two configs rather than restating them: the compression and validation fields are
+``reuse``d from ``CompressConfig`` and ``ValidateConfig`` (their help and range), ``check_ranges`` checks them
+with those bounds, and ``compress_config()`` / ``validate_config()`` build the configs the stages run with.
+
+The environment is read here (``resolve_config``), not through click's ``envvar=``: the names are generated
+from the field (``env_name``: ``SGSC_`` + the key, e.g. ``SGSC_FLOAT_EPOCHS``; click's ``auto_envvar_prefix``
+would make them ``SGSC_PIPELINE_FLOAT_EPOCHS``), ``sgsc config`` shows the environment's values of keys that
+are no option of its own, a bad value names its variable (``SGSC_STEPS='abc': expected an integer``), and the
+file sits between the environment and the defaults; with click reading the environment, each of these would be
+a second path.
 """
 
 from __future__ import annotations
@@ -12,12 +24,15 @@ import dataclasses
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from converters import PROFILE_NAMES
-from sgsc_export.config import MAX_STEPS, SEED_MAX, _check
+from runtime_checks.config import ValidateConfig
+from sgsc_export.cli._options import fields_of, option_name
+from sgsc_export.cli._options import kind as field_kind
+from sgsc_export.config import MAX_THREADS, CompressConfig, Range, check_ranges, option, reuse
 from sgsc_export.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -25,22 +40,25 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["ENV_PREFIX", "PROFILES", "PipelineConfig", "env_name", "load_toml", "option_name", "resolve_config",
+__all__ = ["ENV_PREFIX", "PROFILES", "PipelineConfig", "env_name", "load_toml", "option_name",
+           "resolve_config",
            "to_toml"]
 
 ENV_PREFIX = "SGSC_"
 PROFILES = PROFILE_NAMES
-PROVIDERS = ("cpu", "cuda", "tensorrt")
-OPT_LEVELS = ("disabled", "basic", "extended", "all")
+# the fields that are CompressConfig's (None: the data set's preset) and ValidateConfig's
+COMPRESSION = ("steps", "finetune_steps", "float_epochs", "gamma", "lam", "init_bits", "distill",
+               "preservation_size", "checkpoint_every", "exclude", "seed")
+VALIDATION = ("providers", "require_providers", "opt_levels", "max_accuracy_drop", "min_agreement",
+              "max_logit_diff", "layers", "latency", "threads")
 
 
-def _opt(help_text: str, default: Any = None, group: str = "run") -> Any:
-    kwargs: dict[str, Any] = {"metadata": {"help": help_text, "group": group}}
-    if isinstance(default, (list, tuple)):
-        kwargs["default_factory"] = lambda: tuple(default)
-    else:
-        kwargs["default"] = default
-    return field(**kwargs)
+def _compress(name: str, default: object = None) -> object:
+    return reuse(CompressConfig, name, default, group="compress")
+
+
+def _validate(name: str) -> object:
+    return reuse(ValidateConfig, name, group="validate")
 
 
 @dataclass
@@ -48,81 +66,73 @@ class PipelineConfig:
     """compress → export → validate → report. ``None`` compression values take the data set's preset."""
 
     # inputs
-    dataset: str = _opt("digits | mnist | npz:PATH", "digits", "input")
-    data_dir: str | None = _opt("Directory of the data set's files (mnist).", None, "input")
-    model: str | None = _opt("Your model: path/to/file.py:factory (default: built-in for the data set).", None,
-                             "input")
-    weights: str | None = _opt("Float weights (state dict) for --model; skips float training.", None, "input")
-    out: str | None = _opt("Run directory: artifact, ONNX files, validation and report.", None, "input")
+    dataset: str = option("digits", "digits | mnist | npz:PATH", group="input")
+    data_dir: str | None = option(None, "Directory of the data set's files (mnist).", group="input")
+    model: str | None = option(None,
+                               "Your model: path/to/file.py:factory (default: built-in for the data set).",
+                               group="input")
+    weights: str | None = option(None, "Float weights (state dict) for --model; skips float training.",
+                                 group="input")
+    out: str | None = option(None, "Run directory: artifact, ONNX files, validation and report.",
+                             group="input")
     # compression (None: the data set's preset)
-    steps: int | None = _opt("Compression steps.", None, "compress")
-    finetune_steps: int | None = _opt("Steps with bits frozen, after compression.", None, "compress")
-    float_epochs: int | None = _opt("Epochs of float reference training.", None, "compress")
-    gamma: float | None = _opt("γ, weight of the size term Q.", None, "compress")
-    lam: float | None = _opt("λ, weight of the preservation loss (0 = plain self-compression).", None, "compress")
-    init_bits: float | None = _opt("Starting bit-depth of every channel.", None, "compress")
-    distill: float | None = _opt("κ, weight of distillation from the float reference (0 = off).", None, "compress")
-    preservation_size: int | None = _opt("Samples in the preservation set (default min(10%, 1000)).", None,
-                                         "compress")
-    checkpoint_every: int | None = _opt("Steps between checkpoints (what --resume continues from).", None,
-                                        "compress")
-    exclude: tuple[str, ...] = _opt("Comma list of layer names to keep in float.", (), "compress")
-    seed: int = _opt("Seed: same seed, same artifact.", 0, "compress")
-    torch_threads: int = _opt("torch intra-op threads while compressing (0: torch's default). One is fastest for "
-                              "small models on a shared machine.", 1, "compress")
+    steps: int | None = _compress("steps")
+    finetune_steps: int | None = _compress("finetune_steps")
+    float_epochs: int | None = _compress("float_epochs")
+    gamma: float | None = _compress("gamma")
+    lam: float | None = _compress("lam")
+    init_bits: float | None = _compress("init_bits")
+    distill: float | None = _compress("distill")
+    preservation_size: int | None = _compress("preservation_size")
+    checkpoint_every: int | None = _compress("checkpoint_every")
+    exclude: tuple[str, ...] = option((), "Comma list of layer names to keep in float.", group="compress")
+    seed: int = _compress("seed", 0)
+    torch_threads: int = option(1, "torch intra-op threads while compressing (0: torch's default). One is "
+                                "fastest for small models on a shared machine.",
+                                Range(0, MAX_THREADS, integer=True), group="compress")
     # export
-    profiles: tuple[str, ...] = _opt("Comma list of export profiles: portable, compact, ort-int8.",
-                                     ("portable", "compact"), "export")
+    profiles: tuple[str, ...] = option(("portable", "compact"), "Comma list of export profiles: portable, "
+                                       "compact, ort-int8.", group="export")
     # validate
-    providers: tuple[str, ...] = _opt("Comma list of onnxruntime providers: cpu, cuda, tensorrt.", ("cpu",),
-                                      "validate")
-    require_providers: bool = _opt("A requested provider that is unavailable is an error.", False, "validate")
-    opt_levels: tuple[str, ...] = _opt("Comma list of onnxruntime optimisation levels.", ("disabled", "all"),
-                                       "validate")
-    max_accuracy_drop: float = _opt("Largest accuracy drop against the float model, percentage points.", 1.0,
-                                    "validate")
-    min_agreement: float = _opt("Smallest top-1 agreement with the PyTorch reference.", 0.99, "validate")
-    max_logit_diff: float | None = _opt("Largest |Δlogit| against the PyTorch reference (default: derived from "
-                                        "the file's profile).", None, "validate")
-    layers: bool = _opt("Per-layer parity of the quantised layers.", False, "validate")
-    latency: bool = _opt("Measure latency (batch 1 and 64).", True, "validate")
-    threads: int = _opt("onnxruntime intra-op threads.", 1, "validate")
+    providers: tuple[str, ...] = _validate("providers")
+    require_providers: bool = _validate("require_providers")
+    opt_levels: tuple[str, ...] = _validate("opt_levels")
+    max_accuracy_drop: float = _validate("max_accuracy_drop")
+    min_agreement: float = _validate("min_agreement")
+    max_logit_diff: float | None = _validate("max_logit_diff")
+    layers: bool = _validate("layers")
+    latency: bool = _validate("latency")
+    threads: int = _validate("threads")
     # run control
-    report: bool = _opt("Write report.html and report.md with their pictures.", True)
-    force: bool = _opt("Redo every stage, even when its inputs and config are unchanged.", False)
-    resume: bool = _opt("Continue an interrupted compression from OUT/checkpoints/last.pt.", False)
-    quiet: bool = _opt("No progress bar.", False)
+    report: bool = option(True, "Write report.html and report.md with their pictures.", group="run")
+    force: bool = option(False, "Redo every stage, even when its inputs and config are unchanged.",
+                         group="run")
+    resume: bool = option(False, "Continue an interrupted compression from OUT/checkpoints/last.pt.",
+                          group="run")
+    quiet: bool = option(False, "No progress bar.", group="run")
 
     def __post_init__(self) -> None:
         for name in ("profiles", "providers", "opt_levels", "exclude"):
             setattr(self, name, tuple(getattr(self, name)))
-        _choices("profiles", self.profiles, PROFILES)
-        _choices("providers", self.providers, PROVIDERS)
-        _choices("opt_levels", self.opt_levels, OPT_LEVELS)
+        bad = [p for p in self.profiles if p not in PROFILES]
+        if bad or not self.profiles:
+            raise ConfigError(f"profiles={list(self.profiles)!r}: each must be one of {', '.join(PROFILES)} "
+                              "(at least one)")
         if not self.dataset:
             raise ConfigError("dataset must not be empty; use digits, mnist or npz:PATH")
-        ints = {"steps": (1, MAX_STEPS), "finetune_steps": (0, MAX_STEPS), "float_epochs": (0, 100_000),
-                "preservation_size": (1, 10_000_000), "checkpoint_every": (1, MAX_STEPS), "seed": (0, SEED_MAX),
-                "torch_threads": (0, 1024), "threads": (1, 1024)}
-        for name, (lo, hi) in ints.items():
-            if getattr(self, name) is not None:
-                setattr(self, name, _check(name, getattr(self, name), lo, hi, integer=True))
-        reals = {"gamma": (0.0, 1e3, False), "lam": (0.0, 1e3, False), "init_bits": (0.0, 8.0, True),
-                 "distill": (0.0, 1e3, False), "max_accuracy_drop": (0.0, 100.0, False),
-                 "min_agreement": (0.0, 1.0, False), "max_logit_diff": (0.0, 1e30, False)}
-        for name, (lo, hi, lo_open) in reals.items():
-            if getattr(self, name) is not None:
-                setattr(self, name, _check(name, getattr(self, name), lo, hi, lo_open=lo_open))
+        check_ranges(self)  # the bounds of CompressConfig's and ValidateConfig's fields, reused
+        self.validate_config()  # the provider and level names: ValidateConfig's own check
 
-    def compress_config(self):
-        """The data set's preset with this config's compression values on top (a ``CompressConfig``)."""
-        from sgsc_export.config import CompressConfig
+    def validate_config(self) -> ValidateConfig:
+        """The settings of the validate stage."""
+        return ValidateConfig(**{name: getattr(self, name) for name in VALIDATION})
+
+    def compress_config(self) -> CompressConfig:
+        """The data set's preset with this config's compression values on top."""
         from sgsc_export.presets import preset
 
-        overrides = {name: getattr(self, name) for name in ("steps", "finetune_steps", "float_epochs", "gamma",
-                                                            "lam", "init_bits", "distill", "preservation_size",
-                                                            "checkpoint_every", "seed")
-                     if getattr(self, name) is not None}
+        overrides = {name: getattr(self, name) for name in COMPRESSION
+                     if getattr(self, name) is not None and name != "exclude"}
         if self.exclude:
             overrides["exclude"] = self.exclude
         return CompressConfig.from_dict({**preset(self.dataset.split(":")[0]).to_dict(), **overrides})
@@ -132,36 +142,17 @@ class PipelineConfig:
                 for f in dataclasses.fields(self)}
 
 
-def _choices(name: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> None:
-    bad = [v for v in values if v not in allowed]
-    if bad or not values:
-        raise ConfigError(f"{name}={list(values)!r}: each must be one of {', '.join(allowed)} (at least one)")
-
-
-def option_name(key: str) -> str:
-    return "--" + key.replace("_", "-")
-
-
 def env_name(key: str) -> str:
     return ENV_PREFIX + key.upper()
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(PipelineConfig)}
+_FIELDS = fields_of(PipelineConfig)
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
-
-
-def _kind(key: str) -> str:
-    """int | float | str | bool | list, from the field's annotation."""
-    ann = str(_FIELDS[key].type)
-    for kind in ("bool", "int", "float", "tuple"):
-        if ann.startswith(kind):
-            return "list" if kind == "tuple" else kind
-    return "str"
 
 
 def coerce(key: str, value: Any, source: str) -> Any:
     """``value`` from ``source`` (a file key, an environment variable, an option) as the field's type."""
-    kind = _kind(key)
+    kind = field_kind(_FIELDS[key])
     try:
         if isinstance(value, str) and kind != "str":
             text = value.strip()
@@ -184,7 +175,8 @@ def coerce(key: str, value: Any, source: str) -> Any:
             return value
     except ValueError:
         pass
-    expected = {"int": "an integer", "float": "a number", "bool": "true or false", "list": "a list of strings "
+    expected = {"int": "an integer", "float": "a number", "bool": "true or false",
+                "list": "a list of strings "
                 "(a comma list in the environment)", "str": "a string"}[kind]
     raise ConfigError(f"{source}={value!r}: expected {expected}")
 
@@ -207,7 +199,8 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         data = data["pipeline"]
     unknown = sorted(set(data) - set(_FIELDS))
     if unknown:
-        raise ConfigError(f"config file {p}: unknown key(s) {unknown}; `sgsc config --print-defaults` lists them")
+        raise ConfigError(f"config file {p}: unknown key(s) {unknown}; `sgsc config --print-defaults` lists "
+                          f"them")
     return {key: coerce(key, value, f"{p}: {key}") for key, value in data.items()}
 
 
@@ -242,7 +235,8 @@ def _toml_value(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def to_toml(config: PipelineConfig, sources: Mapping[str, str] | None = None, *, fill_preset: bool = True) -> str:
+def to_toml(config: PipelineConfig, sources: Mapping[str, str] | None = None, *,
+            fill_preset: bool = True) -> str:
     """The config as ``sgsc.toml`` text that ``load_toml`` reads back; unset paths are commented out.
 
     With ``fill_preset``, compression values left to the preset are written with the preset's value.

@@ -1,13 +1,14 @@
-"""``run_pipeline``: compress → export (each profile) → validate (each profile) → report, in one run directory.
+"""``run_pipeline``: compress → export (each profile) → validate (each profile) → report, in one run
+directory.
 
-This module is part of the command line layer (DESIGN.md: the CLI is the one place that sees all three packages):
-it imports ``converters`` and ``runtime_checks`` inside the stage functions only, and ``sgsc_export/__init__``
-does not import it. Each stage is keyed by a content hash of its inputs and config (``cache.StageCache``) and is
-skipped, with a message, when the key and its outputs are unchanged.
+This module is part of the command line layer (DESIGN.md: the CLI is the one place that sees all three
+packages): it imports ``converters`` and ``runtime_checks`` inside the stage functions only, and
+``sgsc_export/__init__`` does not import it. Each stage is keyed by a content hash of its inputs and config
+(``cache.StageCache``) and is skipped, with a message, when the key and its outputs are unchanged.
 
-Layout of ``OUT``: the artifact itself (manifest.json, …, checkpoints/last.pt; ``sgsc export OUT`` works on it),
-``onnx/<profile>.onnx`` + ``.json`` (size table), ``validation/<profile>.json`` / ``.md`` / ``.junit.xml``,
-``report.html``, ``report.md``, ``figures/*.png``, and ``pipeline.json`` (the stage keys).
+Layout of ``OUT``: the artifact itself (manifest.json, …, checkpoints/last.pt; ``sgsc export OUT`` works on
+it), ``onnx/<profile>.onnx`` + ``.json`` (size table), ``validation/<profile>.json`` / ``.md`` /
+``.junit.xml``, ``report.html``, ``report.md``, ``figures/*.png``, and ``pipeline.json`` (the stage keys).
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ from typing import Any
 
 from sgsc_export import __version__
 from sgsc_export._io import check_out_dir, check_outputs, lock_run_dir, write_atomic_many
+from sgsc_export.cli.compress import compress_inputs
 from sgsc_export.cli.pipeline.cache import StageCache, file_sha256, hash_json, write_atomic
-from sgsc_export.cli.pipeline.config import PipelineConfig
+from sgsc_export.cli.pipeline.config import VALIDATION, PipelineConfig
 from sgsc_export.errors import ConfigError, user_code_exit
 
 __all__ = ["ARTIFACT_FILES", "PipelineResult", "StageRun", "run_pipeline"]
 
-ARTIFACT_FILES = ("manifest.json", "history.json", "model.safetensors", "quant.safetensors", "preservation.npz",
+ARTIFACT_FILES = ("manifest.json", "history.json", "model.safetensors", "quant.safetensors",
+                  "preservation.npz",
                   "eval.npz")
 Echo = Callable[[str], None]
 
@@ -51,7 +54,8 @@ class PipelineResult:
     out: Path
     config: PipelineConfig
     manifest: dict[str, Any]
-    exports: dict[str, dict[str, Any]] = field(default_factory=dict)      # profile → size table (+ path, sha256)
+    exports: dict[str, dict[str,
+                            Any]] = field(default_factory=dict)      # profile → size table (+ path, sha256)
     validations: dict[str, dict[str, Any]] = field(default_factory=dict)  # profile → report.json content
     stages: list[StageRun] = field(default_factory=list)
     report_html: Path | None = None
@@ -60,12 +64,15 @@ class PipelineResult:
     @property
     def status(self) -> str:
         """``passed`` only when every profile passed; ``error`` wins over ``failed``."""
-        statuses = {v.get("status", "error") for v in self.validations.values()} or {"error"}
-        return "error" if "error" in statuses else "failed" if "failed" in statuses else "passed"
+        from runtime_checks.gate import verdict
+
+        return verdict(v.get("status", "error") for v in self.validations.values())
 
     @property
     def exit_code(self) -> int:
-        return {"passed": 0, "failed": 1}.get(self.status, 2)
+        from runtime_checks.gate import exit_code
+
+        return exit_code(self.status)
 
 
 def _module_sha(spec: str) -> str | None:
@@ -133,11 +140,12 @@ def _export(cfg: PipelineConfig, out: Path, cache: StageCache, profile: str) -> 
     name = f"export:{profile}"
     if not cfg.force and cache.fresh(name, key):
         return StageRun(name, True, 0.0)
-    from converters import export
+    from converters.export import export
 
     t0 = time.perf_counter()
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    # the user named cfg.model (None: a built-in); its SHA-256 is checked against the manifest's before it runs
+    # the user named cfg.model (None: a built-in); its SHA-256 is checked against the manifest's before it
+    # runs
     result = export(out, onnx_path, profile=profile, model=cfg.model)
     table = {**result.table.to_dict(), "path": str(onnx_path.relative_to(out)), "sha256": result.sha256,
              "fused": result.fused}
@@ -149,22 +157,17 @@ def _export(cfg: PipelineConfig, out: Path, cache: StageCache, profile: str) -> 
 def _validate(cfg: PipelineConfig, out: Path, cache: StageCache, profile: str) -> StageRun:
     onnx_path = out / "onnx" / f"{profile}.onnx"
     paths = {ext: out / "validation" / f"{profile}.{ext}" for ext in ("json", "md", "junit.xml")}
-    options = {k: cfg.to_dict()[k] for k in ("providers", "require_providers", "opt_levels", "max_accuracy_drop",
-                                              "min_agreement", "max_logit_diff", "layers", "latency", "threads")}
+    options = {k: cfg.to_dict()[k] for k in VALIDATION}
     key = hash_json({"onnx": file_sha256(onnx_path), "manifest": file_sha256(out / "manifest.json"),
                      "options": options, "version": __version__})
     name = f"validate:{profile}"
     if not cfg.force and cache.fresh(name, key):
         return StageRun(name, True, 0.0)
-    from runtime_checks import EvalData, Thresholds, validate
+    from runtime_checks import EvalData, validate
 
     t0 = time.perf_counter()
     _supersede(cache, out, name)  # no earlier report of this profile survives a run that stops here
-    report = validate(onnx_path, EvalData.from_run_dir(out), providers=cfg.providers, opt_levels=cfg.opt_levels,
-                      thresholds=Thresholds(cfg.max_accuracy_drop, cfg.min_agreement,
-                                            max_logit_diff=cfg.max_logit_diff),
-                      layers=cfg.layers, latency=cfg.latency, require_providers=cfg.require_providers,
-                      threads=cfg.threads)
+    report = validate(onnx_path, EvalData.from_run_dir(out), cfg.validate_config())
     write_atomic_many([(paths["json"], report.to_json()), (paths["md"], report.to_markdown()),
                        (paths["junit.xml"], report.to_junit())])
     cache.done(name, key, paths.values())
@@ -194,8 +197,7 @@ def run_pipeline(config: PipelineConfig, echo: Echo | None = None) -> PipelineRe
         raise ConfigError("no run directory: give --out DIR (config key out, environment SGSC_OUT)")
     out = Path(config.out)
     check_out_dir(out)  # before any work: a path under a file, or an unwritable one, is one line
-    inputs = {"--dataset's file": config.dataset.partition(":")[2] if config.dataset.startswith("npz:") else None,
-              "--weights": config.weights, "--model's file": (config.model or "").rpartition(":")[0] or None}
+    inputs = compress_inputs(config.dataset, config.weights, config.model)
     check_outputs({f"--out's {name}": out / name for name in (*ARTIFACT_FILES, "checkpoints/last.pt",
                                                               "pipeline.json")}, inputs)
     with lock_run_dir(out, "sgsc pipeline") as held:
@@ -245,17 +247,20 @@ def _run_locked(config: PipelineConfig, out: Path, echo: Echo) -> PipelineResult
 
 
 def _supersede(cache: StageCache, out: Path, name: str) -> list[Path]:
-    """Remove what stage ``name`` supersedes when it is redone or fails: the recorded outputs of the stages after it
-    (and its own, except compress's artifact, which stays until a new one replaces it), and the reports by name."""
+    """Remove what stage ``name`` supersedes when it is redone or fails: the recorded outputs of the stages
+    after it (and its own, except compress's artifact, which stays until a new one replaces it), and the
+    reports by name."""
     after = {"compress": lambda n: n != "compress",
              "export": lambda n: n in (name, f"validate:{name.partition(':')[2]}", "report"),
-             "validate": lambda n: n in (name, "report"), "report": lambda n: n == "report"}[name.partition(":")[0]]
+             "validate": lambda n: n in (name, "report"),
+             "report": lambda n: n == "report"}[name.partition(":")[0]]
     names = [n for n in cache.stages if after(n)]
     removed = cache.supersede(names)
     reports = [out / "report.html", out / "report.md"]
     for n in {*names, name}:
         if n.startswith("validate:"):
-            reports += [out / "validation" / f"{n.partition(':')[2]}.{ext}" for ext in ("json", "md", "junit.xml")]
+            profile = n.partition(":")[2]
+            reports += [out / "validation" / f"{profile}.{ext}" for ext in ("json", "md", "junit.xml")]
     if name == "compress" and (out / "validation").is_dir():
         reports += [p for p in (out / "validation").iterdir() if p.is_file()]
     for p in reports:

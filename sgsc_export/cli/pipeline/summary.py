@@ -1,4 +1,5 @@
-"""The one-screen summary that ends ``sgsc pipeline``: accuracy, bits, file sizes, gate verdicts, where files are."""
+"""The one-screen summary that ends ``sgsc pipeline``: accuracy, bits, file sizes, gate verdicts, where files
+are."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ __all__ = ["summary"]
 
 def summary(result: PipelineResult) -> str:
     m, cfg = result.manifest, result.config
-    lines = [f"sgsc pipeline: {result.status.upper()}  ({m['dataset']['name']}, {m['config']['steps']} steps, "
-             f"seed {m['seed']}; {len(m.get('restores', []))} restore event(s))", ""]
+    lines = [f"sgsc pipeline: {result.status.upper()}  ({m['dataset']['name']}, {m['config']['steps']} "
+             f"steps, seed {m['seed']}; {len(m.get('restores', []))} restore event(s))", ""]
     head, rows = overview(m, result.exports, result.validations)
     lines += render_rows([head, *rows])
     kept = sum(layer["channels_kept"] for layer in m["layers"])

@@ -19,18 +19,19 @@ REPORT_VERSION = 1
 # file stem → (title, what it shows)
 FIGURES = {
     "bits_heatmap": ("Bit-depth of every channel",
-                     "Each row is a quantised layer, each cell one output channel, coloured by its stored bits. "
-                     "Hatched grey cells are channels removed by pruning."),
+                     "Each row is a quantised layer, each cell one output channel, coloured by its stored "
+                     "bits. Hatched grey cells are channels removed by pruning."),
     "channels_kept": ("Channels kept per layer", "Output channels before compression and after it."),
     "accuracy_vs_size": ("Accuracy versus size over training",
-                         "Preservation-set accuracy against the weights' stored size at each logged step (colour: "
-                         "step); stars mark the float model, diamonds the final compressed model."),
+                         "Preservation-set accuracy against the weights' stored size at each logged step "
+                         "(colour: step); stars mark the float model, diamonds the final compressed model."),
     "preservation": ("Preservation accuracy over training",
-                     "Preservation-set accuracy by step; red lines are restore events (+n: channels revived), "
-                     "the dashed line is the float model, the dotted line the average bits per weight."),
+                     "Preservation-set accuracy by step; red lines are restore events (+n: channels "
+                     "revived), the dashed line is the float model, the dotted line the average bits per "
+                     "weight."),
     "export_sizes": ("Size per layer of each exported profile",
-                     "Weight bytes per layer in fp32 (of the channels kept after pruning) and as stored by each ONNX "
-                     "profile (log scale); the legend gives each whole file."),
+                     "Weight bytes per layer in fp32 (of the channels kept after pruning) and as stored by "
+                     "each ONNX profile (log scale); the legend gives each whole file."),
 }
 
 
@@ -69,8 +70,8 @@ def draw(run: RunData) -> dict[str, bytes]:
     except ImportError as exc:
         from sgsc_export.errors import SGSCError
 
-        raise SGSCError(f"the report needs matplotlib ({exc}); `pip install matplotlib`, or run with --no-report") \
-            from None
+        raise SGSCError(f"the report needs matplotlib ({exc}); `pip install matplotlib`, or run with "
+                        "--no-report") from None
     from sgsc_export.cli.report import plots
 
     pictures = {"bits_heatmap": plots.bits_heatmap(run.manifest),

@@ -1,5 +1,5 @@
-"""``report.html``: one self-contained page. Pictures are inline ``data:`` PNGs, the style is inline, there is no
-script, and a Content-Security-Policy forbids every network fetch, so the page renders the same offline.
+"""``report.html``: one self-contained page. Pictures are inline ``data:`` PNGs, the style is inline, there is
+no script, and a Content-Security-Policy forbids every network fetch, so the page renders the same offline.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import base64
 from html import escape
 from typing import TYPE_CHECKING
 
-from sgsc_export.cli.report.tables import Table, failed_checks, overview, validation_table
+from sgsc_export.cli.report.tables import Table, failed_checks, overview, run_verdict, validation_table
 
 if TYPE_CHECKING:
     from sgsc_export.cli.report import RunData
@@ -25,7 +25,8 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; } th {
 .passed { color: #1a7f37; font-weight: bold; } .failed { color: #c62828; font-weight: bold; }
 .error, .skipped { color: #b26a00; font-weight: bold; }
 figure { margin: 1.2em 0 2em; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
-figcaption { color: #555; font-size: 0.9em; margin-top: 0.3em; } code { background: #f5f5f5; padding: 0 0.2em; }
+figcaption { color: #555; font-size: 0.9em; margin-top: 0.3em; }
+code { background: #f5f5f5; padding: 0 0.2em; }
 """
 
 
@@ -46,11 +47,10 @@ def render_html(run: RunData, pictures: dict[str, bytes]) -> str:
     from sgsc_export.cli.report import FIGURES
 
     m = run.manifest
-    statuses = {v.get("status", "error") for v in run.validations.values()}
-    verdict = ("error" if "error" in statuses else "failed" if "failed" in statuses else "passed") if statuses \
-        else "not validated"
+    verdict = run_verdict(run.validations)
     title = f"sgsc pipeline: {m['dataset']['name']}"
-    body = [f"<h1>{escape(title)} — <span class=\"{verdict.split()[0]}\">{escape(verdict.upper())}</span></h1>",
+    badge = f"<span class=\"{verdict.split()[0]}\">{escape(verdict.upper())}</span>"
+    body = [f"<h1>{escape(title)} — {badge}</h1>",
             f"<p class=\"muted\">Run directory <code>{escape(str(run.out))}</code>; model "
             f"<code>{escape(str(m['model'].get('factory')))}</code>; {m['config']['steps']} steps, seed "
             f"{m['seed']}; {len(m.get('restores', []))} restore event(s); sgsc-export "
@@ -58,7 +58,8 @@ def render_html(run: RunData, pictures: dict[str, bytes]) -> str:
             "<h2>Summary</h2>", _table(overview(m, run.exports, run.validations))]
     failures = failed_checks(run.validations)
     if failures:
-        body.append("<h3>Failed checks</h3><ul>" + "".join(f"<li>{escape(f)}</li>" for f in failures) + "</ul>")
+        body.append("<h3>Failed checks</h3><ul>" + "".join(f"<li>{escape(f)}</li>" for f in failures)
+                    + "</ul>")
     for stem, png in pictures.items():
         caption_title, caption = FIGURES[stem]
         data = base64.b64encode(png).decode()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sgsc_export.cli.report.tables import Table, failed_checks, overview, validation_table
+from sgsc_export.cli.report.tables import Table, failed_checks, overview, run_verdict, validation_table
 
 if TYPE_CHECKING:
     from sgsc_export.cli.report import RunData
@@ -23,9 +23,7 @@ def render_markdown(run: RunData, figures: list[str]) -> str:
     from sgsc_export.cli.report import FIGURES
 
     m = run.manifest
-    statuses = {v.get("status", "error") for v in run.validations.values()}
-    verdict = ("error" if "error" in statuses else "failed" if "failed" in statuses else "passed") if statuses \
-        else "not validated"
+    verdict = run_verdict(run.validations)
     lines = [f"# sgsc pipeline: {m['dataset']['name']} — {verdict.upper()}", "",
              f"Model `{m['model'].get('factory')}`, {m['config']['steps']} steps, seed {m['seed']}, "
              f"{len(m.get('restores', []))} restore event(s).", "", "## Summary", ""]

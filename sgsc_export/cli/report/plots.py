@@ -45,7 +45,8 @@ def _label(layer: dict[str, Any]) -> str:
 
 
 def bits_heatmap(manifest: dict[str, Any]) -> bytes:
-    """Layers × output channels, colour = stored bits; channels removed by pruning hatched grey at the right."""
+    """Layers × output channels, colour = stored bits; channels removed by pruning hatched grey at the
+    right."""
     plt = _plt()
     from matplotlib.colors import BoundaryNorm, ListedColormap
     from matplotlib.patches import Patch, Rectangle
@@ -56,23 +57,29 @@ def bits_heatmap(manifest: dict[str, Any]) -> bytes:
     for i, layer in enumerate(layers):
         grid[i, :len(layer["bits"])] = layer["bits"]
     max_bits = max(8, int(np.nanmax(grid)) if np.isfinite(grid).any() else 8)
-    cmap = ListedColormap(plt.get_cmap("viridis", max_bits + 1)(np.arange(max_bits + 1))).with_extremes(bad="white")
+    cmap = ListedColormap(plt.get_cmap("viridis", max_bits + 1)(np.arange(max_bits
+                                                                          + 1))).with_extremes(bad="white")
     fig, ax = plt.subplots(figsize=(min(14, 3 + width * 0.16), 1.2 + 0.55 * len(layers)))
     image = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap=cmap, interpolation="nearest",
                       norm=BoundaryNorm(np.arange(-0.5, max_bits + 1.5), max_bits + 1))
     for i, layer in enumerate(layers):
         kept, before = len(layer["bits"]), layer["channels_before"]
         if before > kept:
-            ax.add_patch(Rectangle((kept - 0.5, i - 0.5), before - kept, 1, facecolor="#dddddd", edgecolor="#999999",
+            ax.add_patch(Rectangle((kept - 0.5, i - 0.5), before - kept, 1, facecolor="#dddddd",
+                                   edgecolor="#999999",
                                    hatch="///", linewidth=0.5))
-    ax.set_yticks(range(len(layers)), [f"{_label(layer)}\n{np.mean(layer['bits']) if layer['bits'] else 0:.2f} b avg, "
-                                       f"{len(layer['bits'])}/{layer['channels_before']}" for layer in layers])
+    ax.set_yticks(range(len(layers)),
+                  [f"{_label(layer)}\n{np.mean(layer['bits']) if layer['bits'] else 0:.2f} b avg, "
+                                       f"{len(layer['bits'])}/{layer['channels_before']}"
+                                       for layer in layers])
     ax.set_xlabel("output channel (kept channels in order; removed channels at the right)")
     ax.set_title("Bit-depth of every channel, by layer")
     bar = fig.colorbar(image, ax=ax, ticks=range(max_bits + 1), pad=0.02)
     bar.set_label("stored bits (0 = masked)")
-    ax.legend(handles=[Patch(facecolor="#dddddd", edgecolor="#999999", hatch="///", label="removed (pruned)")],
-              loc="upper left", bbox_to_anchor=(0, -0.35 if len(layers) < 4 else -0.18), fontsize=8, frameon=False)
+    ax.legend(handles=[Patch(facecolor="#dddddd", edgecolor="#999999", hatch="///",
+                             label="removed (pruned)")],
+              loc="upper left", bbox_to_anchor=(0, -0.35 if len(layers) < 4 else -0.18), fontsize=8,
+              frameon=False)
     return _png(fig)
 
 
@@ -117,8 +124,8 @@ def accuracy_vs_size(manifest: dict[str, Any], history: dict[str, Any]) -> bytes
         points = ax.scatter(size, acc, c=[r["step"] for r in records], cmap="plasma", s=18, zorder=2)
         fig.colorbar(points, ax=ax).set_label("training step")
     fsize, csize = totals["fp32_bits"] * kb, totals["quantized_bits"] * kb
-    ax.scatter([fsize], [metrics["float"]["preservation_accuracy"]], marker="*", s=220, color="black", zorder=3,
-               label=f"float model, preservation ({fsize:.1f} KB)")
+    ax.scatter([fsize], [metrics["float"]["preservation_accuracy"]], marker="*", s=220, color="black",
+               zorder=3, label=f"float model, preservation ({fsize:.1f} KB)")
     ax.scatter([fsize], [metrics["float"]["test_accuracy"]], marker="*", s=220, facecolor="white",
                edgecolor="black", zorder=3, label="float model, test")
     ax.scatter([csize], [metrics["compressed"]["preservation_accuracy"]], marker="D", s=60, color="#2b7bba",
@@ -143,8 +150,8 @@ def preservation_over_training(manifest: dict[str, Any], history: dict[str, Any]
     steps = [r["step"] for r in records]
     ax.plot(steps, [r["preservation_accuracy"] for r in records], marker=".", color="#2b7bba",
             label="preservation accuracy")
-    ax.axhline(manifest["metrics"]["float"]["preservation_accuracy"], color="black", linestyle="--", linewidth=1,
-               label="float model")
+    ax.axhline(manifest["metrics"]["float"]["preservation_accuracy"], color="black", linestyle="--",
+               linewidth=1, label="float model")
     restores = history.get("restores", manifest.get("restores", []))
     for i, event in enumerate(restores):
         revived = sum(event.get("revived", {}).values())
@@ -180,7 +187,8 @@ def export_sizes(exports: dict[str, dict[str, Any]]) -> bytes:
     y = np.arange(len(names))
     fp32 = [row["fp32_bytes"] for row in exports[profiles[0]]["layers"]] if profiles else []
     float_file = exports[profiles[0]]["totals"]["float_onnx_bytes"] if profiles else 0
-    ax.barh(y, fp32, height, color="#d9d9d9", label=f"fp32, kept channels (float ONNX file {float_file / 1024:.1f} KB)")
+    ax.barh(y, fp32, height, color="#d9d9d9",
+            label=f"fp32, kept channels (float ONNX file {float_file / 1024:.1f} KB)")
     colours = ["#2b7bba", "#e76f51", "#2a9d8f", "#8d6cab"]
     for k, profile in enumerate(profiles):
         rows = {row["name"]: row for row in exports[profile]["layers"]}

@@ -1,10 +1,11 @@
-"""The report's tables as rows of strings, from the run directory's JSON files; HTML and Markdown render them."""
+"""The report's tables as rows of strings, from the run directory's JSON files; HTML and Markdown render
+them."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Table", "overview", "provider_verdicts", "validation_table"]
+__all__ = ["Table", "failed_checks", "overview", "provider_verdicts", "run_verdict", "validation_table"]
 
 Table = tuple[list[str], list[list[str]]]  # header, rows
 
@@ -18,19 +19,24 @@ def _kb(n: float) -> str:
 
 
 def provider_verdicts(report: dict[str, Any]) -> dict[str, str]:
-    """passed / failed / error per provider of one validation report (its checks are named ``provider/…``)."""
-    out = {}
-    for name in report.get("providers", {}):
-        checks = [c for c in report.get("checks", []) if c["name"].startswith(name + "/")]
-        if report.get("errors") or report.get("status") == "error":
-            out[name] = "error"
-        elif any(c["status"] == "failed" for c in checks):
-            out[name] = "failed"
-        else:
-            out[name] = "passed" if checks else "error"
+    """passed / failed / error per provider of one validation report (its checks are named
+    ``provider/…``)."""
+    from runtime_checks.gate import verdict
+
+    errored = ["error"] if report.get("errors") or report.get("status") == "error" else []
+    out = {name: verdict([c["status"] for c in report.get("checks", []) if c["name"].startswith(name + "/")]
+                         + errored)
+           for name in report.get("providers", {})}
     for name in report.get("skipped_providers", {}):
         out[name] = "skipped"
     return out
+
+
+def run_verdict(validations: dict[str, dict[str, Any]]) -> str:
+    """The run's verdict over its profiles' reports, or ``not validated``."""
+    from runtime_checks.gate import verdict
+
+    return verdict(v.get("status", "error") for v in validations.values()) if validations else "not validated"
 
 
 def overview(manifest: dict[str, Any], exports: dict[str, dict[str, Any]],
@@ -46,8 +52,9 @@ def overview(manifest: dict[str, Any], exports: dict[str, dict[str, Any]],
     for profile, table in exports.items():
         verdicts = provider_verdicts(validations.get(profile, {}))
         gate = ", ".join(f"{p}: {v.upper()}" for p, v in verdicts.items()) or "not validated"
-        rows.append([f"ONNX file, {profile}", _kb(table["totals"]["float_onnx_bytes"]) + " (fp32, pruned)",
-                     f"{_kb(table['totals']['file_bytes'])} ({table['totals']['ratio_to_float_onnx']:.3f}×); {gate}"])
+        totals = table["totals"]
+        rows.append([f"ONNX file, {profile}", _kb(totals["float_onnx_bytes"]) + " (fp32, pruned)",
+                     f"{_kb(totals['file_bytes'])} ({totals['ratio_to_float_onnx']:.3f}×); {gate}"])
     if first is None:
         rows.append(["ONNX file", "-", "not exported"])
     return ["", "float", "compressed"], rows
@@ -65,8 +72,9 @@ def validation_table(validations: dict[str, dict[str, Any]]) -> Table:
             p50 = _f((lat.get("batch_1") or {}).get("p50"), ".3f")
             for level, splits in provider.get("opt_levels", {}).items():
                 for split, r in splits.items():
-                    rows.append([profile, name, verdicts.get(name, "?").upper(), level, split, str(r.get("n", "-")),
-                                 _f(r.get("accuracy")), _f(r.get("agreement")), str(len(r.get("flipped") or [])),
+                    rows.append([profile, name, verdicts.get(name, "?").upper(), level, split,
+                                 str(r.get("n", "-")), _f(r.get("accuracy")), _f(r.get("agreement")),
+                                 str(len(r.get("flipped") or [])),
                                  _f(r.get("max_abs_logit_diff"), ".3g"), p50])
         for name, reason in report.get("skipped_providers", {}).items():
             rows.append([profile, name, "SKIPPED", "-", "-", "-", "-", "-", "-", "-", reason])

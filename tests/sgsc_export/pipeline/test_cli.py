@@ -62,7 +62,8 @@ def test_precedence_through_the_cli(tmp_path):
     (["pipeline", "--profiles", "portable,tiny", "--out", "x"], {}, "error: profiles="),
     (["pipeline", "--providers", "npu", "--out", "x"], {}, "error: providers="),
     (["pipeline", "--print-config"], {"SGSC_THREADS": "0"}, "error: threads=0 is out of range"),
-    (["pipeline", "--config", "/nonexistent.toml"], {}, "error: config file /nonexistent.toml does not exist"),
+    (["pipeline", "--config", "/nonexistent.toml"], {},
+     "error: config file /nonexistent.toml does not exist"),
     (["pipeline", "--steps", "5"], {}, "error: no run directory: give --out DIR"),
     (["pipeline", "--dataset", "nope", "--out", "{tmp}/o"], {}, "error: "),
     (["pipeline", "--out", "{tmp}/o", "--resume"], {}, "error: --resume: no checkpoint at"),
@@ -84,7 +85,8 @@ def test_config_and_help_stay_lean():
     import sys
 
     code = ("import sys; from click.testing import CliRunner; from sgsc_export.cli import main; "
-            "r = CliRunner().invoke(main, ['config', '--print-defaults']); assert r.exit_code == 0, r.output; "
+            "r = CliRunner().invoke(main, ['config', '--print-defaults']); assert r.exit_code == 0, "
+            "r.output; "
             "r = CliRunner().invoke(main, ['pipeline', '--help']); assert r.exit_code == 0, r.output; "
             "print(sorted({'torch', 'onnx', 'onnxruntime', 'matplotlib'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

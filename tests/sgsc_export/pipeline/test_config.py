@@ -13,7 +13,7 @@ def test_defaults_and_preset():
     assert config == PipelineConfig()
     assert config.profiles == ("portable", "compact") and set(sources.values()) == {"default"}
     cc = config.compress_config()
-    assert cc.steps == 1500 or cc.steps > 0  # the digits preset (tuned by the lead)
+    assert cc.steps == 1000 and cc.gamma == 0.5  # the digits preset (sgsc_export.presets)
     assert PipelineConfig(steps=7, exclude=("a",)).compress_config().steps == 7
 
 

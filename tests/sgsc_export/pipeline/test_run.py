@@ -81,7 +81,8 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_resume_continues(tmp_path, monkeyp
     monkeypatch.setattr(api, "save_checkpoint", real)
     other = run_cli("pipeline", *TOY_ARGS, "--out", out, "--profiles", "portable", "--resume", "--seed", "1")
     assert other.exit_code == 2 and "made with other inputs or config" in other.output
-    resumed = run_cli("pipeline", *TOY_ARGS, "--out", out, "--profiles", "portable", "--no-report", "--resume")
+    resumed = run_cli("pipeline", *TOY_ARGS, "--out", out, "--profiles", "portable", "--no-report",
+                      "--resume")
     assert resumed.exit_code in (0, 1), resumed.output
     assert f"compress: resuming from {out / 'checkpoints' / 'last.pt'}" in resumed.output
     steps = [r["step"] for r in json.loads((out / "history.json").read_text())["records"]]
@@ -114,7 +115,8 @@ def test_a_real_sigint_leaves_a_loadable_checkpoint_and_no_temp_file(tmp_path):
     out = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SGSC_")}
     env["PYTHONPATH"] = str(root)
-    proc = subprocess.Popen([sys.executable, "-m", "sgsc_export.cli", "pipeline", "--out", str(out), "--steps", "5000",
+    proc = subprocess.Popen([sys.executable, "-m", "sgsc_export.cli", "pipeline", "--out", str(out),
+                             "--steps", "5000",
                              "--float-epochs", "1", "--checkpoint-every", "5", "--quiet", "--no-report"],
                             cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ckpt = out / "checkpoints" / "last.pt"

@@ -1,4 +1,5 @@
-"""report.html / report.md: self-contained, every picture present; checked in headless chromium when installed."""
+"""report.html / report.md: self-contained, every picture present; checked in headless chromium when
+installed."""
 
 from __future__ import annotations
 
@@ -52,12 +53,14 @@ window.addEventListener('error', e => window.__errors.push(String(e.message || e
 window.addEventListener('load', () => {
   const imgs = Array.from(document.images);
   const bad = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length;
-  document.body.setAttribute('data-probe', `images=${imgs.length} broken=${bad} errors=${window.__errors.length}`);
+  const errors = window.__errors.length;
+  document.body.setAttribute('data-probe', `images=${imgs.length} broken=${bad} errors=${errors}`);
 });
 </script>"""
 
 
-@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed (Debian: apt-get install chromium)")
+@pytest.mark.skipif(_chromium() is None,
+                    reason="chromium is not installed (Debian: apt-get install chromium)")
 def test_report_loads_in_headless_chromium(toy_run, tmp_path):
     out, _ = toy_run
     html = (out / "report.html").read_text()
@@ -73,5 +76,6 @@ def test_report_loads_in_headless_chromium(toy_run, tmp_path):
     probe = re.search(r'data-probe="images=(\d+) broken=(\d+) errors=(\d+)"', proc.stdout)
     assert probe, f"the page did not load: {proc.stderr[-2000:]}"
     assert probe.groups() == (str(len(FIGURES)), "0", "0"), probe.group(0)
-    console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Content Security Policy" in line]
+    console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line
+               or "Content Security Policy" in line]
     assert not console, console

@@ -140,7 +140,7 @@ def _export(cfg: PipelineConfig, out: Path, cache: StageCache, profile: str) -> 
     name = f"export:{profile}"
     if not cfg.force and cache.fresh(name, key):
         return StageRun(name, True, 0.0)
-    from converters.export import export
+    from converters import export
 
     t0 = time.perf_counter()
     onnx_path.parent.mkdir(parents=True, exist_ok=True)

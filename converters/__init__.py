@@ -8,36 +8,28 @@ the package attribute ``converters.export`` to itself when imported, and the fun
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sgsc_export._lazy import lazy_exports
 
 # The export profiles, in the order they are documented; converters.profiles.PROFILES defines each one.
 PROFILE_NAMES: tuple[str, ...] = ("portable", "compact", "ort-int8")
 
 _EXPORTS = {
-    "ExportResult": "converters.exporter",
-    "export": "converters.exporter",
-    "inspect_model": "converters.inspection",
-    "pack_channels": "converters.packing",
-    "pack_container": "converters.packing",
-    "unpack_channels": "converters.packing",
-    "unpack_container": "converters.packing",
-    "PROFILES": "converters.profiles",
+    "ExportResult": "exporter",
+    "export": "exporter",
+    "inspect_model": "inspection",
+    "pack_channels": "packing",
+    "pack_container": "packing",
+    "unpack_channels": "packing",
+    "unpack_container": "packing",
+    "PROFILES": "profiles",
 }
 
 __all__ = ["PROFILE_NAMES", *_EXPORTS]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'converters' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals(), __all__)
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs

@@ -9,12 +9,12 @@ validate --help`` and ``sgsc config`` read) cost neither onnx nor onnxruntime.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 # accuracy and language_model import each other; accuracy first resolves the cycle (numpy only, no
 # onnxruntime)
 from runtime_checks import accuracy as _accuracy  # noqa: F401
+from sgsc_export._lazy import lazy_exports
 
 _EXPORTS = {
     "PROVIDERS": "sessions",
@@ -69,15 +69,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'runtime_checks' has no attribute {name!r}")
-    value = globals()[name] = getattr(importlib.import_module(f"runtime_checks.{_EXPORTS[name]}"), name)
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals(), __all__)
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs

@@ -67,7 +67,7 @@ def _compression_options(fn):
 def compress_cmd(dataset: str, data_dir: Path | None, preservation_file: Path | None, model_spec: str | None,
                  weights: Path | None, out: Path, resume: bool, threads: int, quiet: bool, **options) -> None:
     """Compress a model with SGSC and write the artifact directory OUT."""
-    from sgsc_export._io import check_out_dir, check_outputs, lock_run_dir
+    from sgsc_export._outputs import check_out_dir, check_outputs, lock_run_dir
     from sgsc_export.cli.pipeline.run import remove_partial_files
 
     check_out_dir(out)
@@ -87,7 +87,7 @@ def compress_cmd(dataset: str, data_dir: Path | None, preservation_file: Path | 
 
 def _compress(dataset, data_dir, preservation_file, model_spec, weights, out, resume, threads, quiet,
               options) -> None:
-    from sgsc_export._io import check_out_dir
+    from sgsc_export._outputs import check_out_dir
     from sgsc_export.cli.tables import compress_summary, layer_table
     from sgsc_export.datasets.images import load_dataset
     from sgsc_export.models import build_model, default_factory, default_kwargs, load_weights

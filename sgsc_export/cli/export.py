@@ -36,7 +36,7 @@ def export_cmd(directory: str, profile: str, output: str, model_spec: str | None
     with --trust-model-code, and only if its SHA-256 is the one recorded at compression.
     """
     from converters.exporter import export
-    from sgsc_export._io import artifact_files, check_outputs
+    from sgsc_export._outputs import artifact_files, check_outputs
 
     inputs = dict(artifact_files(directory))
     if model_spec and model_spec.rpartition(":")[0]:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import click
 
 from runtime_checks.config import MAX_BATCH, ValidateConfig
-from sgsc_export._io import artifact_files, check_outputs, check_writable, write_atomic_many
+from sgsc_export._outputs import artifact_files, check_outputs, check_writable, write_atomic_many
 from sgsc_export.cli import Command, describe, finish
 from sgsc_export.cli._options import field_option, fields_of
 from sgsc_export.errors import ValidationError

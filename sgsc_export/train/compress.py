@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from sgsc_export import __version__
-from sgsc_export._io import check_out_dir
+from sgsc_export._outputs import check_out_dir
 from sgsc_export.artifact.compressed import CompressedModel
 from sgsc_export.artifact.format import FORMAT, FORMAT_VERSION
 from sgsc_export.artifact.rebuild import load_state_resizing_

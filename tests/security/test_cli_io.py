@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from sgsc_export._io import lock_run_dir, write_atomic_many
+from sgsc_export._outputs import lock_run_dir, write_atomic_many
 from tests.runtime_checks.conftest import make_data, make_model, save_artifact_weights, write_run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -276,7 +276,7 @@ def test_a_second_run_into_a_held_directory_is_refused(tmp_path):
 def test_a_killed_run_is_detected_explained_and_cleaned(tmp_path):
     out = tmp_path / "run"
     killed = subprocess.run([sys.executable, "-c", (
-        "import os, signal, sys; from sgsc_export._io import lock_run_dir\n"
+        "import os, signal, sys; from sgsc_export._outputs import lock_run_dir\n"
         f"with lock_run_dir({str(out)!r}, 'victim'):\n"
         f"    open({str(out / '.manifest.json.x.tmp')!r}, 'w').write('half a file')\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n")], env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sgsc_export import __version__
-from sgsc_export._io import check_out_dir, check_outputs, lock_run_dir, write_atomic_many
+from sgsc_export._outputs import check_out_dir, check_outputs, lock_run_dir, write_atomic_many
 from sgsc_export.cli.compress import compress_inputs
 from sgsc_export.cli.pipeline.cache import StageCache, file_sha256, hash_json, write_atomic
 from sgsc_export.cli.pipeline.config import VALIDATION, PipelineConfig

@@ -1,10 +1,10 @@
 """Fusion report: after onnxruntime's optimisations, which quantised layers run as integer kernels.
 
-The optimised graph is dumped (``optimized_model_filepath``, a temp file) and each quantised layer is followed by
-its integer weight initializer: consumed by an integer kernel (QLinearConv, QLinearMatMul, MatMulIntegerToFloat,
-MatMulNBits, ...) → ``integer``; still consumed by a DequantizeLinear → ``dequantize`` (the weight is
-dequantised to float on every run). onnxruntime never constant-folds DequantizeLinear, so ``folded`` should not
-occur; it is reported if it does.
+The optimised graph is dumped (``optimized_model_filepath``, a temp file) and each quantised layer is followed
+by its integer weight initializer: consumed by an integer kernel (QLinearConv, QLinearMatMul,
+MatMulIntegerToFloat, MatMulNBits, ...) → ``integer``; still consumed by a DequantizeLinear → ``dequantize``
+(the weight is dequantised to float on every run). onnxruntime never constant-folds DequantizeLinear, so
+``folded`` should not occur; it is reported if it does.
 
 On GPU providers a one-batch profiling run tells where each node ran (``args.provider`` of the profile's node
 events): nodes on CPUExecutionProvider fell back to CPU, and Memcpy* nodes copy between devices.
@@ -120,7 +120,8 @@ def fusion_report(info: ModelInfo, provider: ProviderPlan, level: str, plan: Ses
             # TensorRT's compiled nodes cannot be serialised; placement below still tells the story.
             result.notes.append(f"optimised graph not available: {exc}")
         if provider.is_gpu:
-            session = make_session(info, provider, level, plan, threads, profile_prefix=str(Path(tmp) / "prof"))
+            session = make_session(info, provider, level, plan, threads,
+                                   profile_prefix=str(Path(tmp) / "prof"))
             session.run(None, {info.input_name: x_sample})
             events = json.loads(Path(session.end_profiling()).read_text())
             result.fallback_nodes, result.memcpy_nodes = parse_profile(events, provider.ep)

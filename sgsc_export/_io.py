@@ -1,10 +1,10 @@
 """Atomic file writes and bounded reads of untrusted files, shared by every stage (torch-free, so converters
 and runtime_checks may import it).
 
-A file is written through a temp file and a rename (``write_atomic``); an untrusted ``.npz`` is read with every
-declared size checked first (``load_npz_bounded``); any other untrusted file is read only if it is a regular
-file, never past a limit (``open_regular``, ``read_bounded``, ``read_bytes_bounded``). The guards of a run's
-outputs live in :mod:`sgsc_export._outputs`.
+A file is written through a temp file and a rename (``write_atomic``); an untrusted ``.npz`` is read with
+every declared size checked first (``load_npz_bounded``); any other untrusted file is read only if it is a
+regular file, never past a limit (``open_regular``, ``read_bounded``, ``read_bytes_bounded``). The guards of
+a run's outputs live in :mod:`sgsc_export._outputs`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The guards of a run's outputs (torch-free): nothing an sgsc command writes destroys an input or leaves a
 half-written set of reports.
 
-An output that is an input is refused before anything is written (``check_outputs``), an unwritable report path
-before a long run (``check_writable``), an ``--out`` that cannot be created before any work
+An output that is an input is refused before anything is written (``check_outputs``), an unwritable report
+path before a long run (``check_writable``), an ``--out`` that cannot be created before any work
 (``check_out_dir``); the reports of one run are written all or none (``write_atomic_many``), and one sgsc run
 at a time holds a run directory (``lock_run_dir``, with filelock; a stale lock from a killed run is named).
 """

@@ -1,6 +1,6 @@
-"""Issue 14, items 1, 7, 8, 9 (artifact parts): an artifact never causes code to run, and is checked before it is
-believed. Hostile manifests are driven through the real `sgsc export` (a subprocess) and CliRunner; a marker file
-proves that no payload ran."""
+"""Issue 14, items 1, 7, 8, 9 (artifact parts): an artifact never causes code to run, and is checked before it
+is believed. Hostile manifests are driven through the real `sgsc export` (a subprocess) and CliRunner; a
+marker file proves that no payload ran."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def _payload_file(path: Path, marker: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-# -- the marker-file test: no payload runs ---------------------------------------------------------------------
+# -- the marker-file test: no payload runs -------------------------------------------------------------------
 def _os_system(m, marker, tmp):
     m["model"].update(factory="os:system", kwargs={"command": f"touch {marker}"})
 
@@ -102,9 +102,11 @@ HOSTILE = {  # name → (manifest edit, extra export arguments, first words of t
     "os:system": (_os_system, [], "manifest.json names the model factory 'os:system'"),
     "builtins:exec": (_builtins_exec, [], "manifest.json names the model factory 'builtins:exec'"),
     "subprocess:getoutput": (_subprocess, [], "is neither a built-in model"),
-    "package function not in the allow-list": (_package_function_not_allowed, [], "is neither a built-in model"),
+    "package function not in the allow-list": (_package_function_not_allowed, [],
+                                                "is neither a built-in model"),
     ".py with null sha": (_py_null_sha, [], "records no SHA-256 of the model file"),
-    ".py with null sha, trusted": (_py_null_sha, ["--trust-model-code"], "records no SHA-256 of the model file"),
+    ".py with null sha, trusted": (_py_null_sha, ["--trust-model-code"],
+                                   "records no SHA-256 of the model file"),
     ".py without sha": (_py_missing_sha, ["--trust-model-code"], "records no SHA-256 of the model file"),
     ".py whose sha differs, trusted": (_py_other_sha, ["--trust-model-code"], "recorded at compression"),
     ".py with the right sha, not named": (_py_right_sha_not_named, [], "runs only if you name it"),
@@ -124,7 +126,8 @@ def test_hostile_manifest_runs_no_code(case, digits_artifact, tmp_path):
 
 
 def test_the_marker_would_show_a_payload_that_ran(digits_artifact, tmp_path):
-    """The positive control: a model file the user names (right SHA-256) does run, so the test above can see it."""
+    """The positive control: a model file the user names (right SHA-256) does run, so the test
+    above can see it."""
     run, marker, out = _copy(digits_artifact, tmp_path), tmp_path / "MARKER", tmp_path / "m.onnx"
     _edit(run, lambda m: _py_right_sha_not_named(m, marker, tmp_path))
     r = _sgsc("export", run, "-o", out, "--model", f"{tmp_path / 'evil.py'}:make", cwd=tmp_path)
@@ -137,19 +140,22 @@ def test_named_model_file_with_another_sha_is_refused_before_it_runs(digits_arti
     _edit(run, lambda m: _py_right_sha_not_named(m, marker, tmp_path))
     _payload_file(tmp_path / "edited.py", marker)
     (tmp_path / "edited.py").write_text((tmp_path / "edited.py").read_text() + "# edited after compression\n")
-    r = CliRunner().invoke(main, ["export", str(run), "-o", str(out), "--model", f"{tmp_path / 'edited.py'}:make"])
+    r = CliRunner().invoke(main, ["export", str(run), "-o", str(out),
+                                  "--model", f"{tmp_path / 'edited.py'}:make"])
     assert r.exit_code == 2
     _one_error_line(r.stderr, "edited.py has SHA-256", "recorded at compression")
     assert not marker.exists() and not out.exists()
-    r = CliRunner().invoke(main, ["export", str(run), "-o", str(out), "--model", "sgsc_export.models:digits_cnn"])
+    r = CliRunner().invoke(main, ["export", str(run), "-o", str(out),
+                                  "--model", "sgsc_export.models:digits_cnn"])
     assert r.exit_code == 2
     _one_error_line(r.stderr, "must look like path/to/file.py:factory")
 
 
-# -- user models: named or trusted, checked, and then they work ------------------------------------------------
+# -- user models: named or trusted, checked, and then they work ----------------------------------------------
 @pytest.fixture
 def user_run(digits_artifact, tmp_path) -> tuple[Path, Path]:
-    """The digits artifact as if compressed with ``--model um.py:make`` (the same architecture, a user's file)."""
+    """The digits artifact as if compressed with ``--model um.py:make`` (the same architecture,
+    a user's file)."""
     run = _copy(digits_artifact, tmp_path)
     um = tmp_path / "um.py"
     um.write_text("from sgsc_export.models import digits_cnn\n\ndef make(num_classes=10):\n"
@@ -164,7 +170,8 @@ def test_user_model_exports_when_named_or_trusted(user_run, tmp_path):
     r = CliRunner().invoke(main, ["export", str(run), "-o", str(tmp_path / "a.onnx")])
     assert r.exit_code == 2
     _one_error_line(r.stderr, "runs only if you name it", "--model FILE.py:make", "--trust-model-code")
-    r = CliRunner().invoke(main, ["export", str(run), "-o", str(tmp_path / "a.onnx"), "--model", f"{um}:make"])
+    r = CliRunner().invoke(main, ["export", str(run), "-o", str(tmp_path / "a.onnx"),
+                                  "--model", f"{um}:make"])
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["export", str(run), "-o", str(tmp_path / "b.onnx"), "--trust-model-code"])
     assert r.exit_code == 0, r.output
@@ -221,10 +228,11 @@ def test_allow_list_holds_exactly_the_builtin_defaults():
     from sgsc_export.models import _DEFAULTS, BUILTIN_FACTORIES
 
     assert set(_DEFAULTS.values()) == set(BUILTIN_FACTORIES) == {
-        "sgsc_export.models:digits_cnn", "sgsc_export.models:mnist_cnn", "sgsc_export.charlm:char_transformer"}
+        "sgsc_export.models:digits_cnn", "sgsc_export.models:mnist_cnn",
+        "sgsc_export.charlm:char_transformer"}
 
 
-# -- the manifest schema, history.json, validate --run ---------------------------------------------------------
+# -- the manifest schema, history.json, validate --run -------------------------------------------------------
 def _set(path: tuple, value):
     def change(m):
         node = m
@@ -321,7 +329,7 @@ def test_compress_resume_never_imports_what_the_manifest_names(digits_artifact, 
     assert "Traceback" not in r.output and not marker.exists()
 
 
-# -- hypothesis: random corruptions of manifest fields ---------------------------------------------------------
+# -- hypothesis: random corruptions of manifest fields -------------------------------------------------------
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.integers(-3, 40)
     | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12)
@@ -329,8 +337,9 @@ _JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=6)
 _PATHS = [("model",), ("model", "factory"), ("model", "kwargs"), ("model", "kwargs", "num_classes"),
-          ("model", "source_sha256"), ("model", "input_shape"), ("model", "input_shape", 2), ("model", "task"),
-          ("model", "input_dtype"), ("folded_batchnorm",), ("folded_batchnorm", 0), ("folded_batchnorm", 0, 1),
+          ("model", "source_sha256"), ("model", "input_shape"), ("model", "input_shape", 2),
+          ("model", "task"), ("model", "input_dtype"), ("folded_batchnorm",), ("folded_batchnorm", 0),
+          ("folded_batchnorm", 0, 1),
           ("layers",), ("layers", 0), ("layers", 0, "name"), ("layers", 1, "bits"), ("layers", 1, "bits", 0),
           ("layers", 2, "weight_shape"), ("layers", 2, "weight_shape", 1), ("layers", 0, "kind"),
           ("layers", 3, "exponents"), ("preservation",), ("preservation", "sha256"), ("format_version",),
@@ -344,7 +353,8 @@ def fuzz_dir(digits_artifact, tmp_path_factory) -> Path:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(path=st.sampled_from(_PATHS), value=_JSON, delete=st.booleans())
-def test_random_manifest_corruption_is_exit_2_or_a_valid_export(fuzz_dir, digits_artifact, path, value, delete):
+def test_random_manifest_corruption_is_exit_2_or_a_valid_export(fuzz_dir, digits_artifact, path, value,
+                                                                  delete):
     original = json.loads((digits_artifact / "manifest.json").read_text())
     m = copy.deepcopy(original)
     node = m

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 torch.set_num_threads(1)
 
-TOY_ARGS = ["--dataset", "digits", "--steps", "30", "--finetune-steps", "0", "--float-epochs", "1", "--checkpoint-every", "10",
-            "--no-latency", "--quiet"]
+TOY_ARGS = ["--dataset", "digits", "--steps", "30", "--finetune-steps", "0", "--float-epochs", "1",
+            "--checkpoint-every", "10", "--no-latency", "--quiet"]
 
 
 def run_cli(*args: str, env: dict | None = None):

@@ -638,6 +638,39 @@ def _header_lies(ctx: Ctx) -> list[str]:
     return ["validate", ctx.onnx(), "--data", "npz:" + raw_npz(ctx, "lies.npz", members), *LOOSE]
 
 
+def _idx_gz(ctx: Ctx, dims: tuple[int, ...], chunks: int) -> None:
+    """mnist/t10k-images as a gzip IDX file declaring ``dims``, followed by ``chunks`` × 16 MiB of zeros."""
+    import gzip
+    path = ctx.dir / "mnist" / "t10k-images-idx3-ubyte.gz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(bytes([0, 0, 8, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims))
+        for _ in range(chunks):
+            f.write(bytes(1 << 24))
+    with gzip.open(ctx.dir / "mnist" / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(bytes([0, 0, 8, 1]) + (100_000).to_bytes(4, "big"))
+
+
+def _idx_bomb(ctx: Ctx) -> list[str]:
+    _idx_gz(ctx, (100_000, 28, 28), 400)  # 6 MB on disk, 6.7 GB inflated, behind a 78 MB header
+    return ["compress", "--dataset", "mnist", "--data-dir", "mnist", "--out", "run", "--quiet"]
+
+
+def _idx_declared_huge(ctx: Ctx) -> list[str]:
+    _idx_gz(ctx, (100_000_000, 28, 28), 0)  # a 73 GiB header
+    return ["compress", "--dataset", "mnist", "--data-dir", "mnist", "--out", "run", "--quiet"]
+
+
+def _text_fifo(ctx: Ctx) -> list[str]:
+    os.mkfifo(ctx.dir / "names.fifo")
+    return ["compress", "--dataset", "text:names.fifo", "--out", "run", "--quiet"]
+
+
+def _config_fifo(ctx: Ctx) -> list[str]:
+    os.mkfifo(ctx.dir / "sgsc.toml")
+    return ["pipeline", "--config", "sgsc.toml", "--out", "run"]
+
+
 def _duplicate_members(ctx: Ctx) -> list[str]:
     with np.load(ctx.dir / data_npz(ctx)) as z:
         good = {k: z[k] for k in z.files}
@@ -789,6 +822,19 @@ CASES: list[Case] = [
                                       edit_manifest(c, a, rehash=True), a)[2])(c.art()))),
     C("x03_onnx_declared_huge_initializer", 3, "inspect: initializer dims 2^20 x 2^20 with 16 bytes of data",
       _declared_huge_init),
+    C("x03_idx_gzip_bomb", 3, "compress --dataset mnist: a 6 MB gzip IDX file inflating to 6.7 GB",
+      _idx_bomb, needs_base=False, timeout=180),
+    C("x03_idx_declared_huge", 3, "compress --dataset mnist: an IDX header declaring 73 GiB",
+      _idx_declared_huge, needs_base=False),
+    C("x03_text_dev_zero", 3, "compress --dataset text:/dev/zero (never ends if read)",
+      lambda c: ["compress", "--dataset", "text:/dev/zero", "--out", "run", "--quiet"], needs_base=False),
+    C("x03_text_fifo", 3, "compress --dataset text:FIFO (blocks forever if opened)", _text_fifo,
+      needs_base=False, timeout=60),
+    C("x03_config_fifo", 3, "pipeline --config FIFO (blocks forever if opened)", _config_fifo,
+      needs_base=False, timeout=60),
+    C("x03_config_deep_nesting", 3, "pipeline --config: TOML nested 100,000 arrays deep",
+      lambda c: ["pipeline", "--config", c.write("sgsc.toml", "a = " + "[" * 100_000), "--out", "run"],
+      needs_base=False),
     # 4 data loss --------------------------------------------------------------------------------------------
     C("c04_export_o_manifest", 4, "export RUN -o RUN/manifest.json", lambda c: ["export", c.art(), "-o",
                                                                                 "art/manifest.json"]),

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime_checks.gate import Thresholds
-from sgsc_export.config import MAX_THREADS, Range, check_range, check_ranges, from_known_keys, option, reuse
+from sgsc_export._fields import MAX_THREADS, Range, check_range, check_ranges, from_known_keys, option, reuse
 from sgsc_export.errors import ConfigError
 
 __all__ = ["MAX_BATCH", "OPT_LEVEL_NAMES", "PROVIDER_NAMES", "VALIDATE_CONFIG_VERSION", "ValidateConfig"]

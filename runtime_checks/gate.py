@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from sgsc_export.config import Range, check_ranges, option
+from sgsc_export._fields import Range, check_ranges, option
 
 if TYPE_CHECKING:
     from runtime_checks.accuracy import SplitResult

@@ -13,10 +13,13 @@ import io
 import os
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
+from sgsc_export.errors import DataError
 
 __all__ = ["load_npz_bounded", "open_regular", "read_bounded", "read_bytes_bounded", "write_atomic"]
 
@@ -54,8 +57,6 @@ def load_npz_bounded(source: str | Path | bytes, max_bytes: int | None = None,
     starting with ``name`` (default: the path).
     """
     from sgsc_export._limits import input_limit_message, max_input_bytes
-    from sgsc_export.errors import DataError
-
     error = error or DataError
     label = name or ("<bytes>" if isinstance(source, bytes | bytearray) else str(source))
     limit = max_input_bytes() if max_bytes is None else int(max_bytes)
@@ -103,7 +104,6 @@ def open_regular(path: str | Path, what: str, *, gzipped: bool = False, error: t
     """
     import gzip
 
-    from sgsc_export.errors import DataError
     error = error or DataError
     path = Path(path)
     if not path.exists():
@@ -117,13 +117,11 @@ def open_regular(path: str | Path, what: str, *, gzipped: bool = False, error: t
 
 
 def read_bounded(f, n: int, what: str, error: type[Exception] | None = None) -> bytes:
-    """Up to ``n`` bytes of an open file; a corrupt stream (bad gzip data) is one line of ``error``."""
-    import gzip
-
-    from sgsc_export.errors import DataError
+    """Up to ``n`` bytes of an open file; a corrupt stream (a bad gzip header, truncated or corrupt deflate
+    data) is one line of ``error`` naming ``what``."""
     try:
         return f.read(n)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise (error or DataError)(f"cannot read {what}: {_first_line(exc)}") from exc
 
 
@@ -136,7 +134,6 @@ def read_bytes_bounded(path: str | Path, what: str, *, max_bytes: int | None = N
     with open_regular(path, what, error=error) as f:
         raw = read_bounded(f, limit + 1, f"{what} {path}", error)
     if len(raw) > limit:
-        from sgsc_export.errors import DataError
         size = Path(path).stat().st_size
         message = (input_limit_message(f"{what} {path}", size, limit) if max_bytes is None else
                    f"{what} {path} ({format_bytes(size)}) is larger than a {what} can be "

@@ -344,6 +344,24 @@ def test_gzip_idx_bombs_cost_no_memory(tmp_path, case):
     assert not (tmp_path / "run").exists()
 
 
+def test_corrupt_gzip_idx_is_one_line_naming_the_file(tmp_path):
+    import gzip
+    d = tmp_path / "mnist"
+    d.mkdir()
+    header = bytes([0, 0, 8, 3]) + (10).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    raw = bytearray(gzip.compress(header + bytes(range(256)) * 31))
+    for i in range(20, 60):  # corrupt the deflate stream, not the gzip header
+        raw[i] ^= 0xFF
+    (d / "t10k-images-idx3-ubyte.gz").write_bytes(bytes(raw))
+    (d / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes([0, 0, 8, 1]) + (10).to_bytes(4, "big")
+                                                                + bytes(10)))
+    result = CliRunner().invoke(main, ["compress", "--dataset", "mnist", "--data-dir", str(d),
+                                       "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    _one_line(result.output, "cannot read", "t10k-images-idx3-ubyte.gz")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("target", ["/dev/zero", "fifo", "dir"])
 def test_text_dataset_that_is_not_a_regular_file_is_refused(tmp_path, target):
     if target == "fifo":

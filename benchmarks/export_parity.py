@@ -70,7 +70,7 @@ def float_models(cm: CompressedModel) -> dict[str, bytes]:
     module."""
     import onnx_ir as ir
 
-    from sgsc_export.artifact.compressed import resolve_rebuild_factory
+    from sgsc_export.artifact.rebuild import resolve_rebuild_factory
     from sgsc_export.models import build_model
 
     factory, kwargs, digest = resolve_rebuild_factory(cm.manifest)  # the trust rule: built-in models only

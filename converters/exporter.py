@@ -97,7 +97,7 @@ def export(
 
     An artifact is data: a built-in model rebuilds as is, a user's model file only when named (``model=
     "file.py:make"``, the command line's ``--model``) or trusted (``trust_model_code=True``), with the SHA-256
-    recorded at compression (``sgsc_export.artifact.compressed.resolve_rebuild_factory``).
+    recorded at compression (``sgsc_export.artifact.rebuild.resolve_rebuild_factory``).
     """
     import numpy as np
     import onnx_ir as ir

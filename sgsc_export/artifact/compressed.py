@@ -34,11 +34,10 @@ from sgsc_export.artifact.format import (
     read_json,
     sha256_hex,
 )
-from sgsc_export.artifact.rebuild import rebuild_module, resolve_rebuild_factory
+from sgsc_export.artifact.rebuild import rebuild_module
 from sgsc_export.errors import ArtifactError
 
-# resolve_rebuild_factory is re-exported: the converters' documentation names it here
-__all__ = ["FORMAT", "FORMAT_VERSION", "CompressedModel", "rebuild_module", "resolve_rebuild_factory"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "CompressedModel"]
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -71,7 +70,8 @@ class CompressedModel:
         """The deployable PyTorch module (eval mode); weights equal ``weight_int × scale`` exactly.
 
         ``model`` / ``trust_model_code`` override what ``load`` was given: a user's model file runs only when
-        it is named or trusted, and its SHA-256 equals the manifest's (``resolve_rebuild_factory``).
+        it is named or trusted, and its SHA-256 equals the manifest's
+        (:func:`sgsc_export.artifact.rebuild.resolve_rebuild_factory`).
         """
         if self._module is None:
             self._module = rebuild_module(

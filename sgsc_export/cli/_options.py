@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-__all__ = ["field_option", "fields_of", "option_name"]
+__all__ = ["cli_default", "field_option", "fields_of", "option_name"]
 
 
 def option_name(key: str) -> str:
@@ -24,6 +24,13 @@ def option_name(key: str) -> str:
 
 def fields_of(config: type) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(config)}
+
+
+def cli_default(f: dataclasses.Field) -> Any:
+    """The field's default as its option writes it (a tuple as a comma list), so a command whose defaults are
+    the config's does not restate them."""
+    value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    return ",".join(map(str, value)) if isinstance(value, tuple) else value
 
 
 def kind(f: dataclasses.Field) -> str:

@@ -21,7 +21,7 @@ import click
 from runtime_checks.config import MAX_BATCH, ValidateConfig
 from sgsc_export._outputs import artifact_files, check_outputs, check_writable, write_atomic_many
 from sgsc_export.cli import Command, describe, finish
-from sgsc_export.cli._options import field_option, fields_of
+from sgsc_export.cli._options import cli_default, field_option, fields_of
 from sgsc_export.errors import ValidationError
 
 if TYPE_CHECKING:
@@ -54,14 +54,18 @@ class _BatchSizes(click.ParamType):
 def _settings(fn):
     """The options of ``ValidateConfig``'s fields, in the order of ``--help``."""
     f = fields_of(ValidateConfig)
-    shown = {"show_default": True}
+
+    def setting(name: str, *decls: str, **kwargs):
+        """The option of field ``name`` with the config's default, shown in ``--help``."""
+        return field_option(f[name], *decls, default=cli_default(f[name]), show_default=True, **kwargs)
+
     options = [
-        field_option(f["providers"], default="cpu", **shown),
+        setting("providers"),
         field_option(f["require_providers"]),
-        field_option(f["opt_levels"], default="disabled,all", **shown),
-        field_option(f["max_accuracy_drop"], default=1.0, metavar="PP", **shown),
-        field_option(f["min_agreement"], default=0.99, metavar="FRACTION", **shown),
-        field_option(f["max_layer_error_steps"], "--max-layer-error", default=1.0, metavar="STEPS", **shown),
+        setting("opt_levels"),
+        setting("max_accuracy_drop", metavar="PP"),
+        setting("min_agreement", metavar="FRACTION"),
+        setting("max_layer_error_steps", "--max-layer-error", metavar="STEPS"),
         field_option(f["max_perplexity_ratio"], default=None, metavar="RATIO"),
         field_option(f["max_logit_diff"], default=None, metavar="X"),
         field_option(f["layers"]),
@@ -72,8 +76,8 @@ def _settings(fn):
         click.option("--report", "report_path", metavar="report.json", help="Write the JSON report here."),
         click.option("--markdown", "markdown_path", metavar="PATH", help="Write a Markdown summary here."),
         click.option("--junit", "junit_path", metavar="PATH", help="Write JUnit XML here."),
-        field_option(f["batch_sizes"], type=_BatchSizes(), default="1,64", **shown),
-        field_option(f["threads"], bounded=True, default=1, **shown),
+        setting("batch_sizes", type=_BatchSizes()),
+        setting("threads", bounded=True),
         click.option("--no-latency", is_flag=True, help="Skip the latency measurement."),
         click.option("--unsafe-session-options", is_flag=True,
                      help="Do not apply the workarounds for known onnxruntime traps (to reproduce its "

@@ -2,9 +2,9 @@
 
     python -m benchmarks.pipeline_hashes [--label NAME] [--repo DIR]
 
-Runs ``sgsc pipeline --profiles portable,compact,ort-int8`` (the README's first command, all profiles) from the
-checkout ``--repo`` (default: this one) into a scratch directory, and appends one JSON row (label, the repo's
-commit, the four SHA-256s of manifest.json and the .onnx files, wall seconds) to
+Runs ``sgsc pipeline --profiles portable,compact,ort-int8`` (the README's first command, all profiles) from
+the checkout ``--repo`` (default: this one) into a scratch directory, and appends one JSON row (label, the
+repo's commit, the four SHA-256s of manifest.json and the .onnx files, wall seconds) to
 ``benchmarks/results/pipeline_hashes.jsonl``. Two rows with the same hashes mean byte-identical outputs.
 """
 

@@ -20,6 +20,7 @@ class LayerRow:
     stored_bytes: int
     container: str
     fused: str = ""
+    activation: str = ""
 
     @property
     def avg_bits(self) -> float:
@@ -68,7 +69,10 @@ class SizeTable:
 
     def render(self) -> str:
         show_fused = any(r.fused for r in self.rows)
+        show_act = any(r.activation for r in self.rows)
         head = ["layer", "shape", "fp32 bytes", "learned bits (avg; histogram)", "stored bytes", "container"]
+        if show_act:
+            head.append("activation")
         if show_fused:
             head.append("runs as")
         lines = []
@@ -84,6 +88,8 @@ class SizeTable:
                 str(r.stored_bytes),
                 r.container,
             ]
+            if show_act:
+                row.append(r.activation)
             if show_fused:
                 row.append(r.fused or "float")
             lines.append(row)
@@ -95,8 +101,7 @@ class SizeTable:
             str(self.stored_bytes),
             "",
         ]
-        if show_fused:
-            total.append("")
+        total += [""] * (show_act + show_fused)
         est = " (estimated)" if self.float_estimated else ""
         out = [
             *render_rows([head, *lines, total]),

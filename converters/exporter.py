@@ -91,6 +91,7 @@ def export(
     *,
     model: str | None = None,
     trust_model_code: bool = False,
+    qdq_targets: Any = None,
 ) -> ExportResult:
     """Export an artifact (directory or ``CompressedModel``) to ``path`` in ``profile``; see
     ``converters.profiles``.
@@ -98,6 +99,9 @@ def export(
     An artifact is data: a built-in model rebuilds as is, a user's model file only when named (``model=
     "file.py:make"``, the command line's ``--model``) or trusted (``trust_model_code=True``), with the SHA-256
     recorded at compression (``sgsc_export.artifact.rebuild.resolve_rebuild_factory``).
+
+    ``qdq_targets`` (``converters.passes.qdq_select.QDQTargets``, default: ``sgsc validate``'s gate) are the
+    bounds ``ort-int8`` keeps on held data when it chooses the activations to quantise.
     """
     import numpy as np
     import onnx_ir as ir
@@ -132,9 +136,9 @@ def export(
     }
     model = export_float(module, cm.example_input(2), opset)
     float_bytes = len(ir.serde.serialize_model(model).SerializeToString())
-    calibration = None
+    calibration = selection = None
     if prof.needs_calibration:
-        calibration = np.asarray((getattr(cm, "eval", None) or {}).get("x_preservation", np.zeros((0,))))
+        calibration, selection = _held_data(cm, manifest)
     ctx = ExportContext(
         model=model,
         profile=prof.name,
@@ -146,6 +150,8 @@ def export(
         quant=quant,
         kinds=kinds,
         calibration=calibration,
+        selection=selection,
+        qdq_targets=qdq_targets,
     )
     prof.run(ctx)
     proto = ir.serde.serialize_model(ctx.model)
@@ -170,6 +176,7 @@ def export(
             stored_bytes=r["stored_bytes"],
             container=r["container"],
             fused=layer.fused,
+            activation=layer.activation,
         )
         for r, layer in ((lw.record(), lw) for lw in ctx.layers)
     )
@@ -184,6 +191,29 @@ def export(
         sha256=hashlib.sha256(data).hexdigest(),
         fused=dict(ctx.fused),
     )
+
+
+def _held_data(cm: Any, manifest: dict[str, Any]) -> tuple[Any, Any]:
+    """``ort-int8``'s calibration inputs (the preservation set) and the held split its choice of quantised
+    activations is measured on: the artifact's validation split when it has one, else the preservation set
+    (training samples; the test split is never used to build a file)."""
+    import numpy as np
+
+    from converters.passes.qdq_select import SelectionData
+
+    ev = getattr(cm, "eval", None) or {}
+    calibration = np.asarray(ev.get("x_preservation", np.zeros((0,))))
+    split = "validation" if ev.get("x_validation") is not None else "preservation"
+    x = ev.get(f"x_{split}")
+    if x is None or len(x) == 0:
+        return calibration, None
+    x = np.asarray(x)
+    x = x.astype(np.int64 if np.issubdtype(x.dtype, np.integer) else np.float32)
+    y, float_logits = ev.get(f"y_{split}"), ev.get(f"logits_float_{split}")
+    lm = str((manifest.get("model") or {}).get("task", "")) == "language_model"
+    return calibration, SelectionData(x=x, split=split, y=None if y is None else np.asarray(y),
+                                      float_logits=None if float_logits is None else np.asarray(float_logits),
+                                      language_model=lm)
 
 
 def _has_submodule(module: Any, name: str) -> bool:

@@ -210,6 +210,7 @@ def _table(p: Path, model: onnx.ModelProto) -> SizeTable:
                 stored_bytes=stored,
                 container=container,
                 fused="" if not fused else fused.get(label, ""),
+                activation=str(rec.get("activation", "")) if rec is not None else "",
             )
         )
     size = p.stat().st_size

@@ -4,7 +4,8 @@ Running a profile is calling its passes in order; each call checks the pass's ``
 
 * ``portable`` — each layer in the smallest ONNX container for its widest channel (INT2 / INT4 / INT8).
 * ``compact``  — exact per-channel widths in one uint8 blob, unpacked in the graph (folded by onnxruntime).
-* ``ort-int8`` — INT8 weights plus calibrated 8-bit activation QDQ, for onnxruntime's integer CPU kernels.
+* ``ort-int8`` — INT8 weights plus calibrated 8-bit activation QDQ where it keeps the gate on held data
+  (``converters.passes.qdq_select``), for onnxruntime's integer CPU kernels.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ class LayerWeight:
     container: str = ""
     stored_bytes: int = 0
     fused: str = ""
+    activation: str = ""  # ort-int8: "int8" when the layer's input is quantised, else "float"
 
     @property
     def fp32_bytes(self) -> int:
@@ -40,7 +41,7 @@ class LayerWeight:
     def record(self) -> dict[str, Any]:
         """The per-layer entry of the ``sgsc.layers`` metadata (shape and axis are in the graph already)."""
         hist = np.bincount(self.bits.astype(np.int64), minlength=9)
-        return {
+        record = {
             "name": self.name,
             "weight": self.value.name,
             "bits_histogram": {str(b): int(n) for b, n in enumerate(hist) if n},
@@ -50,6 +51,9 @@ class LayerWeight:
             "stored_bytes": int(self.stored_bytes),
             "container": self.container,
         }
+        if self.activation:
+            record["activation"] = self.activation
+        return record
 
 
 @dataclass
@@ -67,6 +71,9 @@ class ExportContext:
     quant: dict[str, np.ndarray] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
     calibration: np.ndarray | None = None
+    selection: Any = None  # converters.passes.qdq_select.SelectionData: where ort-int8's choice is measured
+    qdq_targets: Any = None  # converters.passes.qdq_select.QDQTargets; None: the gate's defaults
+    activation_qdq: dict[str, Any] = field(default_factory=dict)  # the choice made, for the metadata
     notes: list[str] = field(default_factory=list)
     fused: dict[str, str] = field(default_factory=dict)
 

@@ -14,12 +14,10 @@ preservation inputs (float, or int64 token ids for a language model, whose ids a
 Postcondition: every QuantizeLinear feeds only DequantizeLinear nodes with its own scale and zero point, and
 the graph outputs are still float values computed as before.
 
-The one use of onnxruntime in ``converters`` (the import-linter contract names this module as the only one
-allowed to import it): calibration runs the float graph in onnxruntime — imported in :func:`calibrate`, not at
-package import — with one thread and optimisations off, so the ranges, and the file, are reproducible. The
-ranges decide the scales and so every byte of an ``ort-int8`` file: another engine (``onnx.reference``) would
-compute the same graph with other float rounding, move some min/max by an ulp and change the files that users
-and the tests have pinned.
+Which tensors get a pair is measured, not assumed: ``converters.passes.qdq_select`` keeps in float the
+activations whose rounding would fail the gate on held data (weight-only INT8 there), and records the choice.
+Calibration and that measurement run in onnxruntime (``converters.passes._ort``), one thread, optimisations
+off for the ranges, so the ranges, the choice and the file are reproducible.
 """
 
 from __future__ import annotations
@@ -30,9 +28,10 @@ import onnx_ir as ir
 
 from converters.passes._base import Pass, first_consumer
 from converters.passes._context import ExportContext, GraphEditor
-from sgsc_export.errors import ExportError
+from converters.passes._ort import run_graph
+from converters.passes.qdq_select import QDQTargets, SelectionData, choose
 
-__all__ = ["ActivationQDQ", "activation_qdq", "calibrate"]
+__all__ = ["ActivationQDQ", "activation_qdq", "calibrate", "input_is_quantised"]
 
 _SAME_PARAMS = {"Relu", "MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity"}
 _WITH_BIAS = {"Conv", "Gemm"}
@@ -40,25 +39,8 @@ _WITH_BIAS = {"Conv", "Gemm"}
 
 def calibrate(proto: onnx.ModelProto, names: list[str], x: np.ndarray) -> dict[str, tuple[float, float]]:
     """min / max of each tensor in ``names`` over the inputs ``x``, running the float graph in onnxruntime."""
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:  # pragma: no cover - onnxruntime is a dependency
-        raise ExportError("the ort-int8 profile calibrates in onnxruntime, which is not installed; "
-                          "pip install onnxruntime") from exc
-    model = onnx.ModelProto()
-    model.CopyFrom(proto)
-    have = {o.name for o in model.graph.output}
-    for name in names:
-        if name not in have:
-            model.graph.output.append(onnx.ValueInfoProto(name=name))
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     ranges = {n: (np.inf, -np.inf) for n in names}
-    for start in range(0, len(x), 256):
-        outs = session.run(names, {session.get_inputs()[0].name: x[start : start + 256]})
+    for outs in run_graph(proto, x, names):
         for n, o in zip(names, outs):
             lo, hi = ranges[n]
             ranges[n] = (min(lo, float(o.min())), max(hi, float(o.max())))
@@ -86,7 +68,23 @@ class ActivationQDQ(Pass):
             raise self.refuse("a graph without activation QDQ (it runs once); it has QuantizeLinear nodes")
 
     def call(self, ctx: ExportContext) -> None:
-        _insert_qdq(ctx)
+        names, params = _plan(ctx)
+        weights = [(layer.name, layer.value.name, layer.scale) for layer in ctx.layers]
+        base = ir.serde.serialize_model(ctx.model)
+
+        def build(enabled: frozenset[str]) -> onnx.ModelProto:
+            model = ir.serde.deserialize_model(base)
+            _apply(model, weights, names, params, enabled)
+            return ir.serde.serialize_model(model)
+
+        data = ctx.selection
+        if data is None:  # no held split with labels: agreement with the weight-only file on the calibration
+            data = SelectionData(_calibration(ctx), "preservation")
+        choice = choose(names, build, data, ctx.qdq_targets or QDQTargets())
+        _apply(ctx.model, weights, names, params, choice.enabled)
+        ctx.activation_qdq = choice.record()
+        for layer in ctx.layers:
+            layer.activation = "int8" if input_is_quantised(ctx.model.graph, layer.value) else "float"
 
     def ensures(self, ctx: ExportContext) -> None:
         graph = ctx.model.graph
@@ -114,7 +112,28 @@ def _const_bytes(value: ir.Value | None) -> bytes | None:
     return None if value is None or value.const_value is None else value.const_value.numpy().tobytes()
 
 
-def _insert_qdq(ctx: ExportContext) -> None:
+def _calibration(ctx: ExportContext) -> np.ndarray:
+    x = ctx.calibration
+    return x.astype(np.int64 if np.issubdtype(x.dtype, np.integer) else np.float32)
+
+
+def input_is_quantised(graph: ir.Graph, weight: ir.Value) -> bool:
+    """The first node reading ``weight`` is a Conv / Gemm / MatMul that takes it as input 1 and its input 0
+    through a QuantizeLinear → DequantizeLinear pair (an embedding's Gather has no quantised input)."""
+    if not weight.uses():
+        return False
+    node = first_consumer(graph, weight)
+    if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.inputs) < 2 or node.inputs[1] is not weight:
+        return False
+    x = node.inputs[0] if node.inputs else None
+    dq = x.producer() if x is not None else None
+    q = dq.inputs[0].producer() if dq is not None and dq.op_type == "DequantizeLinear" else None
+    return q is not None and q.op_type == "QuantizeLinear"
+
+
+def _plan(ctx: ExportContext) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The candidate activations (graph order) and each one's uint8 scale and zero point, calibrated once
+    on the float graph, whichever subset is then quantised."""
     graph = ctx.model.graph
     dq_outputs = {id(n.outputs[0]) for n in graph if n.op_type == "DequantizeLinear"}
     outputs = {id(v) for v in graph.outputs}
@@ -130,36 +149,41 @@ def _insert_qdq(ctx: ExportContext) -> None:
 
     targets = [v for v in graph.inputs if is_activation(v)]
     targets += [o for n in graph if n.op_type != "DequantizeLinear" for o in n.outputs if is_activation(o)]
-    proto = ir.serde.serialize_model(ctx.model)
-    calibration = ctx.calibration
-    calibration = calibration.astype(np.int64 if np.issubdtype(calibration.dtype, np.integer) else np.float32)
-    ranges = calibrate(proto, [v.name for v in targets], calibration)
+    ranges = calibrate(ir.serde.serialize_model(ctx.model), [v.name for v in targets], _calibration(ctx))
     # an attention mask's -inf (or any non-finite value) has no uint8 range: that tensor stays float
     targets = [v for v in targets if np.isfinite(ranges[v.name]).all()]
 
-    params: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    params: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for v in targets:
         producer = v.producer()
         src = producer.inputs[0] if producer is not None and producer.inputs else None
-        if (
-            producer is not None
-            and producer.op_type in _SAME_PARAMS
-            and src is not None
-            and id(src) in params
-        ):
-            params[id(v)] = params[id(src)]
+        inherit = producer is not None and producer.op_type in _SAME_PARAMS
+        if inherit and src is not None and src.name in params:
+            params[v.name] = params[src.name]
             continue
         lo, hi = ranges[v.name]
         users = [u.node for u in v.uses()]
         if users and all(u.op_type == "Relu" for u in users):
             lo = 0.0
-        params[id(v)] = _uint8_params(lo, hi)
+        params[v.name] = _uint8_params(lo, hi)
+    return [v.name for v in targets], params
 
+
+def _apply(model: ir.Model, weights: list[tuple[str, str, np.ndarray]], names: list[str],
+           params: dict[str, tuple[np.ndarray, np.ndarray]], enabled: frozenset[str]) -> None:
+    """QDQ pairs on the ``enabled`` activations of ``names`` (constants named by their place in ``names``,
+    so a name does not depend on the subset), then int32 biases where a layer's input is quantised."""
+    graph = model.graph
+    values = {v.name: v for v in graph.inputs}
+    values.update({o.name: o for n in graph for o in n.outputs})
     editor = GraphEditor(graph, "qdq.")
     scale_of: dict[int, np.ndarray] = {}
     consts: dict[tuple[bytes, bytes], tuple[ir.Value, ir.Value]] = {}
-    for i, v in enumerate(targets):
-        scale, zp = params[id(v)]
+    for i, name in enumerate(names):
+        if name not in enabled:
+            continue
+        v = values[name]
+        scale, zp = params[name]
         key = (scale.tobytes(), zp.tobytes())
         if key not in consts:
             consts[key] = (editor.constant(scale, f"s{i}"), editor.constant(zp, f"z{i}"))
@@ -171,13 +195,15 @@ def _insert_qdq(ctx: ExportContext) -> None:
         for use in users:
             use.node.replace_input_with(use.idx, dq)
         scale_of[id(dq)] = scale
-    _bias_to_int32(ctx, scale_of)
+    _bias_to_int32(graph, [(n, values[w], s) for n, w, s in weights if w in values], scale_of)
 
 
-def _bias_to_int32(ctx: ExportContext, scale_of: dict[int, np.ndarray]) -> None:
-    graph = ctx.model.graph
-    for layer in ctx.layers:
-        for use in list(layer.value.uses()):
+def _bias_to_int32(graph: ir.Graph, weights: list[tuple[str, ir.Value, np.ndarray]],
+                   scale_of: dict[int, np.ndarray]) -> None:
+    """A Conv / Gemm bias becomes int32 with scale ``s_x · s_w[c]`` where the layer's input ``x`` is
+    quantised (``weights``: layer name, its dequantised weight, its per-channel scale)."""
+    for layer_name, weight, w_scale in weights:
+        for use in list(weight.uses()):
             node = use.node
             if node.op_type not in _WITH_BIAS or len(node.inputs) < 3 or node.inputs[2] is None:
                 continue
@@ -185,10 +211,10 @@ def _bias_to_int32(ctx: ExportContext, scale_of: dict[int, np.ndarray]) -> None:
             x = node.inputs[0]
             if bias.const_value is None or x is None or id(x) not in scale_of:
                 continue
-            s = (np.float32(scale_of[id(x)]) * layer.scale.astype(np.float32)).astype(np.float32)
+            s = (np.float32(scale_of[id(x)]) * w_scale.astype(np.float32)).astype(np.float32)
             b = bias.const_value.numpy().astype(np.float64)
             q = np.clip(np.round(b / s.astype(np.float64)), -(2**31), 2**31 - 1).astype(np.int32)
-            editor = GraphEditor(graph, f"{layer.name}.")
+            editor = GraphEditor(graph, f"{layer_name}.")
             q_v = editor.constant(q, "bias_int")
             s_v = editor.constant(s, "bias_scale")
             dq = editor.op("DequantizeLinear", [q_v, s_v], node, axis=0)

@@ -5,9 +5,11 @@ learned bits, fp32 / stored bytes and container), ``sgsc.manifest_sha256``, ``sg
 ``sgsc.preservation_sha256``, ``sgsc.task``, ``sgsc.float_onnx_bytes``, for a language model ``sgsc.vocab``
 (JSON string, token id = index) and ``sgsc.context``, and, for ``ort-int8``, ``sgsc.fused``: layer → the
 integer kernel its layout targets (QLinearConv, QGemm, QLinearMatMul, MatMulIntegerToFloat, MatMulNBits) or
-``float``, as ``converters.passes.kernels`` reads it from the graph. It is what the converter laid the layer
-out for, not a measurement: ``sgsc validate`` (``runtime_checks.fusion``) measures which kernel onnxruntime
-really runs. Values are canonical JSON so the file is reproducible.
+``float``, as ``converters.passes.kernels`` reads it from the graph, and ``sgsc.activation_qdq``: which
+activations were quantised and what that measured on held data (``converters.passes.qdq_select``; each
+layer's entry in ``sgsc.layers`` then says ``"activation": "int8"`` or ``"float"``). The kernel is what the
+converter laid the layer out for, not a measurement: ``sgsc validate`` (``runtime_checks.fusion``) measures
+which kernel onnxruntime really runs. Values are canonical JSON so the file is reproducible.
 
 Precondition: a weights pass ran (every layer has a container and its stored bytes). Postcondition: the keys
 above are set and ``sgsc.layers`` lists every layer.
@@ -59,6 +61,8 @@ class AddMetadata(Pass):
             props["sgsc.context"] = str(lm["context"])
         if ctx.fused:
             props["sgsc.fused"] = _dumps(ctx.fused)
+        if ctx.activation_qdq:
+            props["sgsc.activation_qdq"] = _dumps(ctx.activation_qdq)
         ctx.model.metadata_props.clear()
         ctx.model.metadata_props.update(props)
 

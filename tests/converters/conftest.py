@@ -60,6 +60,18 @@ def exported(artifact_dir, tmp_path_factory) -> dict:
     return {p: export(artifact_dir, d / f"{p}.onnx", profile=p) for p in PROFILES}
 
 
+@pytest.fixture(scope="session")
+def ort_int8_every(artifact_dir, tmp_path_factory):
+    """The artifact in ``ort-int8`` with every activation quantised (targets that accept any result): the
+    layout the kernel rules are about. At the default targets this barely trained toy keeps most activations
+    float (tests/converters/test_export.py::test_ort_int8_keeps_the_gate_at_the_defaults)."""
+    from converters import export
+    from tests.converters.passes.toy import EVERY_ACTIVATION
+
+    path = tmp_path_factory.mktemp("onnx_every") / "ort-int8.onnx"
+    return export(artifact_dir, path, profile="ort-int8", qdq_targets=EVERY_ACTIVATION)
+
+
 @dataclass
 class FakeCompressed:
     """Duck-types CompressedModel: what ``converters.export`` reads from it."""

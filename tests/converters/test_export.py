@@ -135,8 +135,8 @@ def test_agrees_with_pytorch_reference_and_ort(exported, artifact_dir, profile):
         assert np.array_equal(out.argmax(1), ref.argmax(1))
 
 
-def test_ort_int8_fuses_and_agrees(exported, artifact_dir):
-    result = exported["ort-int8"]
+def test_ort_int8_fuses_and_agrees(ort_int8_every, artifact_dir):
+    result = ort_int8_every
     assert set(result.fused) == {layer["name"] for layer in CompressedModel.load(artifact_dir).layers}
     assert all(v in ("QLinearConv", "QGemm", "QLinearMatMul") for v in result.fused.values()), result.fused
     cm = CompressedModel.load(artifact_dir)
@@ -145,6 +145,23 @@ def test_ort_int8_fuses_and_agrees(exported, artifact_dir):
     )[0]
     agree = (out.argmax(1) == cm.eval["logits_test"].argmax(1)).mean()
     assert agree >= 0.95  # toy-size model; the benchmark holds the 99.5 % bar on real runs
+
+
+def test_ort_int8_keeps_the_gate_at_the_defaults(exported, artifact_dir):
+    """At the gate's default thresholds the choice keeps in float what would flip held predictions: the file
+    agrees with PyTorch on the test split (never seen by the choice) as the gate demands, and says what it
+    chose."""
+    result = exported["ort-int8"]
+    cm = CompressedModel.load(artifact_dir)
+    meta = {p.key: p.value for p in onnx.load(str(result.path)).metadata_props}
+    choice = json.loads(meta["sgsc.activation_qdq"])
+    assert choice["split"] == "preservation" and choice["n"] == len(cm.eval["x_preservation"])
+    assert choice["quantised"] + len(choice["kept_float"]) == choice["candidates"] > 0
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        out = _session(result.path, level).run(None, {"input": cm.eval["x_test"]})[0]
+        assert (out.argmax(1) == cm.eval["logits_test"].argmax(1)).mean() >= 0.99
+    rows = {r.name: r.activation for r in result.table.rows}
+    assert set(rows.values()) <= {"int8", "float"} and "activation" in result.table.render()
 
 
 def test_compact_unpacking_is_folded_by_ort(exported, tmp_path):

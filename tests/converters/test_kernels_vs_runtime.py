@@ -53,8 +53,8 @@ def _assert_agree(pairs: dict[str, tuple[str, str]]) -> None:
 
 
 @pytest.mark.parametrize("level", ["extended", "all"])
-def test_digits_cnn(exported, level):
-    pairs = _compare(exported["ort-int8"].path, level)
+def test_digits_cnn(ort_int8_every, level):
+    pairs = _compare(ort_int8_every.path, level)
     assert {r for r, _ in pairs.values()} <= {"QLinearConv", "QGemm"}
     assert all(m is not None for _, m in pairs.values())  # every digits layer is a Conv or Gemm
     _assert_agree(pairs)

@@ -1,6 +1,8 @@
 """Every profile exports the char transformer; onnxruntime reproduces PyTorch; embeddings are
 Gather(DQ(int))."""
 
+import json
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -43,6 +45,19 @@ def test_every_profile_runs_in_onnxruntime(lm_artifact, tmp_path, profile, min_a
     assert agreement >= min_agreement
     if profile != "ort-int8":
         assert np.abs(out - ref).max() < 1e-4
+        assert "sgsc.activation_qdq" not in meta
+        return
+    choice = json.loads(meta["sgsc.activation_qdq"])
+    assert choice["split"] == "preservation" and choice["quantised"] + len(choice["kept_float"]) == \
+        choice["candidates"]
+    bounds = choice["measured"]["bounds"]
+    for level in ("disabled", "all"):
+        if level in choice["measured"]:  # absent only when no activation could be quantised
+            assert choice["measured"][level]["flip_bound"] <= bounds["max_flip_bound"]
+    layers = json.loads(meta["sgsc.layers"])
+    assert {r["activation"] for r in layers} <= {"int8", "float"}
+    assert next(r for r in layers if r["name"] == "tok")["activation"] == "float"  # a Gather has no input QDQ
+    assert [r.activation for r in res.table.rows] == [r["activation"] for r in layers]
 
 
 def test_portable_embedding_is_gathered_from_dequantized_integer_rows(lm_portable):

@@ -135,18 +135,21 @@ def _export(cfg: PipelineConfig, out: Path, cache: StageCache, profile: str) -> 
     from converters.exporter import TOOLCHAIN_VERSION
 
     onnx_path, table_path = out / "onnx" / f"{profile}.onnx", out / "onnx" / f"{profile}.json"
+    # ort-int8 chooses its quantised activations to keep the gate's thresholds: they are an input of the file
+    targets = {"min_agreement": cfg.min_agreement, "max_accuracy_drop": cfg.max_accuracy_drop}
     key = hash_json({"manifest": file_sha256(out / "manifest.json"), "profile": profile,
-                     "converters": TOOLCHAIN_VERSION})
+                     "converters": TOOLCHAIN_VERSION, **(targets if profile == "ort-int8" else {})})
     name = f"export:{profile}"
     if not cfg.force and cache.fresh(name, key):
         return StageRun(name, True, 0.0)
     from converters import export
+    from converters.passes.qdq_select import QDQTargets
 
     t0 = time.perf_counter()
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     # the user named cfg.model (None: a built-in); its SHA-256 is checked against the manifest's before it
     # runs
-    result = export(out, onnx_path, profile=profile, model=cfg.model)
+    result = export(out, onnx_path, profile=profile, model=cfg.model, qdq_targets=QDQTargets(**targets))
     table = {**result.table.to_dict(), "path": str(onnx_path.relative_to(out)), "sha256": result.sha256,
              "fused": result.fused}
     write_atomic(table_path, json.dumps(table, indent=1))

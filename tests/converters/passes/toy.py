@@ -15,6 +15,9 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from converters.passes import ExportContext
+from converters.passes.qdq_select import QDQTargets
+
+EVERY_ACTIVATION = QDQTargets(min_agreement=0.0, max_accuracy_drop=100.0, max_perplexity_ratio=1e9)
 
 X_SHAPE = {False: ["N", 2, 6, 6], True: ["N", 5, 4]}
 
@@ -67,7 +70,9 @@ def toy_model(*, max_bits: int = 4, matmul: bool = False, opset: int = 21, seed:
 def toy_context(
     profile: str = "portable", *, max_bits: int = 4, matmul: bool = False, opset: int = 21, seed: int = 0
 ) -> ExportContext:
-    """An ExportContext over the toy graph, as ``converters.export`` makes it before the first pass."""
+    """An ExportContext over the toy graph, as ``converters.export`` makes it before the first pass; its
+    ``qdq_targets`` let ort-int8 quantise every activation (64 unlabeled calibration samples are too few for
+    the gate's bounds: tests/converters/passes/test_qdq_select.py tests the choice)."""
     proto, layers = toy_model(max_bits=max_bits, matmul=matmul, opset=opset, seed=seed)
     manifest = {
         "layers": [
@@ -99,6 +104,7 @@ def toy_context(
         quant=quant,
         kinds={lw["name"]: lw["kind"] for lw in layers},
         calibration=inputs(matmul, 64, seed=1),
+        qdq_targets=EVERY_ACTIVATION,
     )
 
 

@@ -126,7 +126,7 @@ def export(
         else cm.to_module()
     )  # duck-typed artifacts take no arguments
     kinds = {
-        layer["name"]: type(module.get_submodule(layer["name"])).__name__
+        layer["name"]: _kind(module.get_submodule(layer["name"]))
         for layer in layers
         if _has_submodule(module, layer["name"])
     }
@@ -184,6 +184,16 @@ def export(
         sha256=hashlib.sha256(data).hexdigest(),
         fused=dict(ctx.fused),
     )
+
+
+def _kind(module: Any) -> str:
+    """The layer's class name; for a subclass of a supported torch.nn layer (``MultiheadAttention.out_proj``,
+    a user's ``class MyConv(nn.Conv2d)``), that layer's name."""
+    from converters.passes.locate import SUPPORTED_KINDS
+
+    names = (c.__name__ for c in type(module).__mro__
+             if c.__module__.startswith("torch.nn") and c.__name__ in SUPPORTED_KINDS)
+    return next(names, type(module).__name__)
 
 
 def _has_submodule(module: Any, name: str) -> bool:

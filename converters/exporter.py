@@ -130,7 +130,7 @@ def export(
         else cm.to_module()
     )  # duck-typed artifacts take no arguments
     kinds = {
-        layer["name"]: type(module.get_submodule(layer["name"])).__name__
+        layer["name"]: _kind(module.get_submodule(layer["name"]))
         for layer in layers
         if _has_submodule(module, layer["name"])
     }
@@ -214,6 +214,16 @@ def _held_data(cm: Any, manifest: dict[str, Any]) -> tuple[Any, Any]:
     return calibration, SelectionData(x=x, split=split, y=None if y is None else np.asarray(y),
                                       float_logits=None if float_logits is None else np.asarray(float_logits),
                                       language_model=lm)
+
+
+def _kind(module: Any) -> str:
+    """The layer's class name; for a subclass of a supported torch.nn layer (``MultiheadAttention.out_proj``,
+    a user's ``class MyConv(nn.Conv2d)``), that layer's name."""
+    from converters.passes.locate import SUPPORTED_KINDS
+
+    names = (c.__name__ for c in type(module).__mro__
+             if c.__module__.startswith("torch.nn") and c.__name__ in SUPPORTED_KINDS)
+    return next(names, type(module).__name__)
 
 
 def _has_submodule(module: Any, name: str) -> bool:

@@ -7,24 +7,47 @@ output is tested from a manifest alone; rows are rendered by the one text-table 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sgsc_export._tables import render_rows
 
-__all__ = ["compress_summary", "layer_table"]
+__all__ = ["AllWeights", "all_weights", "compress_summary", "layer_table"]
+
+
+class AllWeights(NamedTuple):
+    bits: int  # stored: the quantised layers' bits + 32 per float weight
+    weights: int  # of the starting model, quantised and float
+    float_weights: int
+    float_bits: int
+    ratio: float
+
+
+def all_weights(totals: dict[str, Any]) -> AllWeights:
+    """The manifest's totals over all of the model's weights, a float weight at 32 bits. A manifest written
+    before ``ratio_all_weights`` existed does not say which weights stayed float, and reads as its quantised
+    layers alone."""
+    n_float = int(totals.get("float_weights", 0))
+    float_bits = int(totals.get("float_bits", 32 * n_float))
+    return AllWeights(int(totals["quantized_bits"]) + float_bits,
+                      int(totals.get("weights_all", totals["weights_start"])), n_float, float_bits,
+                      float(totals.get("ratio_all_weights", totals["ratio"])))
 
 
 def layer_table(manifest: dict[str, Any]) -> str:
-    """One row per quantised layer (kind, shape, channels kept, average and stored bits) and the total."""
+    """One row per quantised layer (kind, shape, channels kept, average and stored bits), one for the weights
+    that stay float (32 bits each), and the total over all weights: its ratio is the all-weights ratio."""
     rows = [("layer", "kind", "shape", "kept/before", "avg bits", "stored bits", "ratio")]
     for layer in manifest["layers"]:
         n = max(1, len(layer["bits"]))
         rows.append((layer["name"], layer["kind"], "x".join(map(str, layer["weight_shape"])),
                      f"{layer['channels_kept']}/{layer['channels_before']}", f"{sum(layer['bits']) / n:.2f}",
                      str(layer["stored_bits"]), ""))
-    t = manifest["totals"]
-    rows.append(("total", "", "", "", f"{t['quantized_bits'] / t['weights_start']:.3f}/w",
-                 str(t["quantized_bits"]), f"{t['ratio']:.4f}"))
+    a = all_weights(manifest["totals"])
+    if a.float_weights:
+        rows.append((f"stays float ({len(manifest.get('float_weights', []))} tensors)", "",
+                     f"{a.float_weights} weights", "", "32.00", str(a.float_bits), ""))
+    rows.append(("total, all weights", "", "", "", f"{a.bits / a.weights:.3f}/w", str(a.bits),
+                 f"{a.ratio:.4f}"))
     return "\n".join(render_rows(rows))
 
 
@@ -32,8 +55,10 @@ def compress_summary(manifest: dict[str, Any], out: Path, seconds: float) -> lis
     """The lines after the table: float against compressed, the size, the restore events, the artifact."""
     m = manifest
     f, c = m["metrics"]["float"], m["metrics"]["compressed"]
-    size = (f"{m['totals']['quantized_bits']} bits of {m['totals']['fp32_bits']} fp32 bits: "
-            f"ratio {m['totals']['ratio']:.4f}; {len(m['restores'])} restore event(s)")
+    a = all_weights(m["totals"])
+    floats = f", {a.float_weights} of them float" if a.float_weights else ""
+    size = (f"{a.bits} bits of {32 * a.weights} fp32 bits (all {a.weights} weights{floats}): "
+            f"ratio {a.ratio:.4f}; {len(m['restores'])} restore event(s)")
     if m["model"]["task"] == "language_model":
         lines = [f"{split:<12} loss float {f[split + '_loss']:.4f}  compressed {c[split + '_loss']:.4f}   "
                  f"perplexity {f[split + '_perplexity']:.3f} → {c[split + '_perplexity']:.3f}   "

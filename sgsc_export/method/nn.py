@@ -6,6 +6,15 @@ only changes the size term Q). Its forward pass uses ``q(w, b, e)`` from :mod:`s
 channel at zero bits also has its bias masked to exactly zero, so that the channel outputs 0 and can later be
 removed without changing the network's output. An embedding's "channels" are its rows (one per token): each
 row has its own b and e, and a zero-bit row embeds its token as the zero vector.
+
+A layer is matched by ``isinstance``: a subclass of Conv1d/Conv2d/Linear/Embedding that keeps its base's
+``forward`` (``nn.MultiheadAttention.out_proj``, a user's ``class MyConv(nn.Conv2d)`` adding a method) gets a
+twin that is also an instance of its own class; one that overrides ``forward`` is left float (its forward may
+not use ``weight`` as the base does) and reported. Some modules read a child's ``weight`` and ``bias``
+instead of calling it (``nn.MultiheadAttention`` hands ``out_proj.weight`` to
+``F.multi_head_attention_forward``); while such a parent runs, its quantised child's ``q(w, b, e)`` and masked
+bias stand in for the float master copies (``_READ_DIRECTLY``), so the parent computes exactly what the frozen
+model will.
 """
 
 from __future__ import annotations
@@ -20,8 +29,8 @@ from torch import nn
 from sgsc_export.config import CompressConfig
 from sgsc_export.method import core
 
-__all__ = ["QUANTISABLE", "QConv1d", "QConv2d", "QEmbedding", "QLinear", "is_quantized", "prepare_",
-           "quantized_layers"]
+__all__ = ["QUANTISABLE", "QConv1d", "QConv2d", "QEmbedding", "QLinear", "float_class", "is_quantized",
+           "layer_kind", "prepare_", "quantisable_base", "quantized_layers", "twin_class"]
 
 
 class _QMixin:
@@ -117,8 +126,42 @@ def quantized_layers(model: nn.Module) -> dict[str, _QMixin]:
     return {n: m for n, m in model.named_modules() if isinstance(m, _QMixin)}
 
 
-def _twin(m: nn.Module, init_bits: float) -> nn.Module:
-    cls = QUANTISABLE[type(m)]
+_SUBCLASS_TWINS: dict[type[nn.Module], type[nn.Module]] = {}
+
+
+def quantisable_base(m: nn.Module) -> type[nn.Module] | None:
+    """The Conv1d/Conv2d/Linear/Embedding that ``m`` is an instance of, or None."""
+    return next((base for base in QUANTISABLE if isinstance(m, base)), None)
+
+
+def twin_class(m: nn.Module) -> type[nn.Module] | None:
+    """The quantised class ``m`` becomes, or None: not a quantisable layer, or a subclass with its own
+    ``forward``. A subclass's twin derives from the twin and from the subclass (its methods and isinstance
+    hold)."""
+    base = quantisable_base(m)
+    cls = type(m)
+    if base is None or cls.forward is not base.forward:
+        return None
+    if cls is base:
+        return QUANTISABLE[base]
+    if cls not in _SUBCLASS_TWINS:
+        _SUBCLASS_TWINS[cls] = type(f"Q{cls.__name__}", (QUANTISABLE[base], cls),
+                                    {"__module__": __name__, "__qualname__": f"Q{cls.__qualname__}"})
+    return _SUBCLASS_TWINS[cls]
+
+
+def float_class(layer: nn.Module) -> type[nn.Module]:
+    """The class a quantised layer was made from (what ``freeze`` turns it back into)."""
+    return next(c for c in type(layer).__mro__ if not issubclass(c, _QMixin))
+
+
+def layer_kind(layer: nn.Module) -> str:
+    """``Conv1d``, ``Conv2d``, ``Linear`` or ``Embedding``: the layer's quantisable base, by name."""
+    base = quantisable_base(layer)
+    return base.__name__ if base is not None else type(layer).__name__
+
+
+def _twin(m: nn.Module, cls: type[nn.Module], init_bits: float) -> nn.Module:
     q = cls.__new__(cls)
     q.__dict__ = m.__dict__.copy()  # same parameters, hooks and attributes; no re-initialisation
     q._parameters = dict(m._parameters)
@@ -128,16 +171,54 @@ def _twin(m: nn.Module, init_bits: float) -> nn.Module:
     return q
 
 
+# parent class → the children whose weight and bias its forward reads directly
+_READ_DIRECTLY: dict[type[nn.Module], tuple[str, ...]] = {nn.MultiheadAttention: ("out_proj",)}
+
+
+def _read_directly(parent: nn.Module) -> list[_QMixin]:
+    names = next((v for k, v in _READ_DIRECTLY.items() if isinstance(parent, k)), ())
+    return [c for c in (getattr(parent, n, None) for n in names) if isinstance(c, _QMixin)]
+
+
+def _stand_in(parent: nn.Module, args: tuple) -> None:
+    """Forward pre-hook: the quantised tensors replace the children's float masters for this call."""
+    for child in _read_directly(parent):
+        if "_masters" not in child.__dict__:
+            w, b = child.qweight(), child.qbias()
+            child.__dict__["_masters"] = (child._parameters["weight"], child._parameters.get("bias"))
+            child._parameters["weight"] = w
+            if b is not None:
+                child._parameters["bias"] = b
+
+
+def _restore(parent: nn.Module, args: tuple, output: object) -> None:
+    """Forward hook (also when the forward raises): the float masters are back."""
+    for child in _read_directly(parent):
+        masters = child.__dict__.pop("_masters", None)
+        if masters is not None:
+            child._parameters["weight"] = masters[0]
+            if masters[1] is not None:
+                child._parameters["bias"] = masters[1]
+
+
+def _hook_readers_(model: nn.Module) -> None:
+    for module in model.modules():
+        if _read_directly(module) and _stand_in not in module._forward_pre_hooks.values():
+            module.register_forward_pre_hook(_stand_in)
+            module.register_forward_hook(_restore, always_call=True)
+
+
 def prepare_(
     model: nn.Module,
     config: CompressConfig | None = None,
     filter_fn: Callable[[nn.Module, str], bool] | None = None,
 ) -> list[str]:
-    """Swap every Conv1d/Conv2d/Linear/Embedding of ``model`` for its quantised twin, in place.
+    """Swap every Conv1d/Conv2d/Linear/Embedding of ``model`` (subclasses included, see the module docstring)
+    for its quantised twin, in place.
 
     A layer is skipped when its name is in ``config.exclude`` or ``filter_fn(module, name)`` is false. Returns
-    the names of the modules that stay float although they hold parameters (unsupported layer types and
-    excluded layers), for the manifest.
+    the names of the modules that stay float although they hold parameters (unsupported layer types,
+    subclasses with their own forward and excluded layers), for the manifest.
     """
     config = config or CompressConfig()
     left_float: list[str] = []
@@ -145,11 +226,13 @@ def prepare_(
         if name == "" or is_quantized(module):
             continue
         own_params = any(True for _ in module.parameters(recurse=False))
-        if (type(module) in QUANTISABLE and name not in config.exclude
+        cls = twin_class(module)
+        if (cls is not None and name not in config.exclude
                 and (filter_fn is None or filter_fn(module, name))):
             parent_name, _, child = name.rpartition(".")
             parent = model.get_submodule(parent_name)
-            setattr(parent, child, _twin(module, config.init_bits))
+            setattr(parent, child, _twin(module, cls, config.init_bits))
         elif own_params:
             left_float.append(name)
+    _hook_readers_(model)
     return left_float

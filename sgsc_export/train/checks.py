@@ -17,7 +17,7 @@ from torch import nn
 
 from sgsc_export.config import CompressConfig
 from sgsc_export.errors import ArtifactError, ConfigError, DataError, ModelError
-from sgsc_export.method.nn import QUANTISABLE, is_quantized
+from sgsc_export.method.nn import is_quantized, twin_class
 from sgsc_export.tasks import Task, get_task
 from sgsc_export.train.preservation_set import criteria_names
 
@@ -32,7 +32,7 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
 
 def _layer_names(model: nn.Module) -> list[str]:
     """Names of the layers ``prepare_`` quantises (the names ``exclude`` may hold)."""
-    return [n for n, m in model.named_modules() if n and (type(m) in QUANTISABLE or is_quantized(m))]
+    return [n for n, m in model.named_modules() if n and (twin_class(m) is not None or is_quantized(m))]
 
 
 def check_inputs(model: nn.Module, data: Any, config: CompressConfig) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import platform
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,10 @@ from sgsc_export.artifact.rebuild import load_state_resizing_
 from sgsc_export.config import CompressConfig
 from sgsc_export.datasets.images import Split
 from sgsc_export.errors import ArtifactError, ConfigError, ModelError, SGSCError
+from sgsc_export.method.coverage import float_weights, float_weights_line
 from sgsc_export.method.graph import find_links, fold_batchnorm_, trace
 from sgsc_export.method.heads import remove_dead_heads_
-from sgsc_export.method.nn import prepare_, quantized_layers
+from sgsc_export.method.nn import layer_kind, prepare_, quantized_layers
 from sgsc_export.method.objective import stored_size_bits
 from sgsc_export.method.pruning import refresh_in_alive_, remove_dead_channels_
 from sgsc_export.tasks import get_task
@@ -157,6 +159,11 @@ def compress(
 
     # 3. fold, quantise, train
     folded, left_float, links, n_start, traced = _prepare(model, config)
+    floats = float_weights(model)  # not quantised: stored at 32 bits, counted in the all-weights ratio
+    n_float = sum(e["count"] for e in floats)
+    warning = float_weights_line(floats)
+    if warning is not None:
+        print(warning, file=sys.stderr)
     start_channels = {n: int(layer.weight.shape[0]) for n, layer in quantized_layers(model).items()}
     optimizer = make_optimizer(model, config)
     state = TrainState()
@@ -206,6 +213,7 @@ def compress(
         for proj in ("q", "k", "v"):
             removed[f"{attn_name}.{proj}"] = removed.get(f"{attn_name}.{proj}", 0) + n * hd
     bits_total = stored_size_bits(model)
+    float_bits = 32 * sum(e["count"] for e in float_weights(model))  # a float consumer may have lost inputs
     deploy, quant = freeze(model)
     comp_test = predict(deploy, data.x_test)
     comp_pres = predict(deploy, x_pres)
@@ -213,9 +221,8 @@ def compress(
     layers = []
     for name, layer in quantized_layers(model).items():
         bits = quant[f"{name}.bits"].to(torch.int64)
-        kind = next(c for c in type(layer).__mro__ if c.__module__.startswith("torch.nn")).__name__
         layers.append({
-            "name": name, "kind": kind,
+            "name": name, "kind": layer_kind(layer),
             "weight_shape": list(layer.weight.shape),
             "bits": bits.tolist(), "exponents": quant[f"{name}.exponent"].tolist(),
             "channels_before": start_channels[name], "channels_kept": int(layer.weight.shape[0]),
@@ -245,12 +252,15 @@ def compress(
                     "num_classes": data.num_classes},
         "folded_batchnorm": [list(p) for p in folded],
         "float_layers": left_float,
+        "float_weights": floats,
         "traced": traced,
         "links": {k: {"consumer": v.consumer, "through": v.through, "per_channel": v.per_channel}
                   for k, v in links.items()},
         "layers": layers,
         "totals": {"weights_start": n_start, "fp32_bits": 32 * n_start, "quantized_bits": bits_total,
-                   "ratio": bits_total / (32 * n_start)},
+                   "ratio": bits_total / (32 * n_start), "float_weights": n_float, "float_bits": float_bits,
+                   "weights_all": n_start + n_float, "fp32_bits_all": 32 * (n_start + n_float),
+                   "ratio_all_weights": (bits_total + float_bits) / (32 * (n_start + n_float))},
         "metrics": metrics,
         "preservation": preservation_entry(pres, x_pres, y_pres, task),
         "restores": state.restores,

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from sgsc_export.method import core
-from sgsc_export.method.nn import quantized_layers
+from sgsc_export.method.nn import float_class, quantized_layers
 
 __all__ = ["freeze"]
 
@@ -22,7 +22,7 @@ __all__ = ["freeze"]
 def freeze(qmodel: nn.Module) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """A plain copy of a quantised model, and the integer state of its quantised layers.
 
-    Every quantised layer becomes its float base class with ``weight = weight_int × scale`` (exactly what the
+    Every quantised layer becomes its float class with ``weight = weight_int × scale`` (exactly what the
     quantised forward computes) and its zero-bit channels' bias set to 0 (as masked in training).
     """
     module = copy.deepcopy(qmodel)
@@ -32,7 +32,7 @@ def freeze(qmodel: nn.Module) -> tuple[nn.Module, dict[str, torch.Tensor]]:
         scale = layer.scale()
         bits = core.stored_bits(layer.b).reshape(-1)
         shape = (-1,) + (1,) * (wi.dim() - 1)
-        plain_cls = next(c for c in type(layer).__mro__[1:] if c.__module__.startswith("torch.nn"))
+        plain_cls = float_class(layer)  # nn.Linear, or the user's subclass the twin was made from
         plain = plain_cls.__new__(plain_cls)
         plain.__dict__ = layer.__dict__.copy()
         plain._parameters = {"weight": nn.Parameter(wi.to(torch.float32) * scale.reshape(shape))}

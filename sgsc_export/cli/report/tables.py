@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sgsc_export.cli.tables import all_weights
+
 __all__ = ["Table", "failed_checks", "overview", "provider_verdicts", "run_verdict", "validation_table"]
 
 Table = tuple[list[str], list[list[str]]]  # header, rows
@@ -42,12 +44,13 @@ def run_verdict(validations: dict[str, dict[str, Any]]) -> str:
 def overview(manifest: dict[str, Any], exports: dict[str, dict[str, Any]],
              validations: dict[str, dict[str, Any]]) -> Table:
     """Float vs compressed: accuracy, bits per weight, and each profile's file with its gate verdict."""
-    m, t = manifest["metrics"], manifest["totals"]
+    m = manifest["metrics"]
+    a = all_weights(manifest["totals"])
     rows = [["test accuracy", _f(m["float"]["test_accuracy"]), _f(m["compressed"]["test_accuracy"])],
             ["preservation accuracy", _f(m["float"]["preservation_accuracy"]),
              _f(m["compressed"]["preservation_accuracy"])],
-            ["bits per weight", "32", f"{t['quantized_bits'] / max(1, t['weights_start']):.3f} "
-                                      f"(ratio {t['ratio']:.4f})"]]
+            ["bits per weight (all weights)", "32",
+             f"{a.bits / max(1, a.weights):.3f} (ratio {a.ratio:.4f})"]]
     first = next(iter(exports.values()), None)
     for profile, table in exports.items():
         verdicts = provider_verdicts(validations.get(profile, {}))

@@ -43,7 +43,7 @@ from sgsc_export.train.loop import (
 )
 from sgsc_export.train.preservation_set import preservation_entry, preservation_samples, select_preservation
 
-__all__ = ["compress", "train_reference"]
+__all__ = ["compress", "reinitialise_", "train_reference"]
 
 
 def _seed(seed: int) -> torch.Generator:
@@ -85,14 +85,30 @@ def _prepare(model: nn.Module, config: CompressConfig):
     return folded, left_float, links, n_start, gm is not None
 
 
+def reinitialise_(model: nn.Module) -> list[str]:
+    """Re-draw every parameter that a module knows how to initialise, from the global RNG, in module order.
+
+    torch's layers spell it two ways: ``reset_parameters`` (Conv, Linear, norms) and ``_reset_parameters``
+    (``nn.MultiheadAttention``, whose packed ``in_proj_weight`` the public name alone would miss, so that a
+    vision transformer kept the weights drawn when it was built, from whatever the RNG held then). Returns the
+    parameters no such method owns (e.g. a positional embedding a user's module holds itself): they keep the
+    values the model was built with.
+    """
+    covered: set[int] = set()
+    for m in model.modules():
+        reset = getattr(m, "reset_parameters", None) or getattr(m, "_reset_parameters", None)
+        if callable(reset):
+            reset()
+            covered.update(id(p) for p in m.parameters(recurse=False))
+    return [n for n, p in model.named_parameters() if id(p) not in covered]
+
+
 def train_reference(model: nn.Module, data: Split | Any, config: CompressConfig,
                     progress: bool = False) -> nn.Module:
     """The float reference as ``compress`` trains it: re-initialised from ``config.seed`` (so that the seed
     alone fixes the run, whatever the caller's random state), then trained on the training split. In place."""
     _seed(config.seed)
-    for m in model.modules():
-        if hasattr(m, "reset_parameters"):
-            m.reset_parameters()
+    reinitialise_(model)
     train_float(model, data.x_train, data.y_train, config, progress,
                 task=get_task(getattr(data, "task", "classification")))
     return model

@@ -1,11 +1,14 @@
 """What follows what in a model: BatchNorm folding and the producer → consumer links that pruning needs.
 
 Both read the model's dataflow from ``torch.fx.symbolic_trace``. A link is only recorded where the consumer of
-a layer's output channels is unambiguous: a single chain of channel-wise steps (BatchNorm, an activation with
-act(0) = 0, pooling, dropout, one flatten) ending in one Conv (groups = 1) or Linear. Anything else — residual
-adds, concatenations, reshapes, a value used twice — breaks the chain, and the producer's zero-bit channels
-are kept as masked channels instead of removed. A model that fx cannot trace gets no links at all (said in the
-manifest), which is always safe.
+a layer's output channels is unambiguous and removal provably leaves the output unchanged: a single chain of
+channel-wise steps that map 0 to 0 (an activation with act(0) = 0, pooling, dropout, one flatten) ending in one
+Conv (groups = 1) or Linear. Anything else — residual adds, concatenations, reshapes, a value used twice, a
+BatchNorm that was not folded into its producer (it maps a dead channel's 0 to ``β − μ·γ/σ``, which the
+consumer reads), a module called more than once (its weights serve every call; slicing them for one call
+changes the others) — breaks the chain, and the producer's zero-bit channels are kept as masked channels
+instead of removed. A model that fx cannot trace gets no links at all (said in the manifest), which is always
+safe. Removal across these structures is issue 11; here every recorded link is exact.
 """
 
 from __future__ import annotations
@@ -15,8 +18,16 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
 
 __all__ = ["Link", "find_links", "fold_batchnorm_", "trace"]
+
+
+def _linear_output_is_2d(node: fx.Node) -> bool:
+    """BatchNorm1d normalises dim 1: after a Linear that is its features only for a ``[N, C]`` output, which
+    the shapes propagated from an example show; without them, refuse."""
+    meta = node.meta.get("tensor_meta")
+    return meta is not None and len(meta.shape) == 2
 
 _POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
           nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
@@ -72,12 +83,23 @@ def _is_conv(m: nn.Module) -> bool:
     return isinstance(m, (nn.Conv1d, nn.Conv2d))
 
 
+def _called_once(gm: fx.GraphModule) -> set[str]:
+    """The modules the traced forward calls exactly once."""
+    calls: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    return {name for name, n in calls.items() if n == 1}
+
+
 def find_links(model: nn.Module, gm: fx.GraphModule | None = None) -> dict[str, Link]:
     """Producer name → Link for every Conv/Linear whose output channels have one unambiguous consumer."""
     gm = gm if gm is not None else trace(model)
     if gm is None:
         return {}
     modules = dict(model.named_modules())
+    once = _called_once(gm)
+    modules = {name: m for name, m in modules.items() if name in once}  # a shared module links nothing
     links: dict[str, Link] = {}
     for node in gm.graph.nodes:
         producer = modules.get(node.target) if node.op == "call_module" else None
@@ -104,6 +126,8 @@ def _follow(node: fx.Node, name: str, producer: nn.Module, modules: dict[str, nn
             return None  # the value must be the first and only tensor argument
         if nxt.op == "call_module":
             m = modules.get(nxt.target)
+            if m is None:  # called more than once
+                return None
             if isinstance(m, (nn.Conv1d, nn.Conv2d)) and not flattened and _is_conv(producer):
                 if m.groups != 1:
                     return None
@@ -113,9 +137,7 @@ def _follow(node: fx.Node, name: str, producer: nn.Module, modules: dict[str, nn
                 if m.in_features % n_out:
                     return None
                 return Link(name, nxt.target, through, m.in_features // n_out)
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and not flattened:
-                through.append(nxt.target)
-            elif isinstance(m, _PASS_MODULES):
+            if isinstance(m, _PASS_MODULES):
                 pass
             elif isinstance(m, _ACT_MODULES):
                 if not _zero_preserving(m):
@@ -138,8 +160,11 @@ def _follow(node: fx.Node, name: str, producer: nn.Module, modules: dict[str, nn
         cur = nxt
 
 
-def fold_batchnorm_(model: nn.Module, gm: fx.GraphModule | None = None) -> list[tuple[str, str]]:
-    """Fold every BatchNorm that directly and solely follows a Conv into that Conv, in place.
+def fold_batchnorm_(model: nn.Module, gm: fx.GraphModule | None = None,
+                    example: torch.Tensor | None = None) -> list[tuple[str, str]]:
+    """Fold every BatchNorm that directly and solely follows a Conv (or a Linear, BatchNorm1d on its
+    ``[N, C]`` output, seen by running ``example``) into it, in place; both must be called once (a shared
+    layer keeps its BatchNorm).
 
     The BatchNorm becomes ``nn.Identity``; the model must be in eval mode semantics (running statistics are
     used). Returns the (conv, batchnorm) name pairs that were folded.
@@ -147,17 +172,28 @@ def fold_batchnorm_(model: nn.Module, gm: fx.GraphModule | None = None) -> list[
     gm = gm if gm is not None else trace(model)
     if gm is None:
         return []
-    modules = dict(model.named_modules())
+    once = _called_once(gm)
+    modules = {name: m for name, m in model.named_modules() if name in once}
+    if example is not None:
+        try:
+            with torch.no_grad():
+                ShapeProp(gm).propagate(example)
+        except Exception:  # noqa: BLE001 - no shapes: a Linear keeps its BatchNorm1d
+            pass
     folded: list[tuple[str, str]] = []
     for node in gm.graph.nodes:
-        if node.op != "call_module" or not _is_conv(modules.get(node.target)):
+        conv = modules.get(node.target) if node.op == "call_module" else None
+        if not (_is_conv(conv) or isinstance(conv, nn.Linear)):
             continue
         users = list(node.users)
-        if len(users) != 1 or users[0].op != "call_module":
+        if len(users) != 1 or users[0].op != "call_module" or users[0].args[:1] != (node,):
             continue
         bn = modules.get(users[0].target)
-        conv = modules[node.target]
-        if not isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)) or bn.num_features != conv.out_channels:
+        n_out = conv.weight.shape[0]
+        kinds = (nn.BatchNorm1d, nn.BatchNorm2d) if _is_conv(conv) else (nn.BatchNorm1d,)
+        if not isinstance(bn, kinds) or bn.num_features != n_out:
+            continue
+        if isinstance(conv, nn.Linear) and not _linear_output_is_2d(node):
             continue
         if not bn.track_running_stats or bn.running_var is None:
             continue

@@ -2,8 +2,9 @@
 
 A zero-bit channel outputs exactly 0 (its bias is masked, see :mod:`sgsc_export.method.nn`), and every step on
 the link between producer and consumer maps 0 to 0, so removing the channel and the consumer's inputs that
-read it leaves the network's output unchanged. A BatchNorm on the link is sliced with it. Channels without an
-unambiguous consumer stay in place as masked zero-bit channels.
+read it leaves the network's output unchanged (``sgsc_export.method.graph`` records only such links: a
+BatchNorm on the way, which would map 0 elsewhere, is folded into the producer or breaks the link). Channels
+without an unambiguous consumer stay in place as masked zero-bit channels.
 """
 
 from __future__ import annotations
@@ -86,11 +87,6 @@ def remove_dead_channels_(model: nn.Module, links: dict[str, Link],
             producer.out_features = len(keep)
         else:
             producer.out_channels = len(keep)
-        for bn_name in link.through:
-            bn = model.get_submodule(bn_name)
-            for p in ("weight", "bias", "running_mean", "running_var"):
-                _slice_param(bn, p, keep, 0, plan, bn_name)
-            bn.num_features = len(keep)
         consumer = model.get_submodule(link.consumer)
         within = torch.arange(link.per_channel, device=keep.device)
         cols = (keep[:, None] * link.per_channel + within).reshape(-1)

@@ -73,10 +73,10 @@ def _write_errors(out: Path | None) -> Iterator[None]:
         raise ArtifactError(f"cannot write the artifact to {out}: {first_line(exc)}") from None
 
 
-def _prepare(model: nn.Module, config: CompressConfig):
+def _prepare(model: nn.Module, config: CompressConfig, example: torch.Tensor):
     model.eval()
     gm = trace(model)
-    folded = fold_batchnorm_(model, gm)
+    folded = fold_batchnorm_(model, gm, example)
     left_float = prepare_(model, config)
     if not quantized_layers(model):
         raise ModelError("the model has no Conv1d/Conv2d/Linear layer to compress (or all were excluded)")
@@ -174,7 +174,8 @@ def compress(
             p.requires_grad_(False)
 
     # 3. fold, quantise, train
-    folded, left_float, links, n_start, traced = _prepare(model, config)
+    folded, left_float, links, n_start, traced = _prepare(
+        model, config, torch.as_tensor(np.ascontiguousarray(data.x_train[:2])))
     floats = float_weights(model)  # not quantised: stored at 32 bits, counted in the all-weights ratio
     n_float = sum(e["count"] for e in floats)
     warning = float_weights_line(floats)

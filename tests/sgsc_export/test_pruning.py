@@ -72,21 +72,66 @@ def test_removal_leaves_outputs_unchanged_and_shrinks_tensors():
     assert abs(size_term(m, 1).item() - q_before) < 1e-3
 
 
-def test_bn_on_link_is_sliced_with_the_producer():
+def _shifted_bn(bn: nn.modules.batchnorm._BatchNorm) -> None:
+    """A trained BatchNorm: a mean and a shift, so that it maps 0 to ``β − μ·γ/σ ≠ 0``."""
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1, generator=torch.Generator().manual_seed(1))
+        bn.bias.uniform_(-1, 1, generator=torch.Generator().manual_seed(2))
+
+
+def test_an_unfolded_bn_on_the_way_breaks_the_link():
+    """A dead channel's 0 becomes the BatchNorm's shift, which the consumer reads: removing the channel would
+    change the output (issue 16), so there is no link and the channel stays masked."""
+    m = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 3)).eval()
+    _shifted_bn(m[2])
+    assert fold_batchnorm_(m) == []  # not directly after the conv
+    prepare_(m)
+    assert find_links(m) == {}
+
+
+def test_linear_then_bn1d_is_folded_and_pruned_exactly():
     m = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 2)).eval()
+    _shifted_bn(m[1])
+    x = torch.randn(3, 4)
+    y = m(x)
+    assert fold_batchnorm_(m) == []  # without an example the Linear's output rank is unknown: refused
+    assert fold_batchnorm_(m, example=x) == [("0", "1")]
+    torch.testing.assert_close(m(x), y)
     prepare_(m)
     links = find_links(m)
-    assert links["0"].through == ["1"]
+    assert set(links) == {"0"} and links["0"].consumer == "3"
     _kill(m, "0", [2])
-    x = torch.randn(3, 4)
-    # a BN after a masked channel maps its 0 to a constant, so the shift must be neutralised first
-    with torch.no_grad():
-        m[1].running_mean[2] = 0.0
-        m[1].bias[2] = 0.0
+    refresh_in_alive_(m, links)
     y = m(x)
-    remove_dead_channels_(m, links)
-    assert m[1].num_features == 5 and m[1].running_mean.shape == (5,)
+    assert remove_dead_channels_(m, links) == {"0": 1}
     torch.testing.assert_close(m(x), y)
+
+
+def test_a_linear_on_a_sequence_keeps_its_bn1d():
+    """BatchNorm1d after a Linear on [N, L, C] normalises L, not the Linear's features: never folded."""
+    m = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5)).eval()
+    assert fold_batchnorm_(m, example=torch.randn(2, 5, 4)) == []
+
+
+class SharedConv(nn.Module):
+    """One conv called twice: slicing its weights for one call would change the other."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 3, 1)
+        self.bn = nn.BatchNorm2d(3)
+        self.b = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.bn(self.a(x)))) + self.a(x)[:, :2]
+
+
+def test_a_module_called_twice_is_neither_linked_nor_folded():
+    m = SharedConv().eval()
+    _shifted_bn(m.bn)
+    assert fold_batchnorm_(m) == []
+    prepare_(m)
+    assert find_links(m) == {}
 
 
 class Residual(nn.Module):
@@ -133,3 +178,38 @@ def test_revive_writes_data_not_a_tracked_leaf():
     assert int(m[0].channel_alive().sum()) == 4
     m[0](torch.randn(2, 3)).sum().backward()  # still trains
     assert m[0].b.grad is not None
+
+
+class Dense(nn.Module):
+    """DenseNet-B: BN-ReLU-Conv1×1-BN-ReLU-Conv3×3, concatenated to its input (the zoo's crash, issue 16)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.body = nn.Sequential(nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 8, 1), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.Conv2d(8, 3, 3, padding=1))
+        self.head = nn.Linear(7, 2)
+
+    def forward(self, x):
+        h = self.stem(x)
+        h = torch.cat([h, self.body(h)], 1)
+        return self.head(h.mean((2, 3)))
+
+
+def test_dense_block_prunes_only_where_removal_is_exact():
+    m = Dense().eval()
+    for bn in (m.body[0], m.body[3]):
+        _shifted_bn(bn)
+    x = torch.randn(4, 1, 6, 6)
+    y = m(x)
+    assert fold_batchnorm_(m) == [("body.2", "body.3")]
+    torch.testing.assert_close(m(x), y)
+    prepare_(m)
+    links = find_links(m)
+    assert set(links) == {"body.2"}  # stem feeds cat and BN; body.5 feeds cat
+    for name in ("stem", "body.2", "body.5"):
+        _kill(m, name, [1])
+    refresh_in_alive_(m, links)
+    y = m(x)
+    assert remove_dead_channels_(m, links) == {"body.2": 1}
+    torch.testing.assert_close(m(x), y)

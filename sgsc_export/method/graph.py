@@ -2,9 +2,9 @@
 
 Both read the model's dataflow from ``torch.fx.symbolic_trace``. A link is only recorded where the consumer of
 a layer's output channels is unambiguous and removal provably leaves the output unchanged: a single chain of
-channel-wise steps that map 0 to 0 (an activation with act(0) = 0, pooling, dropout, one flatten) ending in one
-Conv (groups = 1) or Linear. Anything else — residual adds, concatenations, reshapes, a value used twice, a
-BatchNorm that was not folded into its producer (it maps a dead channel's 0 to ``β − μ·γ/σ``, which the
+channel-wise steps that map 0 to 0 (an activation with act(0) = 0, pooling, dropout, one flatten) ending in
+one Conv (groups = 1) or Linear. Anything else — residual adds, concatenations, reshapes, a value used twice,
+a BatchNorm that was not folded into its producer (it maps a dead channel's 0 to ``β − μ·γ/σ``, which the
 consumer reads), a module called more than once (its weights serve every call; slicing them for one call
 changes the others) — breaks the chain, and the producer's zero-bit channels are kept as masked channels
 instead of removed. A model that fx cannot trace gets no links at all (said in the manifest), which is always

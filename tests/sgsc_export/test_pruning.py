@@ -186,8 +186,8 @@ class Dense(nn.Module):
     def __init__(self):
         super().__init__()
         self.stem = nn.Conv2d(1, 4, 3, padding=1)
-        self.body = nn.Sequential(nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 8, 1), nn.BatchNorm2d(8), nn.ReLU(),
-                                  nn.Conv2d(8, 3, 3, padding=1))
+        self.body = nn.Sequential(nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 8, 1), nn.BatchNorm2d(8),
+                                  nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1))
         self.head = nn.Linear(7, 2)
 
     def forward(self, x):

@@ -93,6 +93,15 @@ class CompressConfig:
                                            Range(1, 10_000_000, integer=True))
     preservation_budget: tuple[float, float, float] = option(
         (1 / 3, 1 / 3, 1 / 3), "Shares of the preservation set: uncertainty, saliency, diversity.")
+    max_drop: float | None = option(
+        None, "Largest loss of the task's headline metric against the float model on the validation split: "
+        "percentage points of accuracy (default 0.5) or nats of loss for a language model (default 0.02).",
+        Range(0.0, 100.0))
+    validation_size: int | None = option(
+        None, "Training samples held out as the validation split the target is measured on (default "
+        "min(10%, 1000); 0: no split and no target).", Range(0, 10_000_000, integer=True))
+    dual_lr: float = option(0.5, "Step of the γ controller: log γ moves by dual_lr · slack at each check "
+                            "(0: γ fixed).", Range(0.0, 10.0))
     checkpoint_every: int = option(500, "Steps between checkpoints (what --resume continues from).",
                                    _INT_STEPS)
     exclude: tuple[str, ...] = option((), "Layer names to keep in float.")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from sgsc_export.cli import Command
+from sgsc_export.cli import Command, Failure
 from sgsc_export.cli._options import field_option, fields_of
 from sgsc_export.config import MAX_THREADS, CompressConfig
 
@@ -25,7 +25,7 @@ __all__ = ["compress_cmd", "compress_inputs"]
 _WRITES = ("manifest.json", "history.json", "model.safetensors", "quant.safetensors", "preservation.npz",
            "eval.npz", "checkpoints/last.pt")
 _COMPRESSION = ("steps", "finetune_steps", "float_epochs", "gamma", "lam", "init_bits", "distill",
-                "preservation_size", "exclude", "seed")
+                "max_drop", "validation_size", "dual_lr", "preservation_size", "exclude", "seed")
 
 
 def compress_inputs(dataset: str, weights, model_spec: str | None, preservation_file=None) -> dict:
@@ -128,3 +128,9 @@ def _compress(dataset, data_dir, preservation_file, model_spec, weights, out, re
     click.echo(layer_table(art.manifest))
     for line in compress_summary(art.manifest, out, time.perf_counter() - t0):
         click.echo(line)
+    target = art.manifest.get("target")
+    if target and not target["met"]:  # the artifact is written and usable; the run did not meet its target
+        raise Failure(f"target not met: the compressed model loses {target['drop']:.3f} {target['unit']} "
+                      f"on the validation split, more than --max-drop {target['max_drop']:g}; the artifact "
+                      f"in {out} is written: raise --max-drop, or train longer (--steps) or gentler "
+                      "(--gamma)", 1, prefix="")

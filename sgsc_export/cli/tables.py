@@ -51,9 +51,21 @@ def layer_table(manifest: dict[str, Any]) -> str:
     return "\n".join(render_rows(rows))
 
 
+def target_line(manifest: dict[str, Any]) -> str | None:
+    """The accuracy target's result in one line (``None``: the run had no validation split)."""
+    t = manifest.get("target")
+    if not t:
+        return None
+    v = t["validation"]
+    return (f"drop {t['drop']:.3f} {t['unit']} on the validation split ({v['n']} held-out training samples), "
+            f"target --max-drop {t['max_drop']:g}: {'met' if t['met'] else 'NOT met'}")
+
+
 def compress_summary(manifest: dict[str, Any], out: Path, seconds: float) -> list[str]:
-    """The lines after the table: float against compressed, the size, the restore events, the artifact."""
+    """The lines after the table: float against compressed, the size, the restore events, the target, the
+    artifact."""
     m = manifest
+    target = target_line(m)
     f, c = m["metrics"]["float"], m["metrics"]["compressed"]
     a = all_weights(m["totals"])
     floats = f", {a.float_weights} of them float" if a.float_weights else ""
@@ -64,9 +76,11 @@ def compress_summary(manifest: dict[str, Any], out: Path, seconds: float) -> lis
                  f"perplexity {f[split + '_perplexity']:.3f} → {c[split + '_perplexity']:.3f}   "
                  f"next-token acc. {f[split + '_accuracy']:.4f} → {c[split + '_accuracy']:.4f}"
                  for split in ("test", "preservation")]
-        return [*lines, f"size         {size}", f"artifact     {out}  ({seconds:.1f} s)"]
+        return [*lines, f"size         {size}", *([f"target       {target}"] if target else []),
+                f"artifact     {out}  ({seconds:.1f} s)"]
     return [f"test accuracy      float {f['test_accuracy']:.4f}  compressed {c['test_accuracy']:.4f}",
             f"preservation acc.  float {f['preservation_accuracy']:.4f}  compressed "
             f"{c['preservation_accuracy']:.4f}  ({m['preservation']['size']} training samples)",
             f"size               {size}",
+            *([f"target             {target}"] if target else []),
             f"artifact           {out}  ({seconds:.1f} s)"]

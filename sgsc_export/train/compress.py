@@ -29,19 +29,12 @@ from sgsc_export.method.nn import layer_kind, prepare_, quantized_layers
 from sgsc_export.method.objective import stored_size_bits
 from sgsc_export.method.pruning import refresh_in_alive_, remove_dead_channels_
 from sgsc_export.tasks import get_task
+from sgsc_export.train.checkpoints import load_checkpoint, save_checkpoint
 from sgsc_export.train.checks import check_checkpoint_fits, check_inputs, check_state_fits, first_line
 from sgsc_export.train.freeze import freeze
-from sgsc_export.train.loop import (
-    TrainState,
-    accuracy,
-    compress_loop,
-    load_checkpoint,
-    make_optimizer,
-    predict,
-    save_checkpoint,
-    train_float,
-)
+from sgsc_export.train.loop import TrainState, accuracy, compress_loop, make_optimizer, predict, train_float
 from sgsc_export.train.preservation_set import preservation_entry, preservation_samples, select_preservation
+from sgsc_export.train.target import DEFAULT_MAX_DROP, Target, hold_out
 
 __all__ = ["compress", "reinitialise_", "train_reference"]
 
@@ -140,6 +133,8 @@ def compress(
     if out is not None:
         check_out_dir(out)
     check_inputs(model, data, config)
+    full_train = len(data.x_train)
+    data, validation = hold_out(data, config)  # held out of everything below (train.target)
     ckpt_path = out / "checkpoints" / "last.pt" if out is not None else None
     ckpt = load_checkpoint(ckpt_path) if (resume and ckpt_path is not None and ckpt_path.is_file()) else None
     if ckpt is not None and ckpt.get("config") != config.to_json():
@@ -166,6 +161,12 @@ def compress(
     x_pres, y_pres = preservation_samples(data, pres)
     float_test = predict(model, data.x_test)
     float_pres = predict(model, x_pres)
+    target = None
+    if validation is not None:
+        float_val = predict(model, validation["x"])
+        max_drop = config.max_drop if config.max_drop is not None else DEFAULT_MAX_DROP[task.name]
+        target = Target(max_drop, task, validation["x"], validation["y"], 0.0, config.seed)
+        target.float_value = target.value(float_val)
 
     teacher = None
     if config.distill > 0:
@@ -208,7 +209,8 @@ def compress(
 
     state, optimizer = compress_loop(model, links, n_start, data.x_train, data.y_train, x_pres, y_pres,
                                      config, optimizer=optimizer, state=state, generator=g,
-                                     checkpoint=checkpoint, progress=progress, teacher=teacher, task=task)
+                                     checkpoint=checkpoint, progress=progress, teacher=teacher, task=task,
+                                     target=target)
     # the last checkpoint holds the trained model *before* the physical removal below: resuming a finished run
     # then redoes the removal exactly as the uninterrupted run did (same channels_removed, same heads), and
     # the artifact comes out byte for byte the same
@@ -234,6 +236,17 @@ def compress(
     deploy, quant = freeze(model)
     comp_test = predict(deploy, data.x_test)
     comp_pres = predict(deploy, x_pres)
+    held: dict[str, np.ndarray] = {}
+    target_record = None
+    pres_out = dict(pres)  # the artifact's preservation indices count in the caller's training split
+    if validation is not None and len(pres["indices"]) and pres["indices"][0] >= 0:
+        pres_out["indices"] = validation["keep"][np.asarray(pres["indices"])]
+    if target is not None:
+        comp_val = predict(deploy, validation["x"])
+        trajectory = [[r["step"], r["gamma"]] for r in state.history if not r["finetune"]]
+        target_record = target.record(target.value(comp_val), trajectory)
+        held = {"x_validation": validation["x"], "y_validation": validation["y"],
+                "logits_validation": comp_val, "logits_float_validation": float_val}
 
     layers = []
     for name, layer in quantized_layers(model).items():
@@ -266,7 +279,9 @@ def compress(
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model": spec,
         "dataset": {"name": data.name, "n_train": len(data.x_train), "n_test": len(data.x_test),
-                    "num_classes": data.num_classes},
+                    "num_classes": data.num_classes, "n_validation": full_train - len(data.x_train),
+                    "validation_seed": config.seed},
+        "target": target_record,
         "folded_batchnorm": [list(p) for p in folded],
         "float_layers": left_float,
         "float_weights": floats,
@@ -279,7 +294,7 @@ def compress(
                    "weights_all": n_start + n_float, "fp32_bits_all": 32 * (n_start + n_float),
                    "ratio_all_weights": (bits_total + float_bits) / (32 * (n_start + n_float))},
         "metrics": metrics,
-        "preservation": preservation_entry(pres, x_pres, y_pres, task),
+        "preservation": preservation_entry(pres_out, x_pres, y_pres, task),
         "restores": state.restores,
         **({"language_model": {"vocab": data.vocab, "context": data.context, "heads_removed": heads_removed,
                                "preservation_source": data.preservation_source or "selected"}}
@@ -292,11 +307,11 @@ def compress(
         manifest=manifest,
         state={k: v.detach().contiguous() for k, v in deploy.state_dict().items()},
         quant=quant,
-        preservation={k: np.asarray(v) for k, v in pres.items()},
+        preservation={k: np.asarray(v) for k, v in pres_out.items()},
         eval={"x_test": data.x_test, "y_test": data.y_test,
               "x_preservation": x_pres, "y_preservation": y_pres,
               "logits_test": comp_test, "logits_preservation": comp_pres,
-              "logits_float_test": float_test, "logits_float_preservation": float_pres},
+              "logits_float_test": float_test, "logits_float_preservation": float_pres, **held},
         # no wall-clock time here: history.json is part of the artifact, which identical runs reproduce
         # byte for byte
         history={"records": state.history, "restores": state.restores,

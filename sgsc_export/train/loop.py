@@ -10,28 +10,25 @@ history — is written atomically every ``checkpoint_every`` steps; ``resume`` c
 
 from __future__ import annotations
 
-import dataclasses
-import io
+import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from sgsc_export._io import write_atomic
 from sgsc_export.config import CompressConfig
-from sgsc_export.errors import ArtifactError, ModelError
+from sgsc_export.errors import ModelError
 from sgsc_export.method.graph import Link
 from sgsc_export.method.nn import quantized_layers
 from sgsc_export.method.objective import sgsc_loss, size_term, stored_size_bits
 from sgsc_export.method.pruning import Plan, refresh_in_alive_, remove_dead_channels_, revive_, slice_like
 from sgsc_export.tasks import CLASSIFICATION, Task
 from sgsc_export.train.checks import first_line
+from sgsc_export.train.target import Target, next_scale
 
-__all__ = ["TrainState", "accuracy", "compress_loop", "load_checkpoint", "predict", "save_checkpoint",
-           "train_float"]
+__all__ = ["TrainState", "accuracy", "compress_loop", "predict", "train_float"]
 
 
 @torch.no_grad()
@@ -113,6 +110,7 @@ class TrainState:
     restores: list[dict[str, Any]] = field(default_factory=list)
     dead_prev: dict[str, list[bool]] = field(default_factory=dict)
     removed: dict[str, int] = field(default_factory=dict)
+    gamma_log_scale: float = 0.0  # u = log(γ / gamma), the max_drop controller's state (train.target)
 
 
 def _param_groups(model: nn.Module, config: CompressConfig) -> list[dict[str, Any]]:
@@ -195,73 +193,6 @@ def _prune_during_training(model: nn.Module, links: dict[str, Link], optimizer: 
     return optimizer
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Atomic ``torch.save``: never a half-written checkpoint, Ctrl-C included."""
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    write_atomic(path, buf.getvalue())
-
-
-def _is_tensor_dict(d: Any) -> bool:
-    return isinstance(d, dict) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in d.items())
-
-
-def _checkpoint_problem(ckpt: Any) -> str | None:
-    """What is wrong with the structure of a loaded checkpoint (None: it has the shape ``compress``
-    writes)."""
-    if not isinstance(ckpt, dict):
-        return f"it holds a {type(ckpt).__name__}, not a dict"
-    expected = {"float_state", "model_state", "optimizer", "generator", "train_state", "config",
-                "preservation"}
-    if set(ckpt) != expected:
-        return f"its keys are {sorted(map(str, ckpt))[:8]}, expected {sorted(expected)}"
-    if not (_is_tensor_dict(ckpt["float_state"]) and _is_tensor_dict(ckpt["model_state"])):
-        return "float_state/model_state are not state dicts"
-    opt = ckpt["optimizer"]
-    if not (isinstance(opt, dict) and isinstance(opt.get("state"), dict)
-            and isinstance(opt.get("param_groups"), list)):
-        return "optimizer is not an optimizer state dict"
-    gen = ckpt["generator"]
-    if not (torch.is_tensor(gen) and gen.dtype == torch.uint8 and gen.dim() == 1):
-        return "generator is not a generator state"
-    if not isinstance(ckpt["config"], str):
-        return "config is not JSON text"
-    pres = ckpt["preservation"]
-    if not (_is_tensor_dict(pres) and set(pres) == {"indices", "labels", "scores", "criteria"}
-            and all(pres[k].dim() == 1 for k in ("indices", "criteria"))
-            and not any(pres[k].is_floating_point() for k in ("indices", "labels", "criteria"))
-            and pres["scores"].is_floating_point()):
-        return "preservation is not the preservation set's indices, labels, scores and criteria"
-    st = ckpt["train_state"]
-    fields = {f.name for f in dataclasses.fields(TrainState)}
-    if not isinstance(st, dict) or set(st) != fields:
-        return "train_state has other fields than a TrainState"
-    types = {"step": int, "best_preservation": (int, float), "best_alive": dict, "history": list,
-             "restores": list, "dead_prev": dict, "removed": dict}
-    if any(isinstance(st[k], bool) or not isinstance(st[k], t) for k, t in types.items()):
-        return "train_state has a field of the wrong type"
-    if not all(isinstance(k, str) and isinstance(v, int) for k, v in st["removed"].items()):
-        return "train_state.removed is not layer name → channel count"
-    return None
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint that ``save_checkpoint`` wrote, read with ``weights_only=True`` (no object is unpickled)
-    and checked for the structure ``compress`` expects; anything else is an ``ArtifactError``, one line."""
-    from sgsc_export.models import load_untrusted
-
-    try:
-        ckpt = load_untrusted(path)
-    except ValueError as exc:
-        raise ArtifactError(f"--resume: the checkpoint {path} cannot be read ({exc}); it is corrupt or not "
-                            "an sgsc checkpoint: delete it and run without --resume") from None
-    problem = _checkpoint_problem(ckpt)
-    if problem is not None:
-        raise ArtifactError(f"--resume: the checkpoint {path} is not an sgsc checkpoint ({problem}); delete "
-                            "it and run without --resume")
-    return ckpt
-
-
 # the largest teacher-logit table kept in memory; above it the teacher runs on every batch instead
 TEACHER_TABLE_BYTES = 256 * 2**20
 
@@ -304,6 +235,7 @@ def compress_loop(
     progress: bool = False,
     teacher: nn.Module | None = None,
     task: Task = CLASSIFICATION,
+    target: Target | None = None,
 ) -> tuple[TrainState, torch.optim.Optimizer]:
     """Run compression steps ``state.step .. steps + finetune_steps`` on a prepared model, in place.
 
@@ -311,7 +243,8 @@ def compress_loop(
     save). Pruning during training replaces the optimiser; the one in use at the end is ``state``'s caller's
     to fetch through the return value.
     ``teacher`` is the float reference (eval mode) for the optional distillation term; ``task`` scores the
-    predictions (loss, preservation accuracy).
+    predictions (loss, preservation accuracy); ``target`` (``sgsc_export.train.target``), when given, steers γ
+    from the validation drop at every check.
     """
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
     xp, yp = torch.as_tensor(x_pres), torch.as_tensor(y_pres)
@@ -343,7 +276,7 @@ def compress_loop(
             q = size_term(model, n_start)
             pres_logits = _forward(model, xpb, "compression (preservation batch)") if config.lam > 0 else None
             warm = min(1.0, (state.step + 1) / max(1.0, config.gamma_warmup * config.steps))
-            gamma = 0.0 if finetune else config.gamma * warm
+            gamma = 0.0 if finetune else config.gamma * warm * math.exp(state.gamma_log_scale)
             parts = sgsc_loss(logits, yb, q, gamma, config.lam, pres_logits, ypb,
                               teacher_logits, config.distill, config.distill_temperature, task)
             optimizer.zero_grad(set_to_none=True)
@@ -365,8 +298,14 @@ def compress_loop(
                     "train_accuracy": task.batch_accuracy(logits, yb),
                     "preservation_accuracy": pres_acc, "quantized_bits": bits,
                     "avg_bits": bits / n_start, "ratio": bits / fp32_bits, "alive": _alive_counts(model),
-                    "finetune": finetune,
+                    "finetune": finetune, "gamma": gamma,
                 }
+                if target is not None:
+                    drop = target.drop(target.value(predict(model, target.x)))
+                    record["validation_drop"] = drop
+                    if not finetune:
+                        state.gamma_log_scale = next_scale(state.gamma_log_scale, drop, target.max_drop,
+                                                           config.dual_lr)
                 state.history.append(record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", pres=f"{pres_acc:.3f}",
                                 bits=f"{record['avg_bits']:.2f}", ratio=f"{record['ratio']:.4f}")

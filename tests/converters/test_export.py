@@ -148,14 +148,14 @@ def test_ort_int8_fuses_and_agrees(ort_int8_every, artifact_dir):
 
 
 def test_ort_int8_keeps_the_gate_at_the_defaults(exported, artifact_dir):
-    """At the gate's default thresholds the choice keeps in float what would flip held predictions: the file
-    agrees with PyTorch on the test split (never seen by the choice) as the gate demands, and says what it
-    chose."""
+    """At the gate's default thresholds the choice, measured on the artifact's validation split, keeps in
+    float what would flip held predictions: the file agrees with PyTorch on the test split (never seen by the
+    choice) as the gate demands, and says what it chose."""
     result = exported["ort-int8"]
     cm = CompressedModel.load(artifact_dir)
     meta = {p.key: p.value for p in onnx.load(str(result.path)).metadata_props}
     choice = json.loads(meta["sgsc.activation_qdq"])
-    assert choice["split"] == "preservation" and choice["n"] == len(cm.eval["x_preservation"])
+    assert choice["split"] == "validation" and choice["n"] == len(cm.eval["x_validation"])
     assert choice["quantised"] + len(choice["kept_float"]) == choice["candidates"] > 0
     for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
         out = _session(result.path, level).run(None, {"input": cm.eval["x_test"]})[0]

@@ -48,7 +48,7 @@ def test_every_profile_runs_in_onnxruntime(lm_artifact, tmp_path, profile, min_a
         assert "sgsc.activation_qdq" not in meta
         return
     choice = json.loads(meta["sgsc.activation_qdq"])
-    assert choice["split"] == "preservation" and choice["quantised"] + len(choice["kept_float"]) == \
+    assert choice["split"] == "validation" and choice["quantised"] + len(choice["kept_float"]) == \
         choice["candidates"]
     bounds = choice["measured"]["bounds"]
     for level in ("disabled", "all"):

@@ -48,7 +48,7 @@ ENV_PREFIX = "SGSC_"
 PROFILES = PROFILE_NAMES
 # the fields that are CompressConfig's (None: the data set's preset) and ValidateConfig's
 COMPRESSION = ("steps", "finetune_steps", "float_epochs", "gamma", "lam", "init_bits", "distill",
-               "preservation_size", "checkpoint_every", "exclude", "seed")
+               "max_drop", "validation_size", "preservation_size", "checkpoint_every", "exclude", "seed")
 VALIDATION = ("providers", "require_providers", "opt_levels", "max_accuracy_drop", "min_agreement",
               "max_logit_diff", "layers", "latency", "threads")
 
@@ -83,6 +83,8 @@ class PipelineConfig:
     lam: float | None = _compress("lam")
     init_bits: float | None = _compress("init_bits")
     distill: float | None = _compress("distill")
+    max_drop: float | None = _compress("max_drop")
+    validation_size: int | None = _compress("validation_size")
     preservation_size: int | None = _compress("preservation_size")
     checkpoint_every: int | None = _compress("checkpoint_every")
     exclude: tuple[str, ...] = option((), "Comma list of layer names to keep in float.", group="compress")

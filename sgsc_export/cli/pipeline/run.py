@@ -63,10 +63,13 @@ class PipelineResult:
 
     @property
     def status(self) -> str:
-        """``passed`` only when every profile passed; ``error`` wins over ``failed``."""
+        """``passed`` only when every profile passed and the compression met its ``max_drop`` target;
+        ``error`` wins over ``failed``."""
         from runtime_checks.gate import verdict
 
-        return verdict(v.get("status", "error") for v in self.validations.values())
+        target = (self.manifest or {}).get("target")
+        unmet = ["failed"] if target and not target.get("met", True) else []
+        return verdict([*(v.get("status", "error") for v in self.validations.values()), *unmet])
 
     @property
     def exit_code(self) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from sgsc_export._tables import render_rows
 from sgsc_export.cli.pipeline.run import PipelineResult
 from sgsc_export.cli.report.tables import failed_checks, overview, provider_verdicts
+from sgsc_export.cli.tables import target_line
 
 __all__ = ["summary"]
 
@@ -22,6 +23,9 @@ def summary(result: PipelineResult) -> str:
     verdicts = [f"{profile}/{provider} {verdict.upper()}" for profile, report in result.validations.items()
                 for provider, verdict in provider_verdicts(report).items()]
     lines.append("gate: " + ", ".join(verdicts))
+    target = target_line(m)
+    if target:
+        lines.append("target: " + target)
     failures = failed_checks(result.validations)
     for failure in failures[:4]:
         lines.append(f"  FAILED {failure}")

@@ -1,0 +1,106 @@
+"""The accuracy target (``max_drop``): a validation split held out of training, and the γ controller.
+
+A user says how much of the task's headline metric they accept to lose against the float model — percentage
+points of accuracy for classification (``DEFAULT_MAX_DROP``: 0.5), nats of loss for a language model (0.02) —
+and the compression strength follows from it. The measurement is a **validation split**: ``validation_size``
+training samples (default ``min(10 %, 1000)``) drawn with the run's seed and held out of everything else the
+run trains or selects on (the float reference, the preservation set, the compression steps). The test split is
+never used to decide anything.
+
+The controller treats γ (the weight of the size term Q) as a Lagrange multiplier of the constraint
+``drop ≤ max_drop`` and moves it by dual ascent, in log space so that it stays positive and its steps are
+relative. At every check (``restore_every`` steps, compression phase only)::
+
+    slack_t = clip((max_drop − drop_t) / max_drop, −1, 1)
+    u_{t+1} = clip(u_t + dual_lr · slack_t, log GAMMA_MIN_SCALE, log GAMMA_MAX_SCALE)
+    γ_t     = config.gamma · warm-up_t · exp(u_t)
+
+so γ grows while the validation drop has room (the model is compressed harder) and shrinks as soon as the drop
+exceeds the target (the task loss and the preservation term win back). ``u`` starts at 0 (γ = ``gamma``);
+``dual_lr = 0`` keeps γ fixed. The fine-tune phase (γ = 0, bits frozen) recovers accuracy at the size reached.
+At the end the kept model's drop is measured once more on the validation split and recorded with the target,
+the split (size, seed) and the γ trajectory in the manifest; ``met`` is false when it exceeds the target, and
+``sgsc compress`` then says so in one line and exits 1 (the artifact is written and usable).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sgsc_export.tasks import Task
+
+__all__ = ["DEFAULT_MAX_DROP", "GAMMA_MAX_SCALE", "GAMMA_MIN_SCALE", "Target", "hold_out", "next_scale",
+           "validation_count"]
+
+DEFAULT_MAX_DROP = {"classification": 0.5, "language_model": 0.02}
+UNITS = {"classification": "pp", "language_model": "nats"}
+GAMMA_MIN_SCALE, GAMMA_MAX_SCALE = 1e-3, 10.0
+_SPLIT_SALT = 0x5EED_7A12  # the validation draw's stream, apart from the run's other random streams
+
+
+def validation_count(config: Any, n_train: int) -> int:
+    """Samples the validation split takes: ``validation_size``, else ``min(10 %, 1000)``; never all."""
+    n = config.validation_size if config.validation_size is not None else min(n_train // 10, 1000)
+    return int(max(0, min(n, n_train - 2)))
+
+
+def hold_out(data: Any, config: Any) -> tuple[Any, dict[str, Any] | None]:
+    """``data`` without its validation split, and the split (``x``, ``y``, ``indices`` into the original
+    training split, ``keep``: the original indices of the samples left to train on, ``seed``), or ``None``
+    when the split is empty. ``data`` itself is not changed."""
+    n = validation_count(config, len(data.x_train))
+    if n == 0:
+        return data, None
+    perm = np.random.default_rng([config.seed, _SPLIT_SALT]).permutation(len(data.x_train))
+    val, keep = np.sort(perm[:n]), np.sort(perm[n:])
+    split = {"x": data.x_train[val], "y": data.y_train[val], "indices": val, "keep": keep,
+             "seed": config.seed}
+    rest = copy.copy(data)
+    rest.x_train, rest.y_train = data.x_train[keep], data.y_train[keep]
+    return rest, split
+
+
+@dataclass
+class Target:
+    """``max_drop`` of ``task``'s headline metric against the float model's ``float_value`` on the split."""
+
+    max_drop: float
+    task: Task
+    x: np.ndarray
+    y: np.ndarray
+    float_value: float
+    seed: int
+
+    @property
+    def metric(self) -> str:
+        return "accuracy" if self.task.name == "classification" else "loss"
+
+    def value(self, logits: np.ndarray) -> float:
+        if self.task.name == "classification":
+            return self.task.accuracy(logits, self.y)
+        return self.task.mean_loss(logits, self.y)
+
+    def drop(self, value: float) -> float:
+        """The loss against the float model in the target's unit (pp of accuracy or nats)."""
+        if self.task.name == "classification":
+            return (self.float_value - value) * 100.0
+        return value - self.float_value
+
+    def record(self, kept_value: float, trajectory: list[list[float]]) -> dict[str, Any]:
+        drop = self.drop(kept_value)
+        return {"max_drop": self.max_drop, "unit": UNITS[self.task.name], "metric": self.metric,
+                "validation": {"n": int(len(self.y)), "seed": self.seed},
+                "float": self.float_value, "kept": kept_value, "drop": drop,
+                "met": bool(drop <= self.max_drop + 1e-9), "gamma_trajectory": trajectory}
+
+
+def next_scale(u: float, drop: float, max_drop: float, dual_lr: float) -> float:
+    """One dual-ascent step of ``u = log(γ / gamma)`` (see the module docstring)."""
+    slack = (max_drop - drop) / max(max_drop, 1e-12)
+    slack = min(1.0, max(-1.0, slack))
+    return min(math.log(GAMMA_MAX_SCALE), max(math.log(GAMMA_MIN_SCALE), u + dual_lr * slack))

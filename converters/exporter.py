@@ -199,6 +199,7 @@ def _held_data(cm: Any, manifest: dict[str, Any]) -> tuple[Any, Any]:
     (training samples; the test split is never used to build a file)."""
     import numpy as np
 
+    from converters.passes._ort import model_input
     from converters.passes.qdq_select import SelectionData
 
     ev = getattr(cm, "eval", None) or {}
@@ -207,8 +208,7 @@ def _held_data(cm: Any, manifest: dict[str, Any]) -> tuple[Any, Any]:
     x = ev.get(f"x_{split}")
     if x is None or len(x) == 0:
         return calibration, None
-    x = np.asarray(x)
-    x = x.astype(np.int64 if np.issubdtype(x.dtype, np.integer) else np.float32)
+    x = model_input(x)
     y, float_logits = ev.get(f"y_{split}"), ev.get(f"logits_float_{split}")
     lm = str((manifest.get("model") or {}).get("task", "")) == "language_model"
     return calibration, SelectionData(x=x, split=split, y=None if y is None else np.asarray(y),

@@ -19,10 +19,16 @@ import onnx
 
 from sgsc_export.errors import ExportError
 
-__all__ = ["LEVELS", "run_graph"]
+__all__ = ["LEVELS", "model_input", "run_graph"]
 
 LEVELS = ("disabled", "all")
 _BATCH = 256
+
+
+def model_input(x: np.ndarray) -> np.ndarray:
+    """Inputs as the exported graph takes them: int64 token ids, or float32."""
+    x = np.asarray(x)
+    return x.astype(np.int64 if np.issubdtype(x.dtype, np.integer) else np.float32)
 
 
 def run_graph(proto: onnx.ModelProto, x: np.ndarray, names: list[str] | None = None,

@@ -28,10 +28,10 @@ import onnx_ir as ir
 
 from converters.passes._base import Pass, first_consumer
 from converters.passes._context import ExportContext, GraphEditor
-from converters.passes._ort import run_graph
+from converters.passes._ort import model_input, run_graph
 from converters.passes.qdq_select import QDQTargets, SelectionData, choose
 
-__all__ = ["ActivationQDQ", "activation_qdq", "calibrate", "input_is_quantised"]
+__all__ = ["ActivationQDQ", "activation_qdq", "calibrate"]
 
 _SAME_PARAMS = {"Relu", "MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity"}
 _WITH_BIAS = {"Conv", "Gemm"}
@@ -68,9 +68,9 @@ class ActivationQDQ(Pass):
             raise self.refuse("a graph without activation QDQ (it runs once); it has QuantizeLinear nodes")
 
     def call(self, ctx: ExportContext) -> None:
-        names, params = _plan(ctx)
-        weights = [(layer.name, layer.value.name, layer.scale) for layer in ctx.layers]
         base = ir.serde.serialize_model(ctx.model)
+        names, params = _plan(ctx, base)
+        weights = [(layer.name, layer.value.name, layer.scale) for layer in ctx.layers]
 
         def build(enabled: frozenset[str]) -> onnx.ModelProto:
             model = ir.serde.deserialize_model(base)
@@ -79,12 +79,10 @@ class ActivationQDQ(Pass):
 
         data = ctx.selection
         if data is None:  # no held split with labels: agreement with the weight-only file on the calibration
-            data = SelectionData(_calibration(ctx), "preservation")
+            data = SelectionData(model_input(ctx.calibration), "preservation")
         choice = choose(names, build, data, ctx.qdq_targets or QDQTargets())
         _apply(ctx.model, weights, names, params, choice.enabled)
         ctx.activation_qdq = choice.record()
-        for layer in ctx.layers:
-            layer.activation = "int8" if input_is_quantised(ctx.model.graph, layer.value) else "float"
 
     def ensures(self, ctx: ExportContext) -> None:
         graph = ctx.model.graph
@@ -112,26 +110,8 @@ def _const_bytes(value: ir.Value | None) -> bytes | None:
     return None if value is None or value.const_value is None else value.const_value.numpy().tobytes()
 
 
-def _calibration(ctx: ExportContext) -> np.ndarray:
-    x = ctx.calibration
-    return x.astype(np.int64 if np.issubdtype(x.dtype, np.integer) else np.float32)
-
-
-def input_is_quantised(graph: ir.Graph, weight: ir.Value) -> bool:
-    """The first node reading ``weight`` is a Conv / Gemm / MatMul that takes it as input 1 and its input 0
-    through a QuantizeLinear → DequantizeLinear pair (an embedding's Gather has no quantised input)."""
-    if not weight.uses():
-        return False
-    node = first_consumer(graph, weight)
-    if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.inputs) < 2 or node.inputs[1] is not weight:
-        return False
-    x = node.inputs[0] if node.inputs else None
-    dq = x.producer() if x is not None else None
-    q = dq.inputs[0].producer() if dq is not None and dq.op_type == "DequantizeLinear" else None
-    return q is not None and q.op_type == "QuantizeLinear"
-
-
-def _plan(ctx: ExportContext) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
+def _plan(ctx: ExportContext,
+          proto: onnx.ModelProto) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """The candidate activations (graph order) and each one's uint8 scale and zero point, calibrated once
     on the float graph, whichever subset is then quantised."""
     graph = ctx.model.graph
@@ -149,7 +129,7 @@ def _plan(ctx: ExportContext) -> tuple[list[str], dict[str, tuple[np.ndarray, np
 
     targets = [v for v in graph.inputs if is_activation(v)]
     targets += [o for n in graph if n.op_type != "DequantizeLinear" for o in n.outputs if is_activation(o)]
-    ranges = calibrate(ir.serde.serialize_model(ctx.model), [v.name for v in targets], _calibration(ctx))
+    ranges = calibrate(proto, [v.name for v in targets], model_input(ctx.calibration))
     # an attention mask's -inf (or any non-finite value) has no uint8 range: that tensor stays float
     targets = [v for v in targets if np.isfinite(ranges[v.name]).all()]
 

@@ -34,7 +34,7 @@ import onnx_ir as ir
 from converters.passes._base import Pass, dequantize_of, first_consumer
 from converters.passes._context import ExportContext, LayerWeight
 
-__all__ = ["KERNELS", "RecordKernels", "layout_kernel", "record_kernels"]
+__all__ = ["KERNELS", "RecordKernels", "activation_of", "layout_kernel", "record_kernels"]
 
 # op → (kernel when its output is requantised, kernel when its output stays float)
 _BY_OP = {"Conv": ("QLinearConv", "float"), "Gemm": ("QGemm", "QGemm"),
@@ -97,14 +97,31 @@ def _attr(node: ir.Node, name: str, default: float) -> float:
     return default if attr is None else float(attr.value)
 
 
+def _compute_consumer(graph: ir.Graph, layer: LayerWeight) -> ir.Node | None:
+    """The first node reading ``layer``'s weight when it is a Conv / Gemm / MatMul taking it as input 1."""
+    if not layer.value.uses():
+        return None
+    node = first_consumer(graph, layer.value)
+    if node.op_type not in _BY_OP or len(node.inputs) < 2 or node.inputs[1] is not layer.value:
+        return None
+    return node
+
+
+def activation_of(graph: ir.Graph, layer: LayerWeight) -> str:
+    """``"int8"`` when ``layer``'s Conv / Gemm / MatMul takes its input through a QDQ pair, else ``"float"``
+    (an embedding's Gather has no quantised input)."""
+    node = _compute_consumer(graph, layer)
+    return "int8" if node is not None and _qdq_input(node) else "float"
+
+
 def layout_kernel(graph: ir.Graph, layer: LayerWeight) -> str:
     """The onnxruntime CPU kernel ``layer``'s layout targets (see the module docstring), or ``"float"``."""
     dq = dequantize_of(layer)
     weight = _const(dq.inputs[0]) if dq is not None else None
     if weight is None or dq.inputs[0].const_value.dtype != ir.DataType.INT8 or not layer.value.uses():
         return "float"
-    node = first_consumer(graph, layer.value)
-    if node.op_type not in _BY_OP or len(node.inputs) < 2 or node.inputs[1] is not layer.value:
+    node = _compute_consumer(graph, layer)
+    if node is None:
         return "float"
     requantised = _requantised(node.outputs[0])
     if requantised is None:
@@ -123,7 +140,8 @@ def layout_kernel(graph: ir.Graph, layer: LayerWeight) -> str:
 
 
 class RecordKernels(Pass):
-    """Sets ``layer.fused`` (``""`` for float) and ``ctx.fused`` (layer → kernel or ``"float"``)."""
+    """Sets ``layer.fused`` (``""`` for float), ``ctx.fused`` (layer → kernel or ``"float"``) and
+    ``layer.activation`` (whether its input is quantised)."""
 
     name = "record_kernels"
 
@@ -134,6 +152,7 @@ class RecordKernels(Pass):
 
     def call(self, ctx: ExportContext) -> None:
         for layer in ctx.layers:
+            layer.activation = activation_of(ctx.model.graph, layer)
             kernel = layout_kernel(ctx.model.graph, layer)
             layer.fused = "" if kernel == "float" else kernel
             ctx.fused[layer.name] = kernel

@@ -39,7 +39,7 @@ the export table.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -99,7 +99,6 @@ class QDQChoice:
     data: SelectionData
     targets: QDQTargets
     reason: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
         return {

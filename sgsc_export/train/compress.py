@@ -165,8 +165,7 @@ def compress(
     if validation is not None:
         float_val = predict(model, validation["x"])
         max_drop = config.max_drop if config.max_drop is not None else DEFAULT_MAX_DROP[task.name]
-        target = Target(max_drop, task, validation["x"], validation["y"], 0.0, config.seed)
-        target.float_value = target.value(float_val)
+        target = Target.against(float_val, max_drop, task, validation)
 
     teacher = None
     if config.distill > 0:

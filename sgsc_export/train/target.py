@@ -80,6 +80,13 @@ class Target:
     def metric(self) -> str:
         return "accuracy" if self.task.name == "classification" else "loss"
 
+    @classmethod
+    def against(cls, float_logits: np.ndarray, max_drop: float, task: Task, split: dict[str, Any]) -> Target:
+        """The target for ``split`` (``hold_out``'s), measured against the float model's logits on it."""
+        target = cls(max_drop, task, split["x"], split["y"], float("nan"), split["seed"])
+        target.float_value = target.value(float_logits)
+        return target
+
     def value(self, logits: np.ndarray) -> float:
         if self.task.name == "classification":
             return self.task.accuracy(logits, self.y)

@@ -1,11 +1,13 @@
-"""The SHA-256s of the digits default run, all three profiles: the check that a refactor changed no byte.
+"""The digits default run, all three profiles: its SHA-256s (the check that a refactor changed no byte) and
+what it produced (test accuracy, file bytes, the accuracy target's result).
 
     python -m benchmarks.pipeline_hashes [--label NAME] [--repo DIR]
 
 Runs ``sgsc pipeline --profiles portable,compact,ort-int8`` (the README's first command, all profiles) from
 the checkout ``--repo`` (default: this one) into a scratch directory, and appends one JSON row (label, the
-repo's commit, the four SHA-256s of manifest.json and the .onnx files, wall seconds) to
-``benchmarks/results/pipeline_hashes.jsonl``. Two rows with the same hashes mean byte-identical outputs.
+repo's commit, the four SHA-256s of manifest.json and the .onnx files, the manifest's float / compressed
+metrics, the bytes of each .onnx file, the manifest's ``target`` without its γ trajectory when it has one,
+wall seconds) to ``benchmarks/results/pipeline_hashes.jsonl``. Two rows with the same hashes mean byte-identical outputs.
 """
 
 from __future__ import annotations
@@ -39,7 +41,11 @@ def hashes(repo: Path) -> dict:
         if r.returncode not in (0, 1):
             raise SystemExit(f"error: sgsc pipeline exited {r.returncode}: {r.stderr.strip()[-300:]}")
         sha = {name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in FILES}
-    return {"commit": commit, "exit": r.returncode, "sha256": sha, "wall_s": round(wall, 1)}
+        size = {name: (out / name).stat().st_size for name in FILES if name.endswith(".onnx")}
+        manifest = json.loads((out / "manifest.json").read_text())
+    target = {k: v for k, v in (manifest.get("target") or {}).items() if k != "gamma_trajectory"} or None
+    return {"commit": commit, "exit": r.returncode, "sha256": sha, "bytes": size,
+            "metrics": manifest["metrics"], "target": target, "wall_s": round(wall, 1)}
 
 
 def main(argv: list[str] | None = None) -> None:

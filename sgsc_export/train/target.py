@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from sgsc_export.errors import ConfigError
 from sgsc_export.tasks import Task
 
 __all__ = ["DEFAULT_MAX_DROP", "GAMMA_MAX_SCALE", "GAMMA_MIN_SCALE", "Target", "hold_out", "next_scale",
@@ -44,9 +45,15 @@ _SPLIT_SALT = 0x5EED_7A12  # the validation draw's stream, apart from the run's 
 
 
 def validation_count(config: Any, n_train: int) -> int:
-    """Samples the validation split takes: ``validation_size``, else ``min(10 %, 1000)``; never all."""
-    n = config.validation_size if config.validation_size is not None else min(n_train // 10, 1000)
-    return int(max(0, min(n, n_train - 2)))
+    """Samples the validation split takes: ``validation_size``, else ``min(10 %, 1000)``. A
+    ``validation_size`` that would leave fewer than two training samples is a ``ConfigError``."""
+    if config.validation_size is None:
+        return min(n_train // 10, 1000)
+    if config.validation_size > n_train - 2:
+        raise ConfigError(f"validation_size={config.validation_size} leaves fewer than 2 of the training "
+                          f"split's {n_train} samples to train on; give at most {max(0, n_train - 2)}, or 0 "
+                          "for no validation split")
+    return int(config.validation_size)
 
 
 def hold_out(data: Any, config: Any) -> tuple[Any, dict[str, Any] | None]:

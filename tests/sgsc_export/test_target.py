@@ -30,6 +30,15 @@ def test_the_validation_split_is_held_out_deterministically():
     assert none is None and same is data
 
 
+def test_a_validation_split_larger_than_the_training_split_is_one_line(tmp_path):
+    out = tmp_path / "run"
+    r = run_cli(*TOY, "--validation-size", "5000", "--out", str(out))
+    assert r.exit_code == 2 and not out.exists()
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert lines == ["error: validation_size=5000 leaves fewer than 2 of the training split's 1437 samples to "
+                     "train on; give at most 1435, or 0 for no validation split"]
+
+
 def test_dual_ascent_raises_gamma_with_room_and_lowers_it_past_the_target():
     assert next_scale(0.0, 0.0, 0.5, 0.5) == pytest.approx(0.5)  # no drop: full slack, γ × e^0.5
     assert next_scale(0.0, 0.25, 0.5, 0.5) == pytest.approx(0.25)

@@ -7,7 +7,8 @@ Runs ``sgsc pipeline --profiles portable,compact,ort-int8`` (the README's first 
 the checkout ``--repo`` (default: this one) into a scratch directory, and appends one JSON row (label, the
 repo's commit, the four SHA-256s of manifest.json and the .onnx files, the manifest's float / compressed
 metrics, the bytes of each .onnx file, the manifest's ``target`` without its γ trajectory when it has one,
-wall seconds) to ``benchmarks/results/pipeline_hashes.jsonl``. Two rows with the same hashes mean byte-identical outputs.
+wall seconds) to ``benchmarks/results/pipeline_hashes.jsonl``. Two rows with the same hashes mean
+byte-identical outputs.
 """
 
 from __future__ import annotations

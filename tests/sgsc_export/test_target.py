@@ -35,8 +35,8 @@ def test_a_validation_split_larger_than_the_training_split_is_one_line(tmp_path)
     r = run_cli(*TOY, "--validation-size", "5000", "--out", str(out))
     assert r.exit_code == 2 and not out.exists()
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
-    assert lines == ["error: validation_size=5000 leaves fewer than 2 of the training split's 1437 samples to "
-                     "train on; give at most 1435, or 0 for no validation split"]
+    assert lines == ["error: validation_size=5000 leaves fewer than 2 of the training split's 1437 samples "
+                     "to train on; give at most 1435, or 0 for no validation split"]
 
 
 def test_dual_ascent_raises_gamma_with_room_and_lowers_it_past_the_target():

@@ -1,6 +1,6 @@
 """The Python API end to end on scikit-learn's digits: compress → export → validate, no command line.
 
-    python examples/cnn_digits_api.py [OUT_DIR]                    # the digits preset (about a minute)
+    python examples/cnn_digits_api.py [OUT_DIR]                    # the defaults (about a minute)
     STEPS=30 FLOAT_EPOCHS=2 GAMMA=0.05 python examples/cnn_digits_api.py   # toy size, as the tests run it
 
 Exit code: the validation gate's (0 passed, 1 a threshold failed, 2 could not run).
@@ -17,16 +17,17 @@ import converters
 import runtime_checks
 from sgsc_export import CompressConfig, CompressedModel, compress, load_dataset
 from sgsc_export.models import digits_cnn
-from sgsc_export.presets import preset
 
 
 def main(out_dir: str | Path) -> runtime_checks.Report:
     out = Path(out_dir)
     data = load_dataset("digits")                                   # a Split: x/y train and test, numpy
-    config: CompressConfig = preset("digits").replace(              # a typed, validated dataclass
-        steps=int(os.environ.get("STEPS", preset("digits").steps)),
-        float_epochs=int(os.environ.get("FLOAT_EPOCHS", preset("digits").float_epochs)),
-        gamma=float(os.environ.get("GAMMA", preset("digits").gamma)))
+    defaults = CompressConfig()                                     # a typed, validated dataclass
+    steps = os.environ.get("STEPS")                                 # unset: epochs of the training split
+    config = defaults.replace(
+        steps=int(steps) if steps else None,
+        float_epochs=int(os.environ.get("FLOAT_EPOCHS", defaults.float_epochs)),
+        gamma=float(os.environ.get("GAMMA", defaults.gamma)))
 
     compressed = compress(digits_cnn(), data, config, out_dir=out,  # trains the float model first
                           model_spec={"factory": "sgsc_export.models:digits_cnn",

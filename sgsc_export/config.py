@@ -19,8 +19,8 @@ from typing import Any
 from sgsc_export._fields import MAX_THREADS, Range, check_range, check_ranges, from_known_keys, option, reuse
 from sgsc_export.errors import ConfigError
 
-__all__ = ["CONFIG_VERSION", "MAX_BITS", "MAX_STEPS", "MAX_THREADS", "SEED_MAX", "CompressConfig", "Range",
-           "check_range", "check_ranges", "from_known_keys", "option", "reuse"]
+__all__ = ["CHECKS", "CONFIG_VERSION", "MAX_BITS", "MAX_STEPS", "MAX_THREADS", "SEED_MAX", "CompressConfig",
+           "Range", "check_range", "check_ranges", "from_known_keys", "option", "reuse"]
 
 CONFIG_VERSION = 1
 
@@ -28,6 +28,12 @@ CONFIG_VERSION = 1
 SEED_MAX = 2**32 - 1  # numpy's seed range; torch's is wider, numpy's is the binding one
 MAX_STEPS = 10_000_000
 MAX_BITS = 8.0
+
+# the schedule's defaults, the same for every data set and model (``CompressConfig.schedule``)
+DEFAULT_EPOCHS = 3.0
+DEFAULT_MIN_STEPS = 240
+DEFAULT_FINETUNE_FRACTION = 0.25
+CHECKS = 12  # checks (validation drop, preservation accuracy) per compression phase
 
 
 _INT_STEPS = Range(1, MAX_STEPS, integer=True)
@@ -39,7 +45,12 @@ _BATCH = Range(1, 1_000_000, integer=True)
 
 @dataclass
 class CompressConfig:
-    """Everything that shapes a compression run. Defaults are the ones the README's benchmark measures.
+    """Everything that shapes a compression run. The defaults are one rule for every data set and model
+    (the README's "Defaults"); ``sgsc_export.presets`` holds earlier per-data-set settings as starting points.
+
+    Schedule: ``steps``, ``finetune_steps``, ``restore_every`` and ``prune_every`` left at ``None`` follow
+    from the training split's size (``schedule``): ``epochs`` epochs with at least ``min_steps`` steps, a
+    fine-tune phase of ``finetune_fraction`` of that, ``CHECKS`` checks per compression phase.
 
     Quantiser: every channel starts at ``init_bits`` (a few bits, not 32: at 32 nothing can reach zero and
     nothing is ever pruned) and is kept in ``[0, max_bits]``. ``b`` and ``e`` train with Adam at ``lr_bits``,
@@ -59,12 +70,17 @@ class CompressConfig:
     lost channels since the best are revived at ``restore_bits``.
     """
 
-    steps: int = option(2000, "Compression steps.", _INT_STEPS)
+    steps: int | None = option(None, "Compression steps (default: `epochs` epochs of the training split, at "
+                               "least `min_steps`).", _INT_STEPS)
+    epochs: float = option(DEFAULT_EPOCHS, "Length of the compression phase in epochs of the training split "
+                           "(when --steps is not given).", Range(0.0, 100_000.0))
+    min_steps: int = option(DEFAULT_MIN_STEPS, "Fewest compression steps whatever the data set's size (the "
+                            "bit-depths need this many optimiser updates).", _INT_STEPS)
     batch_size: int = option(128, "Training batch size.", _BATCH)
     lr: float = option(1e-3, "Learning rate of the weights.", _POSITIVE_LR)
     lr_min_factor: float = option(0.1, "End of the cosine decay, as a fraction of lr.", _FRACTION)
     weight_decay: float = option(0.0, "Weight decay of the weights.", _FRACTION)
-    init_bits: float = option(4.0, "Starting bit-depth of every channel.",
+    init_bits: float = option(6.0, "Starting bit-depth of every channel.",
                               Range(0.0, MAX_BITS, lo_open=True, hi_field="max_bits"))
     max_bits: float = option(8.0, "Largest bit-depth of a channel.", Range(1.0, MAX_BITS))
     learn_bits: bool = option(True, "Learn the bit-depths (false: fixed-bit quantisation-aware training).")
@@ -72,21 +88,30 @@ class CompressConfig:
     lr_exponent: float | None = option(None, "Learning rate of the exponents e (default: lr_bits).",
                                        _POSITIVE_LR)
     eps_bits: float = option(1e-3, "Adam's epsilon for b and e.", _POSITIVE_LR)
-    gamma: float = option(0.05, "γ, weight of the size term Q.", _WEIGHT)
+    gamma: float = option(0.1, "γ, weight of the size term Q (its start: the --max-drop controller moves "
+                          "it).", _WEIGHT)
     gamma_warmup: float = option(0.0, "Fraction of the compression steps over which γ ramps up.", _FRACTION)
     lam: float = option(1.0, "λ, weight of the preservation loss (0 = plain self-compression).", _WEIGHT)
-    distill: float = option(0.0, "κ, weight of distillation from the float reference (0 = off).", _WEIGHT)
+    distill: float = option(1.0, "κ, weight of distillation from the float reference (0 = off).", _WEIGHT)
     distill_temperature: float = option(2.0, "Temperature of the distillation.",
                                         Range(0.0, 100.0, lo_open=True))
-    preservation_batch_size: int = option(128, "Preservation samples per step.", _BATCH)
-    restore_every: int = option(100, "Steps between preservation checks (restore events).", _INT_STEPS)
+    preservation_batch_size: int = option(32, "Preservation samples per step.", _BATCH)
+    restore_every: int | None = option(None, "Steps between checks: validation drop (the γ controller), "
+                                       f"preservation accuracy (restore events) (default: {CHECKS} checks "
+                                       "per compression phase).", _INT_STEPS)
     restore_tolerance: float = option(0.02, "Preservation accuracy lost before a restore.", _FRACTION)
     restore_fraction: float = option(0.25, "Fraction of the zero-bit channels a restore revives.", _FRACTION)
     restore_bits: float = option(2.0, "Bit-depth of a revived channel.",
                                  Range(0.0, MAX_BITS, lo_open=True, hi_field="max_bits"))
-    finetune_steps: int = option(0, "Steps with bits frozen, after compression.",
-                                 Range(0, MAX_STEPS, integer=True))
-    prune_every: int = option(200, "Steps between removals of zero-bit channels.", _INT_STEPS)
+    finetune_steps: int | None = option(None, "Steps with bits frozen, after compression (default: "
+                                        "finetune_fraction × the compression steps).",
+                                        Range(0, MAX_STEPS, integer=True))
+    finetune_fraction: float = option(DEFAULT_FINETUNE_FRACTION, "Length of the fine-tune phase as a "
+                                      "fraction of the compression steps (when --finetune-steps is not "
+                                      "given).",
+                                      Range(0.0, 10.0))
+    prune_every: int | None = option(None, "Steps between removals of zero-bit channels (default: every "
+                                     "second check).", _INT_STEPS)
     float_epochs: int = option(20, "Epochs of float reference training.", Range(0, 100_000, integer=True))
     float_lr: float = option(2e-3, "Learning rate of float reference training.", _POSITIVE_LR)
     preservation_size: int | None = option(None, "Samples in the preservation set (default min(10%, 1000)).",
@@ -131,6 +156,29 @@ class CompressConfig:
         self.exclude = tuple(self.exclude)
         if not isinstance(self.learn_bits, bool):
             raise ConfigError(f"learn_bits={self.learn_bits!r} must be true or false")
+
+    def schedule(self, n_train: int) -> CompressConfig:
+        """This config with every step count concrete, for a training split of ``n_train`` samples.
+
+        One rule for every data set and model, in epochs of the training split with a floor in optimiser
+        steps (the learned bit-depths move at Adam's ``lr_bits`` per step whatever the data set's size)::
+
+            steps          = max(min_steps, ⌈epochs · n_train / batch_size⌉)
+            finetune_steps = ⌈finetune_fraction · steps⌉
+            restore_every  = max(1, ⌊steps / CHECKS⌋),  prune_every = 2 · restore_every
+
+        A value given explicitly is kept.
+        """
+        steps = self.steps
+        if steps is None:
+            steps = max(self.min_steps, math.ceil(self.epochs * n_train / self.batch_size))
+            steps = min(steps, MAX_STEPS)
+        finetune = self.finetune_steps
+        if finetune is None:
+            finetune = min(math.ceil(self.finetune_fraction * steps), MAX_STEPS)
+        restore = self.restore_every if self.restore_every is not None else max(1, steps // CHECKS)
+        prune = self.prune_every if self.prune_every is not None else 2 * restore
+        return self.replace(steps=steps, finetune_steps=finetune, restore_every=restore, prune_every=prune)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

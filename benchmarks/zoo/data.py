@@ -1,5 +1,8 @@
-"""The zoo's data: ``.npz`` splits (``x_train, y_train, x_test, y_test``) that ``sgsc compress --dataset
-npz:PATH`` reads, made once under the work directory.
+"""The zoo's data: ``.npz`` splits (``x_train, y_train, x_val, y_val, x_test, y_test``) that ``sgsc compress
+--dataset npz:PATH`` reads, made once under the work directory. As a user splits their data: the float
+weights train on ``x_train``; ``x_val`` (``VAL_FRACTION`` of the training samples, stratified, seed 0) is the
+validation split they never saw, on which ``sgsc compress`` measures its accuracy target; ``x_test`` decides
+nothing.
 
 - ``digits``: scikit-learn's bundled 8×8 digits, split as ``sgsc`` splits it (1,437 / 360, stratified,
   seed 0);
@@ -17,6 +20,7 @@ import numpy as np
 from benchmarks.units import DATA_DIRS
 
 DATASETS = ("digits", "mnist")
+VAL_FRACTION = 0.2
 
 
 def unavailable(name: str) -> str | None:
@@ -38,13 +42,18 @@ def build_npz(name: str, work: Path) -> Path:
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
+    from sklearn.model_selection import train_test_split
+
     split = load_dataset(name, DATA_DIRS[name], seed=0)
+    x_tr, x_val, y_tr, y_val = train_test_split(split.x_train, split.y_train, test_size=VAL_FRACTION,
+                                                stratify=split.y_train, random_state=0)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, x_train=split.x_train, y_train=split.y_train, x_test=split.x_test, y_test=split.y_test)
+    np.savez(tmp, x_train=x_tr, y_train=y_tr, x_val=x_val, y_val=y_val, x_test=split.x_test,
+             y_test=split.y_test)
     os.replace(tmp, path)
     return path
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
     with np.load(path) as z:
-        return {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+        return {k: z[k] for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}

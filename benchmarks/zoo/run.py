@@ -123,7 +123,7 @@ def run_unit(model: str, dataset: str, work: str, toy: bool, seed: int = 0) -> d
     try:
         npz = zdata.build_npz(dataset, Path(work))
         d = zdata.load_npz(npz)
-        row.update(n_train=len(d["y_train"]), n_test=len(d["y_test"]))
+        row.update(n_train=len(d["y_train"]), n_val=len(d["y_val"]), n_test=len(d["y_test"]))
         torch.manual_seed(seed)
         net = MODELS[model](num_classes=int(d["y_train"].max()) + 1)
         row["params"] = sum(p.numel() for p in net.parameters())

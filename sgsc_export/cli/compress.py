@@ -1,7 +1,8 @@
 """``sgsc compress``: a PyTorch model and its data → the artifact directory OUT.
 
 The compression options are made from ``CompressConfig``'s fields (``_COMPRESSION``: which of them the command
-offers); a value left unset takes the data set's preset (``sgsc_export.presets``), and every range is the
+offers); a value left unset takes the default (the same for every data set), or ``--preset NAME``'s
+(``sgsc_export.presets``, earlier per-data-set starting points), and every range is the
 config's own check, so a bad ``--gamma`` is the same one line here, in the pipeline and in the API. Before any
 work: an ``--out`` that would overwrite an input is refused, and the run directory's lock is taken (one sgsc
 run at a time). Torch is imported when the command runs, not when ``--help`` lists it.
@@ -18,13 +19,16 @@ import click
 from sgsc_export.cli import Command, Failure
 from sgsc_export.cli._options import field_option, fields_of
 from sgsc_export.config import MAX_THREADS, CompressConfig
+from sgsc_export.presets import PRESETS
+
+PRESET_NAMES = tuple(PRESETS)
 
 __all__ = ["compress_cmd", "compress_inputs"]
 
 # the files `sgsc compress` writes into OUT (none may be one of its inputs)
 _WRITES = ("manifest.json", "history.json", "model.safetensors", "quant.safetensors", "preservation.npz",
            "eval.npz", "checkpoints/last.pt")
-_COMPRESSION = ("steps", "finetune_steps", "float_epochs", "gamma", "lam", "init_bits", "distill",
+_COMPRESSION = ("steps", "epochs", "finetune_steps", "float_epochs", "gamma", "lam", "init_bits", "distill",
                 "max_drop", "validation_size", "dual_lr", "preservation_size", "exclude", "seed")
 
 
@@ -59,13 +63,17 @@ def _compression_options(fn):
 @click.option("--weights", type=click.Path(path_type=Path),
               help="Float weights (state dict) for --model; skips float training.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Artifact directory to write.")
+@click.option("--preset", "preset_name", type=click.Choice(sorted(PRESET_NAMES)),
+              help="Start from an earlier release's per-data-set settings (nobody needs one: the defaults "
+                   "hold for every data set).")
 @_compression_options
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt.")
 @click.option("--threads", type=click.IntRange(0, MAX_THREADS), default=1, show_default=True,
               help="torch intra-op threads (0: torch's default). One is fastest for small models.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def compress_cmd(dataset: str, data_dir: Path | None, preservation_file: Path | None, model_spec: str | None,
-                 weights: Path | None, out: Path, resume: bool, threads: int, quiet: bool, **options) -> None:
+                 weights: Path | None, out: Path, preset_name: str | None, resume: bool, threads: int,
+                 quiet: bool, **options) -> None:
     """Compress a model with SGSC and write the artifact directory OUT."""
     from sgsc_export._outputs import check_out_dir, check_outputs, lock_run_dir
     from sgsc_export.cli.pipeline.run import remove_partial_files
@@ -79,14 +87,14 @@ def compress_cmd(dataset: str, data_dir: Path | None, preservation_file: Path | 
             click.echo(held.stale_note(), err=True)
         try:
             _compress(dataset, data_dir, preservation_file, model_spec, weights, out, resume, threads, quiet,
-                      options)
+                      options, preset_name)
         except KeyboardInterrupt:
             remove_partial_files(out)
             raise
 
 
 def _compress(dataset, data_dir, preservation_file, model_spec, weights, out, resume, threads, quiet,
-              options) -> None:
+              options, preset_name) -> None:
     from sgsc_export._outputs import check_out_dir
     from sgsc_export.cli.tables import compress_summary, layer_table
     from sgsc_export.datasets.images import load_dataset
@@ -106,7 +114,8 @@ def _compress(dataset, data_dir, preservation_file, model_spec, weights, out, re
     if options["exclude"]:
         overrides["exclude"] = tuple(options["exclude"])
     # the config is checked before the data is loaded (a bad --seed must not reach the data set's split)
-    config = CompressConfig.from_dict({**preset(dataset.split(":")[0]).to_dict(), **overrides})
+    base = preset(preset_name).to_dict() if preset_name else {}
+    config = CompressConfig.from_dict({**base, **overrides})
     seed = options["seed"]
     data = load_dataset(dataset, data_dir, seed=0 if seed is None else seed)
     if preservation_file is not None:

@@ -31,9 +31,19 @@ class Split:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    # the user's validation split (npz ``x_val``/``y_val``: samples the float weights never saw); the accuracy
+    # target is measured on it. Absent: a split is held out of the training split (``train.target``)
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+
+    def _parts(self) -> tuple[str, ...]:
+        return ("train", "test") if self.x_val is None else ("train", "test", "val")
 
     def __post_init__(self) -> None:
-        for part in ("train", "test"):
+        if (self.x_val is None) != (self.y_val is None):
+            raise DataError(f"{self.name}: x_val and y_val come together; give both (the validation split) "
+                            "or neither")
+        for part in self._parts():
             x, y = getattr(self, f"x_{part}"), getattr(self, f"y_{part}")
             if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
                 raise DataError(f"{self.name}: x_{part} and y_{part} must be numpy arrays, got "
@@ -65,15 +75,15 @@ class Split:
             if hi >= MAX_CLASSES:
                 raise DataError(f"{self.name}: y_{part} holds {hi}; labels must be class indices below "
                                 f"MAX_CLASSES = {MAX_CLASSES} (2^20), one output of the model per class")
-        if self.x_train.shape[1:] != self.x_test.shape[1:]:
-            raise DataError(f"{self.name}: train inputs {self.x_train.shape[1:]} and test inputs "
-                            f"{self.x_test.shape[1:]} differ in shape; they must match")
-        with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf, refused below
-            self.x_train = np.ascontiguousarray(self.x_train, np.float32)
-            self.x_test = np.ascontiguousarray(self.x_test, np.float32)
-        self.y_train = np.ascontiguousarray(self.y_train, np.int64)
-        self.y_test = np.ascontiguousarray(self.y_test, np.int64)
-        for part in ("train", "test"):  # after the cast: float64 values beyond float32's range became inf
+        for part in self._parts()[1:]:
+            if getattr(self, f"x_{part}").shape[1:] != self.x_train.shape[1:]:
+                raise DataError(f"{self.name}: train inputs {self.x_train.shape[1:]} and {part} inputs "
+                                f"{getattr(self, f'x_{part}').shape[1:]} differ in shape; they must match")
+        for part in self._parts():
+            with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, refused below
+                setattr(self, f"x_{part}", np.ascontiguousarray(getattr(self, f"x_{part}"), np.float32))
+            setattr(self, f"y_{part}", np.ascontiguousarray(getattr(self, f"y_{part}"), np.int64))
+        for part in self._parts():  # after the cast: float64 values beyond float32's range became inf
             x = getattr(self, f"x_{part}")
             if not np.isfinite(x).all():
                 bad = int(np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(1))[0])
@@ -82,7 +92,7 @@ class Split:
 
     @property
     def num_classes(self) -> int:
-        return int(max(self.y_train.max(), self.y_test.max())) + 1
+        return int(max(getattr(self, f"y_{part}").max() for part in self._parts())) + 1
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -163,14 +173,14 @@ def load_mnist(data_dir: str | Path, seed: int = 0) -> Split:
 
 def load_npz(path: str | Path) -> Split:
     """A user's arrays ``x_train, y_train, x_test, y_test`` (x float32 in the model's layout, y class
-    indices)."""
+    indices), and optionally ``x_val, y_val``: a validation split the accuracy target is measured on."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"npz file {p} does not exist")
     from sgsc_export._io import load_npz_bounded
 
     keys = ("x_train", "y_train", "x_test", "y_test")
-    arrays = load_npz_bounded(p, allowed_keys=keys, error=DataError)
+    arrays = load_npz_bounded(p, allowed_keys=keys + ("x_val", "y_val"), error=DataError)
     missing = [k for k in keys if k not in arrays]
     if missing:
         raise DataError(f"{p} lacks array(s) {missing}; it needs x_train, y_train, x_test, y_test")

@@ -43,19 +43,59 @@ def quotas(size: int | None, budget: tuple[float, ...], n: int) -> np.ndarray:
     return quota
 
 
+def _pca(x: np.ndarray, n_components: int) -> np.ndarray:
+    """``x`` centred and projected on its first ``n_components`` principal axes (SVD; each axis's sign fixed
+    so that its largest-magnitude loading is positive, so the result does not depend on the LAPACK build)."""
+    x = x - x.mean(0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    vt = vt[:n_components]
+    signs = np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(1)])
+    return x @ (vt * np.where(signs == 0, 1.0, signs)[:, None]).T
+
+
+def _sq_distances(z: np.ndarray, centres: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """``[n, k]`` squared Euclidean distances, computed in row chunks (memory ~ chunk × k)."""
+    cc = (centres**2).sum(1)
+    out = np.empty((len(z), len(centres)), dtype=np.float64)
+    for s in range(0, len(z), chunk):
+        zs = z[s : s + chunk]
+        out[s : s + chunk] = np.maximum((zs**2).sum(1)[:, None] - 2.0 * zs @ centres.T + cc[None, :], 0.0)
+    return out
+
+
+def kmeans(z: np.ndarray, k: int, random_state: int, iterations: int = 100) -> np.ndarray:
+    """Lloyd's k-means with k-means++ seeding from ``random_state`` (numpy only: importing scikit-learn's
+    would cost a compression run seconds); returns the ``k`` centres. An emptied cluster keeps its centre."""
+    rng = np.random.default_rng(random_state)
+    centres = [z[int(rng.integers(len(z)))]]
+    nearest = _sq_distances(z, np.asarray(centres))[:, 0]
+    for _ in range(1, k):
+        total = nearest.sum()
+        i = int(rng.choice(len(z), p=nearest / total)) if total > 0 else int(rng.integers(len(z)))
+        centres.append(z[i])
+        nearest = np.minimum(nearest, _sq_distances(z, z[i : i + 1])[:, 0])
+    c = np.asarray(centres, dtype=np.float64)
+    for _ in range(iterations):
+        label = _sq_distances(z, c).argmin(1)
+        counts = np.bincount(label, minlength=k)
+        sums = np.zeros_like(c)
+        np.add.at(sums, label, z)
+        new = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], c)
+        if np.allclose(new, c, rtol=0.0, atol=1e-10):
+            break
+        c = new
+    return c
+
+
 def diversity(emb: np.ndarray, k: int, n_components: int, random_state: int) -> tuple[np.ndarray, np.ndarray]:
     """k-means (k clusters) on PCA-reduced embeddings: each sample's distance to its nearest centroid, and the
     order "nearest sample to each centroid first, then the next nearest" (so de-duplication can refill)."""
-    from sklearn.cluster import KMeans
-    from sklearn.decomposition import PCA
-
     n = len(emb)
     if k <= 0:
         return np.zeros(n, dtype=np.float32), np.array([], dtype=np.int64)
     ncomp = int(min(n_components, emb.shape[1], n))
-    z = PCA(n_components=ncomp, random_state=random_state).fit_transform(emb.astype(np.float64))
-    km = KMeans(n_clusters=min(k, n), n_init=1, random_state=random_state).fit(z)
-    d_all = km.transform(z)  # [n, k]
+    z = _pca(emb.astype(np.float64), ncomp)
+    d_all = np.sqrt(_sq_distances(z, kmeans(z, min(k, n), random_state)))  # [n, k]
     return d_all.min(1).astype(np.float32), np.argsort(d_all, axis=0, kind="stable").T.reshape(-1)
 
 

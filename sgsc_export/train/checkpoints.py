@@ -63,11 +63,18 @@ def _checkpoint_problem(ckpt: Any) -> str | None:
     if not isinstance(st, dict) or set(st) != fields:
         return "train_state has other fields than a TrainState"
     types = {"step": int, "best_preservation": (int, float), "best_alive": dict, "history": list,
-             "restores": list, "dead_prev": dict, "removed": dict, "gamma_log_scale": (int, float)}
+             "restores": list, "dead_prev": dict, "removed": dict, "gamma_log_scale": (int, float),
+             "kept": dict, "choice": dict}
     if any(isinstance(st[k], bool) or not isinstance(st[k], t) for k, t in types.items()):
         return "train_state has a field of the wrong type"
     if not all(isinstance(k, str) and isinstance(v, int) for k, v in st["removed"].items()):
         return "train_state.removed is not layer name → channel count"
+    snapshot_keys = {"step", "bits", "drop", "state", "removed", "dead_prev"}
+    for snap in st["kept"].values():
+        if not (isinstance(snap, dict) and set(snap) == snapshot_keys
+                and _is_tensor_dict(snap["state"]) and isinstance(snap["removed"], dict)
+                and isinstance(snap["dead_prev"], dict)):
+            return "train_state.kept is not a set of kept models"
     return None
 
 

@@ -133,8 +133,8 @@ def compress(
     if out is not None:
         check_out_dir(out)
     check_inputs(model, data, config)
-    full_train = len(data.x_train)
     data, validation = hold_out(data, config)  # held out of everything below (train.target)
+    config = config.schedule(len(data.x_train))  # concrete step counts: the manifest records these
     ckpt_path = out / "checkpoints" / "last.pt" if out is not None else None
     ckpt = load_checkpoint(ckpt_path) if (resume and ckpt_path is not None and ckpt_path.is_file()) else None
     if ckpt is not None and ckpt.get("config") != config.to_json():
@@ -166,6 +166,10 @@ def compress(
         float_val = predict(model, validation["x"])
         max_drop = config.max_drop if config.max_drop is not None else DEFAULT_MAX_DROP[task.name]
         target = Target.against(float_val, max_drop, task, validation)
+        if pretrained and validation["source"] == "held out" and not resume:
+            print(f"warning: the accuracy target is measured on {len(validation['y'])} samples held out of "
+                  "x_train, which the given float weights were trained on, so their drop is overstated; "
+                  "add x_val/y_val (samples the weights never saw) to the npz", file=sys.stderr)
 
     teacher = None
     if config.distill > 0:
@@ -187,6 +191,8 @@ def compress(
     if ckpt is not None:
         with _checkpoint_errors(ckpt_path):
             check_state_fits(model, ckpt["model_state"], ckpt_path)
+            for snap in ckpt["train_state"]["kept"].values():
+                check_state_fits(model, snap["state"], ckpt_path)
             load_state_resizing_(model, ckpt["model_state"])  # channels may have been removed during training
             optimizer = make_optimizer(model, config)
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -243,7 +249,7 @@ def compress(
     if target is not None:
         comp_val = predict(deploy, validation["x"])
         trajectory = [[r["step"], r["gamma"]] for r in state.history if not r["finetune"]]
-        target_record = target.record(target.value(comp_val), trajectory)
+        target_record = {**target.record(target.value(comp_val), trajectory), "choice": state.choice}
         held = {"x_validation": validation["x"], "y_validation": validation["y"],
                 "logits_validation": comp_val, "logits_float_validation": float_val}
 
@@ -278,8 +284,10 @@ def compress(
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model": spec,
         "dataset": {"name": data.name, "n_train": len(data.x_train), "n_test": len(data.x_test),
-                    "num_classes": data.num_classes, "n_validation": full_train - len(data.x_train),
-                    "validation_seed": config.seed},
+                    "num_classes": data.num_classes,
+                    "n_validation": 0 if validation is None else int(len(validation["y"])),
+                    "validation_seed": config.seed,
+                    "validation_source": None if validation is None else validation["source"]},
         "target": target_record,
         "folded_batchnorm": [list(p) for p in folded],
         "float_layers": left_float,

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sgsc_export.artifact.rebuild import load_state_resizing_
 from sgsc_export.config import CompressConfig
 from sgsc_export.errors import ModelError
 from sgsc_export.method.graph import Link
@@ -111,6 +112,10 @@ class TrainState:
     dead_prev: dict[str, list[bool]] = field(default_factory=dict)
     removed: dict[str, int] = field(default_factory=dict)
     gamma_log_scale: float = 0.0  # u = log(γ / gamma), the max_drop controller's state (train.target)
+    # the candidates the run may keep (``_keep``): role → {"step", "bits", "drop", "state", "removed",
+    # "dead_prev"}; in the checkpoint, so that a resumed run keeps what the uninterrupted one would
+    kept: dict[str, dict[str, Any]] = field(default_factory=dict)
+    choice: dict[str, Any] = field(default_factory=dict)  # what was kept and why (the manifest's target)
 
 
 def _param_groups(model: nn.Module, config: CompressConfig) -> list[dict[str, Any]]:
@@ -190,6 +195,68 @@ def _prune_during_training(model: nn.Module, links: dict[str, Link], optimizer: 
             state.removed[name] = state.removed.get(name, 0) + n
     state.dead_prev = {name: (~layer.channel_alive()).tolist()
                        for name, layer in quantized_layers(model).items()}
+    return optimizer
+
+
+def _snapshot(model: nn.Module, state: TrainState, bits: float, drop: float) -> dict[str, Any]:
+    return {"step": state.step, "bits": float(bits), "drop": float(drop),
+            "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "removed": dict(state.removed), "dead_prev": {k: list(v) for k, v in state.dead_prev.items()}}
+
+
+def _keep(model: nn.Module, state: TrainState, bits: float, drop: float, max_drop: float,
+          finetune: bool) -> None:
+    """Remember this check's model where it is a better candidate than the one held for its role.
+
+    Compression phase: ``smallest_met`` (the fewest stored bits among the checks that met the target) and
+    ``most_accurate`` (the lowest drop; ties: fewer bits). Fine-tune phase (bits frozen, the size is fixed):
+    ``finetune_best`` (the lowest drop; ties: the later, fine-tuned longer).
+    """
+    kept = state.kept
+    if finetune:
+        best = kept.get("finetune_best")
+        if best is None or drop <= best["drop"]:
+            kept["finetune_best"] = _snapshot(model, state, bits, drop)
+        return
+    if drop <= max_drop + 1e-9 and ("smallest_met" not in kept or bits < kept["smallest_met"]["bits"]):
+        kept["smallest_met"] = _snapshot(model, state, bits, drop)
+    best = kept.get("most_accurate")
+    if best is None or drop < best["drop"] or (drop == best["drop"] and bits < best["bits"]):
+        kept["most_accurate"] = _snapshot(model, state, bits, drop)
+
+
+def _load_snapshot(model: nn.Module, links: dict[str, Link], state: TrainState, snap: dict[str, Any],
+                   config: CompressConfig) -> torch.optim.Optimizer:
+    """Put a kept candidate back into ``model`` (its channels may have been removed since); a fresh optimiser
+    for the parameters it made."""
+    load_state_resizing_(model, snap["state"])
+    state.removed = dict(snap["removed"])
+    state.dead_prev = {k: list(v) for k, v in snap["dead_prev"].items()}
+    refresh_in_alive_(model, links)
+    return make_optimizer(model, config)
+
+
+def _choose(model: nn.Module, links: dict[str, Link], state: TrainState, optimizer: torch.optim.Optimizer,
+            config: CompressConfig, at_end: bool) -> torch.optim.Optimizer:
+    """End of the compression phase: continue with the smallest model that met the target, else the most
+    accurate one; end of the run: the fine-tune phase's most accurate check."""
+    kept = state.kept
+    if not at_end:
+        role = "smallest_met" if "smallest_met" in kept else "most_accurate"
+        snap = kept.get(role)
+        if snap is None:
+            return optimizer
+        state.choice = {"compression": role, "compression_step": snap["step"], "bits": snap["bits"]}
+        if snap["step"] != state.step:
+            optimizer = _load_snapshot(model, links, state, snap, config)
+        state.kept = {"finetune_best": {**snap, "step": state.step}}
+        return optimizer
+    snap = kept.get("finetune_best")
+    if snap is not None:
+        state.choice["finetune_step"] = snap["step"]
+        if snap["step"] != state.step:
+            optimizer = _load_snapshot(model, links, state, snap, config)
+    state.kept = {}
     return optimizer
 
 
@@ -289,7 +356,7 @@ def compress_loop(
             state.step += 1
             bar.update(1)
 
-            if state.step % config.restore_every == 0 or state.step == total_steps:
+            if state.step % config.restore_every == 0 or state.step in (config.steps, total_steps):
                 pres_acc = task.accuracy(predict(model, xp), y_pres)
                 bits = stored_size_bits(model)
                 record = {
@@ -303,6 +370,7 @@ def compress_loop(
                 if target is not None:
                     drop = target.drop(target.value(predict(model, target.x)))
                     record["validation_drop"] = drop
+                    _keep(model, state, bits, drop, target.max_drop, finetune)
                     if not finetune:
                         state.gamma_log_scale = next_scale(state.gamma_log_scale, drop, target.max_drop,
                                                            config.dual_lr)
@@ -324,6 +392,12 @@ def compress_loop(
                                                "revived": {n: len(i) for n, i in revived.items()}})
             if not finetune and state.step % config.prune_every == 0:
                 optimizer = _prune_during_training(model, links, optimizer, config, state)
+                layers = quantized_layers(model)
+            if target is not None and state.step in (config.steps, total_steps):
+                if state.step == config.steps:
+                    optimizer = _choose(model, links, state, optimizer, config, at_end=False)
+                if state.step == total_steps:
+                    optimizer = _choose(model, links, state, optimizer, config, at_end=True)
                 layers = quantized_layers(model)
             due = state.step % config.checkpoint_every == 0 and state.step < total_steps
             if checkpoint is not None and due:

@@ -58,15 +58,25 @@ def validation_count(config: Any, n_train: int) -> int:
 
 def hold_out(data: Any, config: Any) -> tuple[Any, dict[str, Any] | None]:
     """``data`` without its validation split, and the split (``x``, ``y``, ``indices`` into the original
-    training split, ``keep``: the original indices of the samples left to train on, ``seed``), or ``None``
-    when the split is empty. ``data`` itself is not changed."""
+    training split, ``keep``: the original indices of the samples left to train on, ``seed``, ``source``), or
+    ``None`` when the split is empty. ``data`` itself is not changed.
+
+    The user's own split (an npz's ``x_val``/``y_val``: samples the float weights never saw) is used as given
+    and nothing is held out (``source`` "x_val"); ``validation_size = 0`` still turns the target off. Else
+    ``validation_count`` samples are drawn from the training split (``source`` "held out").
+    """
+    if getattr(data, "x_val", None) is not None:
+        if config.validation_size == 0:
+            return data, None
+        return data, {"x": data.x_val, "y": data.y_val, "indices": None,
+                      "keep": np.arange(len(data.x_train)), "seed": config.seed, "source": "x_val"}
     n = validation_count(config, len(data.x_train))
     if n == 0:
         return data, None
     perm = np.random.default_rng([config.seed, _SPLIT_SALT]).permutation(len(data.x_train))
     val, keep = np.sort(perm[:n]), np.sort(perm[n:])
     split = {"x": data.x_train[val], "y": data.y_train[val], "indices": val, "keep": keep,
-             "seed": config.seed}
+             "seed": config.seed, "source": "held out"}
     rest = copy.copy(data)
     rest.x_train, rest.y_train = data.x_train[keep], data.y_train[keep]
     return rest, split
@@ -82,6 +92,7 @@ class Target:
     y: np.ndarray
     float_value: float
     seed: int
+    source: str = "held out"
 
     @property
     def metric(self) -> str:
@@ -90,7 +101,7 @@ class Target:
     @classmethod
     def against(cls, float_logits: np.ndarray, max_drop: float, task: Task, split: dict[str, Any]) -> Target:
         """The target for ``split`` (``hold_out``'s), measured against the float model's logits on it."""
-        target = cls(max_drop, task, split["x"], split["y"], float("nan"), split["seed"])
+        target = cls(max_drop, task, split["x"], split["y"], float("nan"), split["seed"], split["source"])
         target.float_value = target.value(float_logits)
         return target
 
@@ -108,7 +119,7 @@ class Target:
     def record(self, kept_value: float, trajectory: list[list[float]]) -> dict[str, Any]:
         drop = self.drop(kept_value)
         return {"max_drop": self.max_drop, "unit": UNITS[self.task.name], "metric": self.metric,
-                "validation": {"n": int(len(self.y)), "seed": self.seed},
+                "validation": {"n": int(len(self.y)), "seed": self.seed, "source": self.source},
                 "float": self.float_value, "kept": kept_value, "drop": drop,
                 "met": bool(drop <= self.max_drop + 1e-9), "gamma_trajectory": trajectory}
 

@@ -76,7 +76,7 @@ def test_toy_run_writes_a_well_formed_row(tmp_path):
     assert p.returncode in (0, 1), p.stderr[-2000:]  # 1: a step failed, which the row must say
     (row,) = [json.loads(line) for line in results.read_text().splitlines()]
     assert (row["model"], row["dataset"], row["toy"]) == (SMALL, "digits", True)
-    assert (row["n_train"], row["n_test"]) == (1437, 360)
+    assert (row["n_train"], row["n_val"], row["n_test"]) == (1149, 288, 360)  # 20 % of 1,437 for validation
     assert row["error"] == (row["errors"][0] if row["errors"] else None)
     assert (p.returncode == 1) == bool(row["errors"])
     for key in ("float_acc", "ptq_acc"):

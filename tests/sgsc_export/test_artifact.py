@@ -28,7 +28,8 @@ def test_manifest_has_the_contract_keys(digits_artifact, digits_split):
     d = m["dataset"]
     assert d["n_train"] + d["n_validation"] == len(digits_split.x_train) and d["n_validation"] == 143
     assert m["preservation"]["size"] == len(m["preservation"]["indices"]) == d["n_train"] // 10
-    assert m["target"]["validation"] == {"n": 143, "seed": 0} and m["target"]["unit"] == "pp"
+    assert m["target"]["validation"] == {"n": 143, "seed": 0, "source": "held out"}
+    assert m["target"]["unit"] == "pp"
     assert m["config"]["seed"] == m["seed"] == 0 and "torch" in m["versions"]
     assert m["folded_batchnorm"] == [["2", "3"]]
 

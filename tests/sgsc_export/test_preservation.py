@@ -70,3 +70,14 @@ def test_default_size_and_bad_input(trained):
     with pytest.raises(ConfigError, match="preservation size"):
         PreservationSetSelector(size=10).fit(trained, (np.zeros((5, 1, 8, 8), np.float32),
                                                        np.zeros(5, np.int64)))
+
+
+def test_kmeans_finds_separated_clusters_and_is_seeded():
+    from sgsc_export.preservation.base import kmeans
+
+    rng = np.random.default_rng(0)
+    truth = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    z = np.concatenate([c + rng.normal(scale=0.5, size=(50, 2)) for c in truth])
+    centres = kmeans(z, 3, random_state=1)
+    assert np.abs(np.sort(centres, 0) - np.sort(truth, 0)).max() < 0.5
+    np.testing.assert_array_equal(centres, kmeans(z, 3, random_state=1))

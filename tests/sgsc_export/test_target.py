@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from sgsc_export import CompressConfig, load_dataset
+from sgsc_export.config import CHECKS
 from sgsc_export.train.target import GAMMA_MAX_SCALE, GAMMA_MIN_SCALE, hold_out, next_scale, validation_count
 from tests.sgsc_export.conftest import run_cli
 
@@ -68,7 +69,7 @@ def test_an_unmet_target_is_one_line_and_exit_1_with_the_artifact_written(tmp_pa
 
 
 def test_the_controller_moves_gamma_and_dual_lr_0_keeps_it(tmp_path):
-    longer = [*TOY, "--steps", "120", "--max-drop", "100"]  # three checks (restore_every 50)
+    longer = [*TOY, "--steps", "120", "--max-drop", "100"]  # CHECKS = 12 checks (restore_every 10)
     moved = run_cli(*longer, "--out", str(tmp_path / "a"))
     fixed = run_cli(*longer, "--dual-lr", "0", "--out", str(tmp_path / "b"))
     assert moved.exit_code == fixed.exit_code == 0, moved.output + fixed.output
@@ -77,4 +78,91 @@ def test_the_controller_moves_gamma_and_dual_lr_0_keeps_it(tmp_path):
     g_fixed = [g for _, g in json.loads((tmp_path / "b" / "manifest.json").read_text())["target"]
                ["gamma_trajectory"]]
     assert len(set(g_fixed)) == 1  # warm-up is 0 in the defaults: γ is the configured one throughout
-    assert len(g_moved) == 3 and g_moved[0] < g_moved[1] < g_moved[2]  # 100 pp allowed: γ rises at each check
+    # 100 pp allowed: γ rises at each check until the controller's cap, GAMMA_MAX_SCALE × γ
+    assert len(g_moved) == CHECKS and g_moved[0] < g_moved[1] < g_moved[2]
+    assert all(a <= b for a, b in zip(g_moved, g_moved[1:]))
+    assert g_moved[-1] == pytest.approx(GAMMA_MAX_SCALE * g_fixed[0])
+
+
+def test_the_schedule_is_epochs_of_the_training_split_with_a_floor_in_steps():
+    c = CompressConfig()
+    small = c.schedule(1294)  # digits' training split less its validation split: the floor holds
+    assert (small.steps, small.finetune_steps) == (c.min_steps, math.ceil(c.finetune_fraction * c.min_steps))
+    assert small.restore_every == c.min_steps // CHECKS and small.prune_every == 2 * small.restore_every
+    large = c.schedule(100_000)
+    assert large.steps == math.ceil(c.epochs * 100_000 / c.batch_size) > c.min_steps
+    assert large.restore_every == large.steps // CHECKS
+    given = CompressConfig(steps=7, finetune_steps=0, restore_every=3, prune_every=5).schedule(100_000)
+    assert (given.steps, given.finetune_steps, given.restore_every, given.prune_every) == (7, 0, 3, 5)
+    assert small.schedule(1294) == small  # concrete values stay
+
+
+def _split_with_validation():
+    from sgsc_export.datasets.images import Split
+
+    d = load_dataset("digits")
+    return Split("npz:with-val", d.x_train[200:], d.y_train[200:], d.x_test, d.y_test,
+                 x_val=d.x_train[:200], y_val=d.y_train[:200])
+
+
+def test_the_users_validation_split_is_used_as_given_and_nothing_is_held_out():
+    data = _split_with_validation()
+    rest, split = hold_out(data, CompressConfig(seed=3))
+    assert rest is data and split["source"] == "x_val" and split["indices"] is None
+    np.testing.assert_array_equal(split["x"], data.x_val)
+    np.testing.assert_array_equal(split["keep"], np.arange(len(data.x_train)))
+    assert hold_out(data, CompressConfig(validation_size=0)) == (data, None)
+
+
+def test_an_npz_with_x_val_alone_is_one_error(tmp_path):
+    d = load_dataset("digits")
+    path = tmp_path / "half.npz"
+    np.savez(path, x_train=d.x_train, y_train=d.y_train, x_test=d.x_test, y_test=d.y_test, x_val=d.x_test)
+    r = run_cli("compress", "--dataset", f"npz:{path}", "--out", str(tmp_path / "run"))
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code == 2
+    assert lines == ["error: npz:half.npz: x_val and y_val come together; give both (the validation split) "
+                     "or neither"]
+
+
+def _run(config, data=None):
+    from sgsc_export import compress
+    from sgsc_export.models import digits_cnn
+
+    spec = {"factory": "sgsc_export.models:digits_cnn", "kwargs": {"num_classes": 10}}
+    return compress(digits_cnn(), data or load_dataset("digits"), config, model_spec=spec)
+
+
+def test_the_smallest_check_that_met_the_target_is_kept_then_fine_tuned():
+    cfg = CompressConfig(steps=60, finetune_steps=20, restore_every=10, float_epochs=1, gamma=1.0,
+                         init_bits=4.0, max_drop=100.0, seed=2)
+    art = _run(cfg, _split_with_validation())
+    m = art.manifest
+    assert m["dataset"]["validation_source"] == "x_val" and m["dataset"]["n_validation"] == 200
+    assert m["dataset"]["n_train"] == len(load_dataset("digits").x_train) - 200
+    records = art.history["records"]
+    checks = [r for r in records if not r["finetune"]]
+    smallest = min(checks, key=lambda r: r["quantized_bits"])  # every check meets a 100 pp target
+    choice = m["target"]["choice"]
+    assert choice["compression"] == "smallest_met" and choice["compression_step"] == smallest["step"]
+    assert choice["bits"] == smallest["quantized_bits"]
+    fine = [r for r in records if r["finetune"]]
+    best = min(fine, key=lambda r: (r["validation_drop"], -r["step"]))
+    assert choice["finetune_step"] in {best["step"], cfg.steps}
+    assert m["target"]["met"] and m["target"]["drop"] == pytest.approx(
+        min([best["validation_drop"]] + ([smallest["validation_drop"]] if choice["finetune_step"] == cfg.steps
+                                         else [])))
+
+
+def test_without_a_check_that_met_the_target_the_most_accurate_is_kept():
+    cfg = CompressConfig(steps=40, finetune_steps=0, restore_every=10, float_epochs=1, gamma=2.0,
+                         init_bits=1.0, max_drop=0.0, validation_size=300, seed=2)
+    art = _run(cfg)
+    checks = [r for r in art.history["records"] if not r["finetune"]]
+    choice = art.manifest["target"]["choice"]
+    if any(r["validation_drop"] <= 0 for r in checks):
+        pytest.skip("a check met a 0 pp target at 1 bit; nothing to test on this draw")
+    best = min(checks, key=lambda r: (r["validation_drop"], r["quantized_bits"]))
+    assert choice["compression"] == "most_accurate" and choice["compression_step"] == best["step"]
+    assert art.manifest["target"]["met"] is False
+    assert art.manifest["target"]["drop"] == pytest.approx(best["validation_drop"])

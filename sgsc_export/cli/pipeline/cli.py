@@ -37,7 +37,7 @@ def _config_options(fn: Callable) -> Callable:
         where = f"[key {f.name}; env {env_name(f.name)}]"
         default = f.default if f.default is not dataclasses.MISSING else ",".join(f.default_factory())
         if f.name in COMPRESSION and default is None:
-            shown = " (default: the data set's preset)"
+            shown = " (default: the same for every data set, or --preset's)"
         elif default in (None, ""):
             shown = ""
         else:

@@ -3,7 +3,8 @@
 Each field is a command-line option (``--float-epochs``), a config-file key (``float_epochs = 3`` in
 ``sgsc.toml``) and an environment variable (``SGSC_FLOAT_EPOCHS=3``). The command line wins over the
 environment, the environment over the file, the file over the defaults. Compression settings left unset
-(``None``) take the data set's preset (``sgsc_export.presets``). Torch-free: ``sgsc config`` and ``--help``
+(``None``) take the defaults, the same for every data set (or ``preset``'s, ``sgsc_export.presets``).
+Torch-free: ``sgsc config`` and ``--help``
 stay fast.
 
 It composes the other two configs rather than restating them: the compression and validation fields are
@@ -46,8 +47,8 @@ __all__ = ["ENV_PREFIX", "PROFILES", "PipelineConfig", "env_name", "load_toml", 
 
 ENV_PREFIX = "SGSC_"
 PROFILES = PROFILE_NAMES
-# the fields that are CompressConfig's (None: the data set's preset) and ValidateConfig's
-COMPRESSION = ("steps", "finetune_steps", "float_epochs", "gamma", "lam", "init_bits", "distill",
+# the fields that are CompressConfig's (None: the default or the preset's) and ValidateConfig's
+COMPRESSION = ("steps", "epochs", "finetune_steps", "float_epochs", "gamma", "lam", "init_bits", "distill",
                "max_drop", "validation_size", "preservation_size", "checkpoint_every", "exclude", "seed")
 VALIDATION = ("providers", "require_providers", "opt_levels", "max_accuracy_drop", "min_agreement",
               "max_logit_diff", "layers", "latency", "threads")
@@ -63,7 +64,8 @@ def _validate(name: str) -> object:
 
 @dataclass
 class PipelineConfig:
-    """compress → export → validate → report. ``None`` compression values take the data set's preset."""
+    """compress → export → validate → report. ``None`` compression values take the defaults (or the
+    ``preset``'s)."""
 
     # inputs
     dataset: str = option("digits", "digits | mnist | npz:PATH", group="input")
@@ -75,8 +77,12 @@ class PipelineConfig:
                                  group="input")
     out: str | None = option(None, "Run directory: artifact, ONNX files, validation and report.",
                              group="input")
-    # compression (None: the data set's preset)
+    # compression (None: the default, or the preset's)
+    preset: str | None = option(None, "Start from an earlier release's per-data-set settings: digits, mnist "
+                                "or names (nobody needs one: the defaults hold for every data set).",
+                                group="compress")
     steps: int | None = _compress("steps")
+    epochs: float | None = _compress("epochs")
     finetune_steps: int | None = _compress("finetune_steps")
     float_epochs: int | None = _compress("float_epochs")
     gamma: float | None = _compress("gamma")
@@ -122,6 +128,10 @@ class PipelineConfig:
                               "(at least one)")
         if not self.dataset:
             raise ConfigError("dataset must not be empty; use digits, mnist or npz:PATH")
+        if self.preset is not None:
+            from sgsc_export.presets import preset
+
+            preset(self.preset)  # an unknown name: the one ConfigError line naming the choices
         check_ranges(self)  # the bounds of CompressConfig's and ValidateConfig's fields, reused
         self.validate_config()  # the provider and level names: ValidateConfig's own check
 
@@ -130,14 +140,15 @@ class PipelineConfig:
         return ValidateConfig(**{name: getattr(self, name) for name in VALIDATION})
 
     def compress_config(self) -> CompressConfig:
-        """The data set's preset with this config's compression values on top."""
+        """The defaults (or ``preset``'s values) with this config's compression values on top."""
         from sgsc_export.presets import preset
 
         overrides = {name: getattr(self, name) for name in COMPRESSION
                      if getattr(self, name) is not None and name != "exclude"}
         if self.exclude:
             overrides["exclude"] = self.exclude
-        return CompressConfig.from_dict({**preset(self.dataset.split(":")[0]).to_dict(), **overrides})
+        base = preset(self.preset).to_dict() if self.preset else {}
+        return CompressConfig.from_dict({**base, **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
@@ -241,7 +252,8 @@ def to_toml(config: PipelineConfig, sources: Mapping[str, str] | None = None, *,
             fill_preset: bool = True) -> str:
     """The config as ``sgsc.toml`` text that ``load_toml`` reads back; unset paths are commented out.
 
-    With ``fill_preset``, compression values left to the preset are written with the preset's value.
+    With ``fill_preset``, compression values left unset are written with the value the run takes (the default
+    or the preset's; a step count the training split's size decides stays unset).
     """
     filled = config.compress_config().to_dict() if fill_preset else {}
     lines = ["# sgsc pipeline config: every key is also --option-name and SGSC_KEY_NAME (CLI > env > file)"]
@@ -255,7 +267,8 @@ def to_toml(config: PipelineConfig, sources: Mapping[str, str] | None = None, *,
         if sources and sources.get(f.name, "default") != "default":
             note += f" [from {sources[f.name]}]"
         if value is None and f.name in filled and filled[f.name] is not None:
-            value, note = filled[f.name], note + f" [{config.dataset.split(':')[0]} preset]"
+            origin = f" [{config.preset} preset]" if config.preset else " [default]"
+            value, note = filled[f.name], note + origin
         if value is None:
             lines.append(f"# {f.name} = \"\"  # {note}")
         else:

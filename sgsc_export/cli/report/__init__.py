@@ -29,6 +29,10 @@ FIGURES = {
                      "Preservation-set accuracy by step; red lines are restore events (+n: channels "
                      "revived), the dashed line is the float model, the dotted line the average bits per "
                      "weight."),
+    "target": ("The accuracy target and γ over training",
+               "Drop of the headline metric on the validation split at each check (left, against the "
+               "--max-drop line) and γ, the weight of the size term that the controller moves (right, log "
+               "scale); the ringed checks are the models kept (end of compression, and after fine-tuning)."),
     "export_sizes": ("Size per layer of each exported profile",
                      "Weight bytes per layer in fp32 (of the channels kept after pruning) and as stored by "
                      "each ONNX profile (log scale); the legend gives each whole file."),
@@ -78,6 +82,8 @@ def draw(run: RunData) -> dict[str, bytes]:
                 "channels_kept": plots.channels_kept(run.manifest),
                 "accuracy_vs_size": plots.accuracy_vs_size(run.manifest, run.history),
                 "preservation": plots.preservation_over_training(run.manifest, run.history)}
+    if run.manifest.get("target"):
+        pictures["target"] = plots.target_over_training(run.manifest, run.history)
     if run.exports:
         pictures["export_sizes"] = plots.export_sizes(run.exports)
     return pictures

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["accuracy_vs_size", "bits_heatmap", "channels_kept", "export_sizes", "preservation_over_training"]
+__all__ = ["accuracy_vs_size", "bits_heatmap", "channels_kept", "export_sizes", "preservation_over_training",
+           "target_over_training"]
 
 DPI = 110
 
@@ -174,6 +175,45 @@ def preservation_over_training(manifest: dict[str, Any], history: dict[str, Any]
         lines, labels = ax.get_legend_handles_labels()
         more, more_labels = right.get_legend_handles_labels()
         ax.legend(lines + more, labels + more_labels, fontsize=8, loc="lower right")
+    return _png(fig)
+
+
+def target_over_training(manifest: dict[str, Any], history: dict[str, Any]) -> bytes:
+    """Validation drop per check against ``max_drop``, and γ on a log axis; the kept checks ringed."""
+    plt = _plt()
+    target = manifest["target"]
+    records = [r for r in _records(history) if "validation_drop" in r]
+    fig, ax = plt.subplots(figsize=(7.5, 4.0))
+    steps = [r["step"] for r in records]
+    ax.plot(steps, [r["validation_drop"] for r in records], marker=".", color="#2b7bba",
+            label=f"validation drop ({target['unit']})")
+    ax.axhline(target["max_drop"], color="#d62728", linestyle="--", linewidth=1,
+               label=f"--max-drop {target['max_drop']:g}")
+    choice = target.get("choice") or {}
+    kept = [choice[k] for k in ("compression_step", "finetune_step") if k in choice]
+    ringed = [r for r in records if r["step"] in kept]
+    if ringed:
+        ax.scatter([r["step"] for r in ringed], [r["validation_drop"] for r in ringed], s=120,
+                   facecolors="none", edgecolors="black", zorder=3, label="kept")
+    fine = [r["step"] for r in records if r.get("finetune")]
+    if fine:
+        ax.axvspan(min(fine), max(fine), color="#eeeeee", label="fine-tuning (γ = 0)")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"drop against the float model ({target['unit']})")
+    met = "met" if target["met"] else "not met"
+    ax.set_title(f"Accuracy target {met}: kept drop {target['drop']:.3g} {target['unit']}")
+    ax.grid(alpha=0.3)
+    trajectory = [(s, g) for s, g in target.get("gamma_trajectory", []) if g > 0]
+    lines, labels = ax.get_legend_handles_labels()
+    if trajectory:
+        right = ax.twinx()
+        right.plot([s for s, _ in trajectory], [g for _, g in trajectory], color="#999999", linewidth=1,
+                   linestyle=":", marker="x", label="γ")
+        right.set_yscale("log")
+        right.set_ylabel("γ (weight of the size term)", color="#777777")
+        more, more_labels = right.get_legend_handles_labels()
+        lines, labels = lines + more, labels + more_labels
+    ax.legend(lines, labels, fontsize=8, loc="upper left")
     return _png(fig)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sgsc_export.cli.pipeline.config import PipelineConfig, load_toml, resolve_config, to_toml
+from sgsc_export.config import CompressConfig
 from sgsc_export.errors import ConfigError
 
 
@@ -13,8 +14,13 @@ def test_defaults_and_preset():
     assert config == PipelineConfig()
     assert config.profiles == ("portable", "compact") and set(sources.values()) == {"default"}
     cc = config.compress_config()
-    assert cc.steps == 1000 and cc.gamma == 0.5  # the digits preset (sgsc_export.presets)
+    assert cc == CompressConfig()  # the defaults, the same for every data set
+    assert PipelineConfig(dataset="mnist").compress_config() == CompressConfig()
+    cc = PipelineConfig(preset="digits").compress_config()
+    assert cc.steps == 1000 and cc.gamma == 0.5  # a starting point, asked for (sgsc_export.presets)
     assert PipelineConfig(steps=7, exclude=("a",)).compress_config().steps == 7
+    with pytest.raises(ConfigError, match="unknown preset 'cifar'; choose one of digits, names, mnist"):
+        PipelineConfig(preset="cifar")
 
 
 def test_precedence_cli_over_env_over_file_over_defaults(tmp_path):

@@ -31,8 +31,8 @@ MAX_BITS = 8.0
 
 # the schedule's defaults, the same for every data set and model (``CompressConfig.schedule``)
 DEFAULT_EPOCHS = 3.0
-DEFAULT_MIN_STEPS = 240
-DEFAULT_FINETUNE_FRACTION = 0.25
+DEFAULT_MIN_STEPS = 400
+DEFAULT_FINETUNE_FRACTION = 0.2
 CHECKS = 12  # checks (validation drop, preservation accuracy) per compression phase
 
 
@@ -76,7 +76,7 @@ class CompressConfig:
                            "(when --steps is not given).", Range(0.0, 100_000.0))
     min_steps: int = option(DEFAULT_MIN_STEPS, "Fewest compression steps whatever the data set's size (the "
                             "bit-depths need this many optimiser updates).", _INT_STEPS)
-    batch_size: int = option(128, "Training batch size.", _BATCH)
+    batch_size: int = option(64, "Training batch size.", _BATCH)
     lr: float = option(1e-3, "Learning rate of the weights.", _POSITIVE_LR)
     lr_min_factor: float = option(0.1, "End of the cosine decay, as a fraction of lr.", _FRACTION)
     weight_decay: float = option(0.0, "Weight decay of the weights.", _FRACTION)
@@ -88,14 +88,14 @@ class CompressConfig:
     lr_exponent: float | None = option(None, "Learning rate of the exponents e (default: lr_bits).",
                                        _POSITIVE_LR)
     eps_bits: float = option(1e-3, "Adam's epsilon for b and e.", _POSITIVE_LR)
-    gamma: float = option(0.1, "γ, weight of the size term Q (its start: the --max-drop controller moves "
+    gamma: float = option(0.5, "γ, weight of the size term Q (its start: the --max-drop controller moves "
                           "it).", _WEIGHT)
     gamma_warmup: float = option(0.0, "Fraction of the compression steps over which γ ramps up.", _FRACTION)
     lam: float = option(1.0, "λ, weight of the preservation loss (0 = plain self-compression).", _WEIGHT)
     distill: float = option(1.0, "κ, weight of distillation from the float reference (0 = off).", _WEIGHT)
     distill_temperature: float = option(2.0, "Temperature of the distillation.",
                                         Range(0.0, 100.0, lo_open=True))
-    preservation_batch_size: int = option(32, "Preservation samples per step.", _BATCH)
+    preservation_batch_size: int = option(16, "Preservation samples per step.", _BATCH)
     restore_every: int | None = option(None, "Steps between checks: validation drop (the γ controller), "
                                        f"preservation accuracy (restore events) (default: {CHECKS} checks "
                                        "per compression phase).", _INT_STEPS)

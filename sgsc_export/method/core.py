@@ -39,9 +39,8 @@ def quantize_int(w: torch.Tensor, b: torch.Tensor, e: torch.Tensor) -> torch.Ten
 
     ``b`` and ``e`` broadcast against ``w`` (shape ``[C, 1, ...]`` for per-output-channel parameters).
     """
-    lo, hi = _bounds(b)
-    x = torch.minimum(torch.maximum(torch.exp2(-e) * w, lo), hi)
-    return round_ste(x)
+    lo, hi = _bounds(b)  # lo <= hi for every b >= 0, so clamp is min(max(x, lo), hi), in one autograd node
+    return round_ste(torch.clamp(torch.exp2(-e) * w, lo, hi))
 
 
 def quantize(w: torch.Tensor, b: torch.Tensor, e: torch.Tensor) -> torch.Tensor:

@@ -333,7 +333,15 @@ def compress_loop(
             pidx = torch.randint(len(xp), (n_pres,), generator=generator)
             xb, yb = task.trim(xt[idx], yt[idx])
             xpb, ypb = task.trim(xp[pidx], yp[pidx])
-            logits = _forward(model, xb, "compression")
+            pres_logits = None
+            if config.lam > 0 and xb.shape[1:] == xpb.shape[1:]:
+                # one forward for both batches: the quantised weights are computed once per step, not twice
+                both = _forward(model, torch.cat([xb, xpb]), "compression")
+                logits, pres_logits = both[: len(xb)], both[len(xb):]
+            else:
+                logits = _forward(model, xb, "compression")
+                if config.lam > 0:
+                    pres_logits = _forward(model, xpb, "compression (preservation batch)")
             teacher_logits = None
             if table is not None:
                 teacher_logits = table[idx]
@@ -341,7 +349,6 @@ def compress_loop(
                 with torch.no_grad():
                     teacher_logits = teacher(xb)
             q = size_term(model, n_start)
-            pres_logits = _forward(model, xpb, "compression (preservation batch)") if config.lam > 0 else None
             warm = min(1.0, (state.step + 1) / max(1.0, config.gamma_warmup * config.steps))
             gamma = 0.0 if finetune else config.gamma * warm * math.exp(state.gamma_log_scale)
             parts = sgsc_loss(logits, yb, q, gamma, config.lam, pres_logits, ypb,

@@ -166,3 +166,31 @@ def test_bias_v_keeps_every_head():
     assert remove_dead_heads_(model) == {}
     assert {e["name"]: (e["module"], e["reason"]) for e in float_weights(model)} == {
         "0.bias_k": ("MultiheadAttention", "unsupported"), "0.bias_v": ("MultiheadAttention", "unsupported")}
+
+
+@pytest.mark.parametrize("factory", ["gru_bi2", "vit"])
+def test_a_resumed_run_gives_the_same_artifact(factory, tmp_path, digits_split, monkeypatch):
+    """Checkpoints of the twins (rnn.weight_ih_l0.b, …, and Adam's moments in the parameter order that the
+    attention twin's forward keeps) resume to the same bytes."""
+    from sgsc_export import compress
+    from sgsc_export.train import compress as api
+    from tests.converters import recurrent_models
+
+    cfg = CompressConfig(steps=40, finetune_steps=4, float_epochs=1, gamma=0.05, init_bits=4,
+                         restore_every=10, prune_every=10, checkpoint_every=20, seed=1, max_drop=100)
+    make = getattr(recurrent_models, factory)
+    a, c = tmp_path / "a", tmp_path / "c"
+    compress(make(), digits_split, cfg, out_dir=a)
+    real_save = api.save_checkpoint
+
+    def save_then_interrupt(path, payload):
+        real_save(path, payload)
+        raise KeyboardInterrupt  # right after the step-20 checkpoint
+
+    monkeypatch.setattr(api, "save_checkpoint", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        compress(make(), digits_split, cfg, out_dir=c)
+    monkeypatch.setattr(api, "save_checkpoint", real_save)
+    compress(make(), digits_split, cfg, out_dir=c, resume=True)
+    for name in ("manifest.json", "history.json", "model.safetensors", "quant.safetensors"):
+        assert (c / name).read_bytes() == (a / name).read_bytes(), name

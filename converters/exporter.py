@@ -129,11 +129,8 @@ def export(
         if model or trust_model_code
         else cm.to_module()
     )  # duck-typed artifacts take no arguments
-    kinds = {
-        layer["name"]: _kind(module.get_submodule(layer["name"]))
-        for layer in layers
-        if _has_submodule(module, layer["name"])
-    }
+    owners = {layer["name"]: _owner(module, layer["name"]) for layer in layers}
+    kinds = {name: _kind(owner) for name, owner in owners.items() if owner is not None}
     model = export_float(module, cm.example_input(2), opset)
     float_bytes = len(ir.serde.serialize_model(model).SerializeToString())
     calibration = selection = None
@@ -218,7 +215,7 @@ def _held_data(cm: Any, manifest: dict[str, Any]) -> tuple[Any, Any]:
 
 def _kind(module: Any) -> str:
     """The layer's class name; for a subclass of a supported torch.nn layer (``MultiheadAttention.out_proj``,
-    a user's ``class MyConv(nn.Conv2d)``), that layer's name."""
+    a user's ``class MyConv(nn.Conv2d)``), that layer's name; a GRU's tensor has its module's (``GRU``)."""
     from converters.passes.locate import SUPPORTED_KINDS
 
     names = (c.__name__ for c in type(module).__mro__
@@ -226,9 +223,16 @@ def _kind(module: Any) -> str:
     return next(names, type(module).__name__)
 
 
-def _has_submodule(module: Any, name: str) -> bool:
+def _owner(module: Any, name: str) -> Any:
+    """The module a manifest layer names; for one tensor of a module (``rnn.weight_ih_l0``), that module; or
+    None."""
     try:
-        module.get_submodule(name)
-        return True
+        return module.get_submodule(name)
     except AttributeError:
-        return False
+        pass
+    parent, _, attr = name.rpartition(".")
+    try:
+        owner = module.get_submodule(parent)
+    except AttributeError:
+        return None
+    return owner if attr in getattr(owner, "_parameters", {}) else None

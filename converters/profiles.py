@@ -1,11 +1,14 @@
 """The three export profiles, each an ordered list of passes (see ``converters.passes``).
 
 Running a profile is calling its passes in order; each call checks the pass's ``requires`` and ``ensures``.
+Every profile starts by giving each direction of a GRU/LSTM its own weight initializers
+(``unstack_directions``) and locating every quantised weight (``locate_weights``).
 
 * ``portable`` — each layer in the smallest ONNX container for its widest channel (INT2 / INT4 / INT8).
 * ``compact``  — exact per-channel widths in one uint8 blob, unpacked in the graph (folded by onnxruntime).
 * ``ort-int8`` — INT8 weights plus calibrated 8-bit activation QDQ where it keeps the gate on held data
-  (``converters.passes.qdq_select``), for onnxruntime's integer CPU kernels.
+  (``converters.passes.qdq_select``), for onnxruntime's integer CPU kernels. A GRU/LSTM node has none: it
+  runs in float on its dequantised INT8 weights.
 """
 
 from __future__ import annotations
@@ -36,19 +39,20 @@ class Profile:
             step(ctx)
 
 
+_HEAD = (P.unstack_directions, P.locate_weights)
 _TAIL = (P.remove_unused, P.check_opset)
 
 PROFILES: dict[str, Profile] = {
     "portable": Profile(
-        "portable", (P.locate_weights, P.weights_to_dq, *_TAIL, P.add_metadata, P.check_model)
+        "portable", (*_HEAD, P.weights_to_dq, *_TAIL, P.add_metadata, P.check_model)
     ),
     "compact": Profile(
-        "compact", (P.locate_weights, P.weights_to_packed, *_TAIL, P.add_metadata, P.check_model)
+        "compact", (*_HEAD, P.weights_to_packed, *_TAIL, P.add_metadata, P.check_model)
     ),
     "ort-int8": Profile(
         "ort-int8",
         (
-            P.locate_weights,
+            *_HEAD,
             P.weights_to_int8,
             P.activation_qdq,
             *_TAIL,

@@ -133,15 +133,17 @@ def with_reference_twins(info: ModelInfo, weights: Mapping[str, np.ndarray]) -> 
 
 def match_weights(info: ModelInfo, state: Mapping[str, np.ndarray], layer_names: list[str],
                   shapes: Mapping[str, tuple]) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Map artifact layers (``L`` with ``state[L + '.weight']``) to our quantised layers by name.
+    """Map artifact layers (``L`` with ``state[L + '.weight']``, or ``state[L]`` for one tensor of a module:
+    ``attn.in_proj_weight``) to our quantised layers by name.
 
     First by the converters' naming (the DequantizeLinear's integer data or scale is named ``L.<something>``),
     else by ``L`` occurring in the node name bounded by ``. / :`` or the ends; the longest such ``L`` wins.
     Its weight must have the layer's shape (or its transpose, for MatMul/Gemm).
     """
     out, notes = {}, []
+    keys = {name: f"{name}.weight" if f"{name}.weight" in state else name for name in layer_names}
     for layer in info.layers:
-        candidates = [name for name in layer_names if f"{name}.weight" in state]
+        candidates = [name for name in layer_names if keys[name] in state]
         found = [name for name in candidates if layer.weight.startswith(f"{name}.") or
                  layer.scale.startswith(f"{name}.")]
         if not found:
@@ -151,11 +153,11 @@ def match_weights(info: ModelInfo, state: Mapping[str, np.ndarray], layer_names:
             notes.append(f"{layer.name}: no artifact layer matched; reference is its own dequantized weight")
             continue
         name = max(found, key=len)
-        weight, shape = np.asarray(state[f"{name}.weight"], np.float32), tuple(shapes[layer.name])
+        weight, shape = np.asarray(state[keys[name]], np.float32), tuple(shapes[layer.name])
         if weight.shape != shape and weight.ndim == 2 and weight.T.shape == shape:
             weight = weight.T
         if weight.shape != shape:
-            notes.append(f"{layer.name}: artifact weight {name}.weight has shape {weight.shape}, layer "
+            notes.append(f"{layer.name}: artifact weight {keys[name]} has shape {weight.shape}, layer "
                          f"has {shape}; reference is its own dequantized weight")
             continue
         out[layer.name] = weight

@@ -13,10 +13,11 @@ from converters.passes.kernels import record_kernels
 from converters.passes.locate import locate_weights
 from converters.passes.metadata import add_metadata
 from converters.passes.opset import check_opset, required_opset
+from converters.passes.recurrent import unstack_directions
 from converters.passes.weights import weights_to_dq, weights_to_int8
 
 __all__ = [
     "ExportContext", "LayerWeight", "Pass", "activation_qdq", "add_metadata", "check_model", "check_opset",
-    "locate_weights", "record_kernels", "remove_unused", "required_opset", "weights_to_dq", "weights_to_int8",
-    "weights_to_packed",
+    "locate_weights", "record_kernels", "remove_unused", "required_opset", "unstack_directions",
+    "weights_to_dq", "weights_to_int8", "weights_to_packed",
 ]

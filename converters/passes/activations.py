@@ -7,7 +7,10 @@ that a node consumes; the logits stay float. Tensors that only feed a Relu take 
 0), and Relu / MaxPool / Reshape / Flatten / Transpose outputs reuse their input's parameters, so onnxruntime
 drops those QDQ pairs and the Relu instead of requantising. A bias of a Conv or Gemm becomes int32 with scale
 ``s_x · s_w[c]`` (the form QLinearConv / QGemm take). Tensors with a non-finite calibration range (an
-attention mask's -inf) stay float.
+attention mask's -inf) stay float, and so do values computed from initializers alone (weights, not
+activations). A GRU/LSTM node has no integer kernel: it reads its dequantised INT8 weights in float, and its
+input may get a QDQ pair like any activation (which only rounds it, so the choice keeps it only when the gate
+holds).
 
 Precondition: ``weights_to_int8`` ran (weights are INT8 → DequantizeLinear); ``ctx.calibration`` holds the
 preservation inputs (float, or int64 token ids for a language model, whose ids are not activations).
@@ -110,6 +113,16 @@ def _const_bytes(value: ir.Value | None) -> bytes | None:
     return None if value is None or value.const_value is None else value.const_value.numpy().tobytes()
 
 
+def _from_constants(graph: ir.Graph) -> set[int]:
+    """The values computed from initializers alone (a dequantised weight's Split into q, k, v, or the Concat
+    of a GRU's two directions): weights, not activations."""
+    const: set[int] = set()
+    for node in graph:  # in topological order
+        if all(v is None or v.const_value is not None or id(v) in const for v in node.inputs):
+            const.update(id(o) for o in node.outputs)
+    return const
+
+
 def _plan(ctx: ExportContext,
           proto: onnx.ModelProto) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """The candidate activations (graph order) and each one's uint8 scale and zero point, calibrated once
@@ -117,11 +130,13 @@ def _plan(ctx: ExportContext,
     graph = ctx.model.graph
     dq_outputs = {id(n.outputs[0]) for n in graph if n.op_type == "DequantizeLinear"}
     outputs = {id(v) for v in graph.outputs}
+    weights = _from_constants(graph)
 
     def is_activation(v: ir.Value) -> bool:
         return (
             v.const_value is None
             and id(v) not in dq_outputs
+            and id(v) not in weights
             and id(v) not in outputs
             and bool(v.uses())
             and (v.type is None or v.type.dtype == ir.DataType.FLOAT)

@@ -1,9 +1,17 @@
 """Pass: find each quantised layer's weight initializer in the float graph and check it against the artifact.
 
 Precondition: the float graph came from the artifact's deployable module, so a quantised layer ``L`` has an
-initializer equal to ``L.weight_int × L.scale`` exactly — named ``L.weight`` (the exporter keeps parameter
-names) or, failing that, found by value; a MatMul weight may appear transposed (``[in, out]``, channel axis
-1). Postcondition: ``ctx.layers`` holds one ``LayerWeight`` per quantised layer, in manifest order.
+initializer equal to ``L.weight_int × L.scale`` exactly — named after the module's parameter (the exporter
+keeps parameter names) or, failing that, found by value; a MatMul weight may appear transposed (``[in, out]``,
+channel axis 1). The parameter is ``L.weight`` for a layer, and ``L`` itself for one tensor of a GRU, LSTM or
+MultiheadAttention (manifest layer ``rnn.weight_ih_l0`` or ``attn.in_proj_weight``).
+
+A GRU/LSTM tensor ``[G·H, K]`` reaches the ONNX GRU/LSTM op as ``W``/``R`` ``[1, G·H, K]`` (one direction,
+see ``unstack_directions``) with its gate blocks reordered — torch's r, z, n to ONNX's z, r, h; i, f, g, o to
+i, o, f, c — and is found by value in that layout: ints, scales and bits are permuted alike, channel axis 1.
+
+Postcondition: ``ctx.layers`` holds one ``LayerWeight`` per quantised layer, in manifest order, each on its
+own initializer (one the exporter shared between equal tensors is copied for each).
 """
 
 from __future__ import annotations
@@ -12,12 +20,30 @@ import numpy as np
 import onnx_ir as ir
 
 from converters.passes._base import Pass
-from converters.passes._context import ExportContext, LayerWeight
+from converters.passes._context import ExportContext, GraphEditor, LayerWeight
 from sgsc_export.errors import ArtifactError, ExportError
 
-__all__ = ["SUPPORTED_KINDS", "LocateWeights", "locate_weights"]
+__all__ = ["GATE_ORDER", "SUPPORTED_KINDS", "TENSOR_KINDS", "LocateWeights", "gate_rows", "locate_weights",
+           "parameter_name"]
 
-SUPPORTED_KINDS = ("Conv1d", "Conv2d", "Conv3d", "Linear", "Embedding")
+SUPPORTED_KINDS = ("Conv1d", "Conv2d", "Conv3d", "Linear", "Embedding", "GRU", "LSTM", "MultiheadAttention")
+# the kinds whose manifest layer is one tensor of the module, named by the tensor (not ``{name}.weight``)
+TENSOR_KINDS = ("GRU", "LSTM", "MultiheadAttention")
+# ONNX's gate blocks as torch's: GRU z, r, h = torch's (r, z, n)[1, 0, 2];
+# LSTM i, o, f, c = torch's (i, f, g, o)[0, 3, 1, 2]
+GATE_ORDER = {"GRU": (1, 0, 2), "LSTM": (0, 3, 1, 2)}
+
+
+def parameter_name(layer: dict, kind: str) -> str:
+    """The state-dict key of a manifest layer's weight."""
+    return layer["name"] if kind in TENSOR_KINDS else f"{layer['name']}.weight"
+
+
+def gate_rows(kind: str, rows: int) -> np.ndarray:
+    """Row ``i`` of the ONNX GRU/LSTM weight is row ``gate_rows(kind, rows)[i]`` of torch's."""
+    order = GATE_ORDER[kind]
+    h = rows // len(order)
+    return np.concatenate([np.arange(g * h, (g + 1) * h) for g in order])
 
 
 def _artifact_tensors(ctx: ExportContext, layer: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -88,6 +114,38 @@ class LocateWeights(Pass):
 locate_weights = LocateWeights()
 
 
+def _by_value(floats: dict[str, ir.Value], expected: np.ndarray, kind: str,
+              taken: set[int]) -> tuple[ir.Value, int, np.ndarray | None] | None:
+    """The first initializer not yet taken that holds ``expected``: ``(value, axis, row order)``; the row
+    order is None unless the rows were permuted (a GRU/LSTM gate layout, ``[1, G·H, K]``)."""
+    rows = gate_rows(kind, expected.shape[0]) if kind in GATE_ORDER else None
+    for value in floats.values():
+        if id(value) in taken:
+            continue
+        arr = value.const_value.numpy()
+        if rows is not None:
+            if arr.shape == (1, *expected.shape) and np.array_equal(arr[0], expected[rows]):
+                return value, 1, rows
+            continue
+        if arr.shape == expected.shape and np.array_equal(arr, expected):
+            return value, 0, None
+        if expected.ndim == 2 and arr.shape == expected.T.shape and np.array_equal(arr, expected.T):
+            return value, 1, None
+    return None
+
+
+def _own_copy(graph: ir.Graph, value: ir.Value) -> ir.Value | None:
+    """A copy of an initializer already located for another layer, taking over its last use; None when it has
+    no use to spare. The exporter shares one initializer between equal tensors (two all-zero weights of a
+    shape), and each layer needs one of its own for its own scales."""
+    uses = list(value.uses())
+    if len(uses) < 2:
+        return None
+    copy = GraphEditor(graph, f"{value.name}.").constant(value.const_value.numpy(), "copy")
+    uses[-1].node.replace_input_with(uses[-1].idx, copy)
+    return copy
+
+
 def _locate(ctx: ExportContext) -> None:
     graph = ctx.model.graph
     floats = {
@@ -95,6 +153,7 @@ def _locate(ctx: ExportContext) -> None:
         for n, v in graph.initializers.items()
         if v.const_value is not None and v.const_value.dtype.name == "FLOAT"
     }
+    taken: set[int] = set()  # each layer takes an initializer of its own
     for layer in ctx.manifest["layers"]:
         name = layer["name"]
         kind = ctx.kinds.get(name) or layer.get("kind", "?")  # the module's class is the ground truth
@@ -107,32 +166,32 @@ def _locate(ctx: ExportContext) -> None:
         bshape = (-1,) + (1,) * (ints.ndim - 1)
         expected = (ints.astype(np.float32) * scale.reshape(bshape)).astype(np.float32)
         found = None
-        named = floats.get(f"{name}.weight")
+        named = floats.get(parameter_name(layer, kind))
         if named is not None:
             arr = named.const_value.numpy()
             if arr.shape == expected.shape and np.array_equal(arr, expected):
-                found = (named, 0)
+                found = (named, 0, None)
             else:
                 raise ArtifactError(
                     f"layer {name!r}: model.safetensors weight is not weight_int × scale; "
                     "the state does not match the manifest, re-run `sgsc compress`"
                 )
         else:
-            for value in floats.values():
-                arr = value.const_value.numpy()
-                if arr.shape == expected.shape and np.array_equal(arr, expected):
-                    found = (value, 0)
-                    break
-                if expected.ndim == 2 and arr.shape == expected.T.shape and np.array_equal(arr, expected.T):
-                    found = (value, 1)
-                    break
+            found = _by_value(floats, expected, kind, taken)
+            shared = _by_value(floats, expected, kind, set()) if found is None else None
+            copy = _own_copy(graph, shared[0]) if shared is not None else None
+            if copy is not None:
+                found = (copy, *shared[1:])
         if found is None:
             raise ExportError(
                 f"layer {name!r}: no weight initializer equal to weight_int × scale in the exported "
                 "graph; the model's forward does not use this weight as a constant"
             )
-        value, axis = found
-        if axis == 1:
+        value, axis, rows = found
+        taken.add(id(value))
+        if rows is not None:  # the GRU/LSTM layout [1, G·H, K]
+            ints, scale, bits = ints[rows][None], scale[rows], bits[rows]
+        elif axis == 1:
             ints = np.ascontiguousarray(ints.T)
         ctx.layers.append(
             LayerWeight(name=name, kind=kind, value=value, ints=ints, scale=scale, bits=bits, axis=axis)

@@ -5,6 +5,11 @@ quantised layer's weight is stored as float; each feeds ``DequantizeLinear(x_int
 point omitted, i.e. 0) and the float initializer is gone. ``weights_to_dq`` picks INT2 / INT4 / INT8 per layer
 from its widest channel (``portable``); ``weights_to_int8`` forces INT8 with an explicit int8 zero point
 (``ort-int8``, whose integer kernels take only 8-bit weights, and whose Gemm fusion needs the zero point).
+
+``ort-int8`` also gives a row whose integers are all 0 the median scale of the layer's other rows: such a row
+dequantises to 0 whatever its scale, but its learned exponent may have drifted far (a channel at few bits
+whose weights all round to 0), and an int32 bias is stored at ``s_x · s_w[c]`` (``activation_qdq``), which
+must not be coarser than the bias itself.
 """
 
 from __future__ import annotations
@@ -21,6 +26,18 @@ __all__ = ["WeightsToDQ", "replace_with_dq", "weights_to_dq", "weights_to_int8"]
 
 _ONNX_TYPE = {"INT2": onnx.TensorProto.INT2, "INT4": onnx.TensorProto.INT4, "INT8": onnx.TensorProto.INT8}
 _IR_TYPE = {"INT2": ir.DataType.INT2, "INT4": ir.DataType.INT4, "INT8": ir.DataType.INT8}
+
+
+def free_zero_rows(ints: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray:
+    """``scale`` with the rows whose integers are all 0 at the median of the others' (1 when every row is 0);
+    the weight's values do not change."""
+    zero = ~np.moveaxis(ints, axis, 0).reshape(len(scale), -1).any(1)
+    if not zero.any():
+        return scale
+    live = np.sort(scale[~zero])
+    out = scale.copy()
+    out[zero] = live[len(live) // 2] if live.size else np.float32(1.0)
+    return out
 
 
 def replace_with_dq(ctx: ExportContext, layer: LayerWeight, x_int: ir.Value, editor: GraphEditor,
@@ -55,6 +72,8 @@ class WeightsToDQ(Pass):
     def call(self, ctx: ExportContext) -> None:
         zero_point = self.container is not None
         for layer in ctx.layers:
+            if zero_point:
+                layer.scale = free_zero_rows(layer.ints, layer.scale, layer.axis)
             editor = GraphEditor(ctx.model.graph, f"{layer.name}.")
             container = self.container or packing.container_for(int(layer.bits.max(initial=0)))
             raw = packing.pack_container(layer.ints, container)

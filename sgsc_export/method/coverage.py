@@ -1,16 +1,19 @@
 """Which weights the method does not cover: every weight of a prepared model that no quantised layer stores.
 
-A *weight* is a parameter with at least two dimensions — a matrix, a kernel, an embedding table (GRU/LSTM
-``weight_ih_l0``, ``MultiheadAttention.in_proj_weight``, a ConvTranspose2d or Conv3d kernel, a user's bare
-``nn.Parameter`` of positions). Vectors (biases, norm scales) are not weights here, as the biases of the
-quantised layers are not: the size ratio counts weights only. A weight that stays float is stored at 32 bits,
-so the ratio over all of the model's weights is
+A *weight* is a parameter with at least two dimensions — a matrix, a kernel, an embedding table (a
+ConvTranspose2d or Conv3d kernel, an ``nn.RNN``'s or a projected LSTM's ``weight_ih_l0``, attention's
+``bias_k``/``bias_v``, a user's bare ``nn.Parameter`` of positions). GRU/LSTM ``weight_ih_l0`` and
+``weight_hh_l0`` and ``MultiheadAttention.in_proj_weight`` are quantised (:mod:`sgsc_export.method.packed`)
+and counted with the quantised weights. Vectors (biases, norm scales) are not weights here, as the biases of
+the quantised layers are not: the size ratio counts weights only. A weight that stays float is stored at 32
+bits, so the ratio over all of the model's weights is
 
     ratio_all = (Σ_quantised bits + 32 · N_float) / (32 · (N_quantised + N_float)).
 
 Each float weight is reported with its module's class and why it stays float: ``unsupported`` (no quantised
-twin for that layer type), ``own forward`` (a Conv/Linear/Embedding subclass that overrides ``forward``,
-not swapped, see :mod:`sgsc_export.method.nn`) or ``excluded`` (``config.exclude`` or the filter).
+twin for that layer type or tensor), ``own forward`` (a Conv/Linear/Embedding subclass that overrides
+``forward``, not swapped, see :mod:`sgsc_export.method.nn`) or ``excluded`` (``config.exclude`` or the
+filter).
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from typing import Any
 
 from torch import nn
 
-from sgsc_export.method.nn import is_quantized, quantisable_base, twin_class
+from sgsc_export.method.nn import float_class, is_quantized, is_twin, quantisable_base, twin_class
 
 __all__ = ["float_weights", "float_weights_line"]
 
 
 def _reason(module: nn.Module) -> str:
+    if is_twin(module):  # a twin's tensor without a quantised form (attention's bias_k / bias_v)
+        return "unsupported"
     if twin_class(module) is not None:
         return "excluded"
     return "own forward" if quantisable_base(module) is not None else "unsupported"
@@ -39,7 +44,8 @@ def float_weights(model: nn.Module) -> list[dict[str, Any]]:
         owner = model.get_submodule(owner_name)
         if p.dim() < 2 or is_quantized(owner):
             continue
-        out.append({"name": name, "module": type(owner).__name__, "count": int(p.numel()),
+        cls = float_class(owner) if is_twin(owner) else type(owner)
+        out.append({"name": name, "module": cls.__name__, "count": int(p.numel()),
                     "reason": _reason(owner)})
     return out
 

@@ -56,11 +56,12 @@ class Link:
 
 
 class _Tracer(fx.Tracer):
-    """Keeps Conv/Linear/Embedding subclasses (the quantised twins) as leaves, like torch.nn's own modules."""
+    """Keeps subclasses of the quantisable layers (the quantised twins) as leaves, like torch.nn's own
+    modules."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return (isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear, nn.Embedding))
-                or super().is_leaf_module(m, qualname))
+        leaves = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.Embedding, nn.RNNBase, nn.MultiheadAttention)
+        return isinstance(m, leaves) or super().is_leaf_module(m, qualname)
 
 
 def trace(model: nn.Module) -> fx.GraphModule | None:

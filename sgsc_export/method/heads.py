@@ -24,6 +24,17 @@ Then:
 A head whose query/key channels are all at zero bits but whose value channels live is *not* removed: its
 scores are all 0, so it attends uniformly to the causal prefix and still contributes; it stays as masked
 channels. The last head of a block is never removed (an empty tensor would not export).
+
+``nn.MultiheadAttention`` (its twin, :mod:`sgsc_export.method.packed`) follows the same rules with its own
+layout: head h owns rows ``h·d … (h+1)·d − 1`` of the query, key and value blocks of ``in_proj_weight`` (or of
+``q/k/v_proj_weight``) and the same input columns of ``out_proj``. Its value rows' liveness sets
+``out_proj.in_alive``, and a head whose value rows are all at zero bits outputs exactly 0 whatever its
+attention pattern, so its query and key rows are set to zero bits too: every row of the head is then stored as
+nothing, which is what removing it buys. The tensors keep their shape, because torch ties the head width to
+``embed_dim`` (``F.multi_head_attention_forward`` splits the query's own width into heads), so a block with
+fewer heads would not be an ``nn.MultiheadAttention``. With ``add_bias_kv`` the learned ``bias_v`` is a value
+position every head reads, so a head's output is not 0 when its value rows are: such a block keeps every head
+and every ``in_alive`` column.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from torch import nn
 
 from sgsc_export.errors import ModelError
 from sgsc_export.method.nn import is_quantized
+from sgsc_export.method.packed import QMultiheadAttention
 
 __all__ = ["attention_modules", "is_attention", "refresh_head_in_alive_", "remove_dead_heads_"]
 
@@ -59,12 +71,25 @@ def _alive(layer: nn.Module) -> torch.Tensor:
     return torch.ones(layer.weight.shape[0], dtype=torch.bool)
 
 
+def _torch_attention(model: nn.Module) -> dict[str, QMultiheadAttention]:
+    """The ``nn.MultiheadAttention`` twins whose dead value rows reach ``out_proj`` as exact zeros (no
+    ``bias_v``)."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, QMultiheadAttention) and m.bias_v is None}
+
+
+def _value_alive(attn: QMultiheadAttention) -> torch.Tensor:
+    return attn.row_alive()[2 * attn.embed_dim:]
+
+
 @torch.no_grad()
 def refresh_head_in_alive_(model: nn.Module) -> None:
     """Mark, in each output projection's ``in_alive``, the columns that read a live value channel."""
     for attn in attention_modules(model).values():
         if is_quantized(attn.out):
             attn.out.in_alive.copy_(_alive(attn.v).to(attn.out.in_alive.dtype))
+    for mha in _torch_attention(model).values():
+        if is_quantized(mha.out_proj):
+            mha.out_proj.in_alive.copy_(_value_alive(mha).to(mha.out_proj.in_alive.dtype))
 
 
 def _keep_rows(layer: nn.Module, keep: torch.Tensor) -> None:
@@ -77,10 +102,30 @@ def _keep_rows(layer: nn.Module, keep: torch.Tensor) -> None:
 
 
 @torch.no_grad()
+def _mask_dead_heads_(model: nn.Module, removed: dict[str, int]) -> None:
+    """``nn.MultiheadAttention``: the query and key rows of every head whose value rows are all at zero bits
+    go to zero bits as well (the module docstring)."""
+    for name, mha in _torch_attention(model).items():
+        e, hd = mha.embed_dim, mha.head_dim
+        dead = ~_value_alive(mha).reshape(mha.num_heads, hd).any(1)
+        if not bool(dead.any()):
+            continue
+        rows = (torch.nonzero(dead).reshape(-1)[:, None] * hd + torch.arange(hd)).reshape(-1)
+        rows = torch.cat([rows, rows + e])  # the dead heads' query rows, then their key rows
+        start = 0
+        for w in mha.qweights().values():  # in_proj_weight [3E], or q/k/v_proj_weight [E] each
+            n = w.weight.shape[0]
+            w.b.view(-1)[rows[(rows >= start) & (rows < start + n)] - start] = 0.0
+            start += n
+        removed[name] = int(dead.sum())
+
+
+@torch.no_grad()
 def remove_dead_heads_(model: nn.Module) -> dict[str, int]:
     """Remove every head whose value channels are all at zero bits. Returns attention module name → heads
-    removed."""
+    removed (for ``nn.MultiheadAttention``: set to zero bits in every row, the module docstring)."""
     removed: dict[str, int] = {}
+    _mask_dead_heads_(model, removed)
     for name, attn in attention_modules(model).items():
         hd = attn.head_dim
         dead = ~_alive(attn.v).reshape(attn.n_head, hd).any(1)

@@ -15,11 +15,14 @@ instead of calling it (``nn.MultiheadAttention`` hands ``out_proj.weight`` to
 ``F.multi_head_attention_forward``); while such a parent runs, its quantised child's ``q(w, b, e)`` and masked
 bias stand in for the float master copies (``_READ_DIRECTLY``), so the parent computes exactly what the frozen
 model will.
+
+``nn.GRU``, ``nn.LSTM`` and ``nn.MultiheadAttention`` read several weight tensors; their twins
+(:mod:`sgsc_export.method.packed`) hold one quantised tensor per weight, rows as channels, and are matched the
+same way (a subclass keeping the base's ``forward`` included).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -27,65 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from sgsc_export.config import CompressConfig
-from sgsc_export.method import core
+from sgsc_export.method._mixin import _QMixin
+from sgsc_export.method.packed import PACKED, PackedTwin, QWeight, packed_supported
 
 __all__ = ["QUANTISABLE", "QConv1d", "QConv2d", "QEmbedding", "QLinear", "float_class", "is_quantized",
-           "layer_kind", "prepare_", "quantisable_base", "quantized_layers", "twin_class"]
-
-
-class _QMixin:
-    """Shared state and maths of the quantised layers. ``weight`` keeps the float master copy."""
-
-    weight: nn.Parameter
-    bias: nn.Parameter | None
-
-    def _init_q(self, init_bits: float) -> None:
-        w = self.weight.detach()
-        c = w.shape[0]
-        shape = (c,) + (1,) * (w.dim() - 1)
-        maxabs = w.abs().reshape(c, -1).amax(1).clamp_min(1e-8)
-        levels = max(2.0 ** (init_bits - 1) - 1, 1.0)
-        self.b = nn.Parameter(torch.full(shape, float(init_bits), dtype=w.dtype))
-        self.e = nn.Parameter(torch.log2(maxabs / levels).reshape(shape).to(w.dtype))
-        self.register_buffer("in_alive", torch.ones(w.shape[1] * self.groups_(), dtype=w.dtype))
-
-    def groups_(self) -> int:
-        return int(getattr(self, "groups", 1))
-
-    # -- quantities -----------------------------------------------------------------------------------
-    def channel_alive(self) -> torch.Tensor:
-        """Bool ``[C]``: channels whose bit-depth is above zero."""
-        return self.b.detach().reshape(-1) > 0
-
-    def qweight(self) -> torch.Tensor:
-        return core.quantize(self.weight, self.b, self.e)
-
-    def qbias(self) -> torch.Tensor | None:
-        if self.bias is None:
-            return None
-        return self.bias * self.channel_alive().to(self.bias.dtype)
-
-    def weights_per_channel(self) -> torch.Tensor:
-        """n_c: weights of channel c that read a live input (eq. 5), as float ``[C]``."""
-        w = self.weight
-        g = self.groups_()
-        c, cin_g = w.shape[0], w.shape[1]
-        k = math.prod(w.shape[2:]) if w.dim() > 2 else 1
-        alive_per_group = self.in_alive.reshape(g, cin_g).sum(1)  # [g]
-        per_out = alive_per_group.repeat_interleave(c // g)
-        return per_out * k
-
-    def size_bits(self) -> torch.Tensor:
-        return core.size_bits(self.b, self.weights_per_channel())
-
-    def integer_weight(self) -> torch.Tensor:
-        """The stored integers, int8, shape of ``weight``."""
-        with torch.no_grad():
-            return core.quantize_int(self.weight, self.b, self.e).to(torch.int8)
-
-    def scale(self) -> torch.Tensor:
-        """Per-channel scale 2^e as float32 ``[C]``; weights = integers × scale exactly."""
-        return torch.exp2(self.e.detach()).reshape(-1).to(torch.float32)
+           "is_twin", "layer_kind", "prepare_", "quantisable_base", "quantized_layers", "twin_class"]
 
 
 class QConv1d(_QMixin, nn.Conv1d):
@@ -114,15 +63,21 @@ class QEmbedding(_QMixin, nn.Embedding):
 
 
 QUANTISABLE: dict[type[nn.Module], type[nn.Module]] = {nn.Conv1d: QConv1d, nn.Conv2d: QConv2d,
-                                                       nn.Linear: QLinear, nn.Embedding: QEmbedding}
+                                                       nn.Linear: QLinear, nn.Embedding: QEmbedding, **PACKED}
 
 
 def is_quantized(m: nn.Module) -> bool:
+    """Whether ``m`` stores a quantised weight (a layer twin, or one tensor of a GRU/LSTM/attention twin)."""
     return isinstance(m, _QMixin)
 
 
+def is_twin(m: nn.Module) -> bool:
+    """Whether ``m`` was made by ``prepare_`` (a layer twin, or a GRU/LSTM/attention twin)."""
+    return isinstance(m, (_QMixin, PackedTwin))
+
+
 def quantized_layers(model: nn.Module) -> dict[str, _QMixin]:
-    """Name → quantised layer, in module order."""
+    """Name → quantised layer, in module order (``rnn.weight_ih_l0`` for a tensor of a GRU twin)."""
     return {n: m for n, m in model.named_modules() if isinstance(m, _QMixin)}
 
 
@@ -130,8 +85,10 @@ _SUBCLASS_TWINS: dict[type[nn.Module], type[nn.Module]] = {}
 
 
 def quantisable_base(m: nn.Module) -> type[nn.Module] | None:
-    """The Conv1d/Conv2d/Linear/Embedding that ``m`` is an instance of, or None."""
-    return next((base for base in QUANTISABLE if isinstance(m, base)), None)
+    """The Conv1d/Conv2d/Linear/Embedding/GRU/LSTM/MultiheadAttention that ``m`` is an instance of, or None
+    (also for a configuration without a twin, ``packed_supported``)."""
+    base = next((base for base in QUANTISABLE if isinstance(m, base)), None)
+    return base if base is not None and packed_supported(m) else None
 
 
 def twin_class(m: nn.Module) -> type[nn.Module] | None:
@@ -151,12 +108,15 @@ def twin_class(m: nn.Module) -> type[nn.Module] | None:
 
 
 def float_class(layer: nn.Module) -> type[nn.Module]:
-    """The class a quantised layer was made from (what ``freeze`` turns it back into)."""
-    return next(c for c in type(layer).__mro__ if not issubclass(c, _QMixin))
+    """The class a twin was made from (what ``freeze`` turns it back into)."""
+    return next(c for c in type(layer).__mro__ if not issubclass(c, (_QMixin, PackedTwin)))
 
 
 def layer_kind(layer: nn.Module) -> str:
-    """``Conv1d``, ``Conv2d``, ``Linear`` or ``Embedding``: the layer's quantisable base, by name."""
+    """``Conv1d``, ``Conv2d``, ``Linear`` or ``Embedding``: the layer's quantisable base, by name; for one
+    tensor of a packed twin, the twin's (``GRU``, ``LSTM``, ``MultiheadAttention``)."""
+    if isinstance(layer, QWeight):
+        return layer.kind
     base = quantisable_base(layer)
     return base.__name__ if base is not None else type(layer).__name__
 
@@ -213,8 +173,8 @@ def prepare_(
     config: CompressConfig | None = None,
     filter_fn: Callable[[nn.Module, str], bool] | None = None,
 ) -> list[str]:
-    """Swap every Conv1d/Conv2d/Linear/Embedding of ``model`` (subclasses included, see the module docstring)
-    for its quantised twin, in place.
+    """Swap every Conv1d/Conv2d/Linear/Embedding/GRU/LSTM/MultiheadAttention of ``model`` (subclasses
+    included, see the module docstring) for its quantised twin, in place.
 
     A layer is skipped when its name is in ``config.exclude`` or ``filter_fn(module, name)`` is false. Returns
     the names of the modules that stay float although they hold parameters (unsupported layer types,
@@ -223,7 +183,7 @@ def prepare_(
     config = config or CompressConfig()
     left_float: list[str] = []
     for name, module in list(model.named_modules()):
-        if name == "" or is_quantized(module):
+        if name == "" or is_twin(module):
             continue
         own_params = any(True for _ in module.parameters(recurse=False))
         cls = twin_class(module)

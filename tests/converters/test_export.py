@@ -19,6 +19,7 @@ from onnx.reference import ReferenceEvaluator
 from converters import export, inspect_model
 from sgsc_export.artifact.compressed import CompressedModel
 from sgsc_export.errors import ArtifactError, ExportError
+from tests.converters.sessions import safe_session as _session
 
 PROFILES = ("portable", "compact", "ort-int8")
 UNPACK_OPS = {
@@ -38,21 +39,6 @@ UNPACK_OPS = {
     "Unsqueeze",
 }
 FLOAT_OPS = {"Conv", "Relu", "MaxPool", "Reshape", "Gemm", "Flatten"}
-
-
-def _session(path, level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL, optimized=None):
-    """A session with the safe options: exact MatMulNBits, and no QDQ selector rewrites of INT2 weights (which
-    onnxruntime turns into an inexact 2-bit MatMulNBits whatever the accuracy level)."""
-    int2 = any(t.data_type == onnx.TensorProto.INT2 for t in onnx.load(str(path)).graph.initializer)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = level
-    opts.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
-    if optimized:
-        opts.optimized_model_filepath = str(optimized)
-    disabled = ["QDQSelectorActionTransformer"] if int2 else None
-    return ort.InferenceSession(
-        str(path), opts, providers=["CPUExecutionProvider"], disabled_optimizers=disabled
-    )
 
 
 def _weight_inits(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:

@@ -87,3 +87,17 @@ def test_match_weights_prefers_the_converters_names_over_node_names():
     weights, notes = match_weights(SimpleNamespace(layers=layers), state, ["0", "2", "6"],
                                    {"node_conv2d_2": (4, 1), "node_conv2d": (5, 1)})
     assert weights["node_conv2d_2"][0, 0] == 1.0 and weights["node_conv2d"][0, 0] == 2.0 and not notes
+
+
+def test_match_weights_finds_a_modules_tensor_under_its_own_name():
+    """An attention block's in_proj_weight is a layer of its own, stored as ``attn.in_proj_weight`` (not
+    ``attn.in_proj_weight.weight``), here read by a MatMul as ``[in, out]``."""
+    from types import SimpleNamespace
+
+    from runtime_checks.graph import QuantLayer
+    layers = [QuantLayer("node_MatMul_8", "MatMul", "y", "attn.in_proj_weight.weight_int",
+                         "attn.in_proj_weight.scale", "w", 1, 8)]
+    state = {"attn.in_proj_weight": np.arange(24.0).reshape(6, 4), "attn.in_proj_bias": np.zeros(6)}
+    weights, notes = match_weights(SimpleNamespace(layers=layers), state, ["attn.in_proj_weight"],
+                                   {"node_MatMul_8": (4, 6)})
+    assert np.array_equal(weights["node_MatMul_8"], state["attn.in_proj_weight"].T) and not notes

@@ -8,44 +8,15 @@ the same seed differed whenever the RNG held something else at construction time
 import hashlib
 
 import torch
-from torch import nn
 
 from sgsc_export import CompressConfig, compress
 from sgsc_export.train.compress import reinitialise_, train_reference
-
-
-class Block(nn.Module):
-    def __init__(self, d: int, heads: int):
-        super().__init__()
-        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
-        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
-
-    def forward(self, x):
-        y = self.ln1(x)
-        x = x + self.attn(y, y, y)[0]
-        return x + self.mlp(self.ln2(x))
-
-
-class TinyViT(nn.Module):
-    """2×2 patches of an 8×8 digit (Conv2d patch embedding), two encoder blocks, mean pool."""
-
-    def __init__(self, d: int = 16, heads: int = 2, num_classes: int = 10):
-        super().__init__()
-        self.patch = nn.Conv2d(1, d, 2, stride=2)
-        self.pos = nn.Parameter(torch.zeros(1, 16, d))
-        self.blocks = nn.Sequential(Block(d, heads), Block(d, heads))
-        self.ln = nn.LayerNorm(d)
-        self.head = nn.Linear(d, num_classes)
-
-    def forward(self, x):
-        x = self.patch(x).flatten(2).transpose(1, 2) + self.pos
-        return self.head(self.ln(self.blocks(x)).mean(1))
+from tests.converters.recurrent_models import TinyViT  # 2×2 patches, two encoder blocks, mean pool
 
 
 def _built_after(seed: int) -> TinyViT:
     torch.manual_seed(seed)  # whatever the caller's RNG held when the model was built
-    return TinyViT()
+    return TinyViT(heads=2)
 
 
 def _digest(state: dict[str, torch.Tensor]) -> str:

@@ -4,6 +4,7 @@ from torch import nn
 
 from sgsc_export import CompressConfig, QConv1d, QConv2d, QLinear, prepare_
 from sgsc_export.method.nn import quantized_layers
+from sgsc_export.method.packed import QMultiheadAttention
 from sgsc_export.train.loop import make_optimizer
 
 
@@ -34,9 +35,11 @@ def test_prepare_swaps_every_supported_layer_in_place():
     assert isinstance(m.seq, QConv1d) and isinstance(m.head, QLinear)
     # nn.MultiheadAttention's out_proj (a Linear subclass without its own forward) is quantised; the block
     # reads it directly (F.multi_head_attention_forward), and its quantised tensors stand in while it runs
-    # (tests/sgsc_export/test_coverage.py). in_proj_weight has no twin: the block is listed, as is LayerNorm.
-    assert isinstance(m.attn.out_proj, QLinear)
-    assert "attn" in left and "attn.out_proj" not in left and "norm" in left
+    # (tests/sgsc_export/test_coverage.py). The block itself has a twin too, which quantises in_proj_weight
+    # (sgsc_export.method.packed); only LayerNorm is left float.
+    assert isinstance(m.attn.out_proj, QLinear) and isinstance(m.attn, QMultiheadAttention)
+    assert left == ["norm"]
+    assert {"attn.in_proj_weight", "attn.out_proj"} <= set(quantized_layers(m))
     assert m(x).shape == (2, 5)
     assert m.grouped.b.shape == (8, 1, 1, 1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
 import pytest
 
@@ -62,3 +63,23 @@ def test_requires_located_float_initializers(step):
         r"initializer read by a node; 'conv.weight' is not",
     ):
         step(ctx)
+
+
+def test_int8_gives_an_all_zero_row_a_usable_scale():
+    """A row of integers all 0 dequantises to 0 at any scale: ort-int8 stores the median of the others, so
+    that an int32 bias at s_x · s_w[c] is not coarser than the bias (a drifted exponent, 2^7, was)."""
+    from converters.passes.weights import free_zero_rows
+
+    ints = np.array([[1, -2], [0, 0], [3, 0], [0, 1]], dtype=np.int8)
+    scale = np.array([0.25, 128.0, 0.5, 0.125], dtype=np.float32)
+    fixed = free_zero_rows(ints, scale, 0)
+    assert fixed.tolist() == [0.25, 0.25, 0.5, 0.125]
+    assert np.array_equal(ints * fixed[:, None], ints * scale[:, None])  # the same weight
+    assert free_zero_rows(ints.T.copy(), scale, 1).tolist() == fixed.tolist()  # a MatMul weight [in, out]
+    assert free_zero_rows(np.zeros((2, 3), np.int8), scale[:2], 0).tolist() == [1.0, 1.0]
+    ctx = toy_context("ort-int8")
+    locate_weights(ctx)
+    ctx.layers[0].ints[1] = 0
+    ctx.layers[0].scale[1] = 1e6
+    weights_to_int8(ctx)
+    assert ctx.layers[0].scale[1] < 1.0

@@ -73,3 +73,25 @@ def test_size_bits_eq4():
     b = torch.tensor([[2.0], [0.0], [3.5]])
     n = torch.tensor([9.0, 9.0, 4.0])
     assert core.size_bits(b, n).item() == pytest.approx(2 * 9 + 0 + 3.5 * 4)
+
+
+def test_the_clamp_has_the_gradients_of_max_then_min():
+    """quantize_int clamps with torch.clamp(x, lo, hi) (one autograd node); values and gradients are those of
+    min(max(x, lo), hi), the formulation of eq. 2, wherever no value sits exactly on a bound."""
+    from sgsc_export.method import core
+
+    torch.manual_seed(0)
+    w = torch.randn(16, 8, 3, 3, requires_grad=True)
+    b = (torch.rand(16, 1, 1, 1) * 6).requires_grad_()
+    e = (torch.randn(16, 1, 1, 1) - 3).requires_grad_()
+    g = torch.randn(16, 8, 3, 3)
+
+    def reference(w, b, e):
+        lo, hi = core._bounds(b)
+        return torch.exp2(e) * core.round_ste(torch.minimum(torch.maximum(torch.exp2(-e) * w, lo), hi))
+
+    ours, ref = core.quantize(w, b, e), reference(w, b, e)
+    assert torch.equal(ours, ref)
+    grads = torch.autograd.grad((ours * g).sum(), (w, b, e))
+    for a, r in zip(grads, torch.autograd.grad((ref * g).sum(), (w, b, e))):
+        assert torch.allclose(a, r, rtol=1e-6, atol=1e-7)

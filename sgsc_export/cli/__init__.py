@@ -122,19 +122,29 @@ def _on_sigterm(signum, frame) -> None:
     raise Terminated()
 
 
+def _on_sigint(signum, frame) -> None:
+    # ``Interrupted``, not Python's bare KeyboardInterrupt: the interpreter remembers a bare one that passed
+    # through code it ran (e.g. through a C extension's evaluation of Python code) and then, after the
+    # command's exit code 130, kills itself with SIGINT at shutdown (seen as return code -2); the subclass is
+    # caught the same way and is not remembered
+    raise Interrupted()
+
+
 @contextlib.contextmanager
 def _sigterm_raises() -> Iterator[None]:
-    """SIGTERM raises ``Terminated`` while a command runs (main thread only), then the previous handler is
-    back."""
-    previous = None
+    """SIGTERM raises ``Terminated`` and Ctrl-C ``Interrupted`` while a command runs (main thread only; a
+    SIGINT that is ignored or handled by someone else stays so), then the previous handlers are back."""
+    previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         with contextlib.suppress(ValueError, OSError):
-            previous = signal.signal(signal.SIGTERM, _on_sigterm)
+            previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, _on_sigterm)
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                previous[signal.SIGINT] = signal.signal(signal.SIGINT, _on_sigint)
     try:
         yield
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class _Handled:

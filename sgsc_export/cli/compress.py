@@ -28,8 +28,8 @@ __all__ = ["compress_cmd", "compress_inputs"]
 # the files `sgsc compress` writes into OUT (none may be one of its inputs)
 _WRITES = ("manifest.json", "history.json", "model.safetensors", "quant.safetensors", "preservation.npz",
            "eval.npz", "checkpoints/last.pt")
-_COMPRESSION = ("steps", "epochs", "finetune_steps", "float_epochs", "gamma", "lam", "init_bits", "distill",
-                "max_drop", "validation_size", "dual_lr", "preservation_size", "exclude", "seed")
+_COMPRESSION = ("steps", "epochs", "min_steps", "finetune_steps", "float_epochs", "gamma", "lam", "init_bits",
+                "distill", "max_drop", "validation_size", "dual_lr", "preservation_size", "exclude", "seed")
 
 
 def compress_inputs(dataset: str, weights, model_spec: str | None, preservation_file=None) -> dict:
@@ -141,5 +141,5 @@ def _compress(dataset, data_dir, preservation_file, model_spec, weights, out, re
     if target and not target["met"]:  # the artifact is written and usable; the run did not meet its target
         raise Failure(f"target not met: the compressed model loses {target['drop']:.3f} {target['unit']} "
                       f"on the validation split, more than --max-drop {target['max_drop']:g}; the artifact "
-                      f"in {out} is written: raise --max-drop, or train longer (--steps) or gentler "
-                      "(--gamma)", 1, prefix="")
+                      f"in {out} is written: raise --max-drop, or train longer (--epochs, --min-steps) or "
+                      "gentler (--gamma)", 1, prefix="")

@@ -112,7 +112,7 @@ class TrainState:
     dead_prev: dict[str, list[bool]] = field(default_factory=dict)
     removed: dict[str, int] = field(default_factory=dict)
     gamma_log_scale: float = 0.0  # u = log(γ / gamma), the max_drop controller's state (train.target)
-    # the candidates the run may keep (``_keep``): role → {"step", "bits", "drop", "state", "removed",
+    # the compression phase's candidates (``_keep``): role → {"step", "bits", "drop", "state", "removed",
     # "dead_prev"}; in the checkpoint, so that a resumed run keeps what the uninterrupted one would
     kept: dict[str, dict[str, Any]] = field(default_factory=dict)
     choice: dict[str, Any] = field(default_factory=dict)  # what was kept and why (the manifest's target)
@@ -204,20 +204,11 @@ def _snapshot(model: nn.Module, state: TrainState, bits: float, drop: float) -> 
             "removed": dict(state.removed), "dead_prev": {k: list(v) for k, v in state.dead_prev.items()}}
 
 
-def _keep(model: nn.Module, state: TrainState, bits: float, drop: float, max_drop: float,
-          finetune: bool) -> None:
-    """Remember this check's model where it is a better candidate than the one held for its role.
-
-    Compression phase: ``smallest_met`` (the fewest stored bits among the checks that met the target) and
-    ``most_accurate`` (the lowest drop; ties: fewer bits). Fine-tune phase (bits frozen, the size is fixed):
-    ``finetune_best`` (the lowest drop; ties: the later, fine-tuned longer).
-    """
+def _keep(model: nn.Module, state: TrainState, bits: float, drop: float, max_drop: float) -> None:
+    """Remember this compression-phase check's model where it is a better candidate than the one held for its
+    role: ``smallest_met`` (the fewest stored bits among the checks that met the target) and ``most_accurate``
+    (the lowest drop; ties: fewer bits)."""
     kept = state.kept
-    if finetune:
-        best = kept.get("finetune_best")
-        if best is None or drop <= best["drop"]:
-            kept["finetune_best"] = _snapshot(model, state, bits, drop)
-        return
     if drop <= max_drop + 1e-9 and ("smallest_met" not in kept or bits < kept["smallest_met"]["bits"]):
         kept["smallest_met"] = _snapshot(model, state, bits, drop)
     best = kept.get("most_accurate")
@@ -237,26 +228,21 @@ def _load_snapshot(model: nn.Module, links: dict[str, Link], state: TrainState, 
 
 
 def _choose(model: nn.Module, links: dict[str, Link], state: TrainState, optimizer: torch.optim.Optimizer,
-            config: CompressConfig, at_end: bool) -> torch.optim.Optimizer:
+            config: CompressConfig) -> torch.optim.Optimizer:
     """End of the compression phase: continue with the smallest model that met the target, else the most
-    accurate one; end of the run: the fine-tune phase's most accurate check."""
+    accurate one. The fine-tune phase then trains it to its end (its learning rate annealed): the model kept is
+    the fine-tuned one, not re-chosen on the validation split (a choice among checks on a few hundred samples
+    would pick the luckiest one, and often the one not fine-tuned at all)."""
     kept = state.kept
-    if not at_end:
-        role = "smallest_met" if "smallest_met" in kept else "most_accurate"
-        snap = kept.get(role)
-        if snap is None:
-            return optimizer
-        state.choice = {"compression": role, "compression_step": snap["step"], "bits": snap["bits"]}
-        if snap["step"] != state.step:
-            optimizer = _load_snapshot(model, links, state, snap, config)
-        state.kept = {"finetune_best": {**snap, "step": state.step}}
-        return optimizer
-    snap = kept.get("finetune_best")
-    if snap is not None:
-        state.choice["finetune_step"] = snap["step"]
-        if snap["step"] != state.step:
-            optimizer = _load_snapshot(model, links, state, snap, config)
+    role = "smallest_met" if "smallest_met" in kept else "most_accurate"
+    snap = kept.get(role)
     state.kept = {}
+    if snap is None:
+        return optimizer
+    state.choice = {"compression": role, "compression_step": snap["step"], "bits": snap["bits"],
+                    "validation_drop": snap["drop"]}
+    if snap["step"] != state.step:
+        optimizer = _load_snapshot(model, links, state, snap, config)
     return optimizer
 
 
@@ -377,8 +363,8 @@ def compress_loop(
                 if target is not None:
                     drop = target.drop(target.value(predict(model, target.x)))
                     record["validation_drop"] = drop
-                    _keep(model, state, bits, drop, target.max_drop, finetune)
                     if not finetune:
+                        _keep(model, state, bits, drop, target.max_drop)
                         state.gamma_log_scale = next_scale(state.gamma_log_scale, drop, target.max_drop,
                                                            config.dual_lr)
                 state.history.append(record)
@@ -387,8 +373,10 @@ def compress_loop(
                 if pres_acc >= state.best_preservation:
                     state.best_preservation = pres_acc
                     state.best_alive = record["alive"]
-                elif (not finetune and config.restore_fraction > 0
+                elif (not finetune and config.restore_fraction > 0 and state.step < config.steps
                       and pres_acc < state.best_preservation - config.restore_tolerance):
+                    # (not at the compression phase's last check: a revived channel would have no step left
+                    # to learn its bits, and the check's model is the one the run may continue from)
                     lost = [n for n, k in record["alive"].items() if k < state.best_alive.get(n, k)]
                     revived = revive_(model, lost, config.restore_fraction, config.restore_bits, generator)
                     if revived:
@@ -400,11 +388,8 @@ def compress_loop(
             if not finetune and state.step % config.prune_every == 0:
                 optimizer = _prune_during_training(model, links, optimizer, config, state)
                 layers = quantized_layers(model)
-            if target is not None and state.step in (config.steps, total_steps):
-                if state.step == config.steps:
-                    optimizer = _choose(model, links, state, optimizer, config, at_end=False)
-                if state.step == total_steps:
-                    optimizer = _choose(model, links, state, optimizer, config, at_end=True)
+            if target is not None and state.step == config.steps:
+                optimizer = _choose(model, links, state, optimizer, config)
                 layers = quantized_layers(model)
             due = state.step % config.checkpoint_every == 0 and state.step < total_steps
             if checkpoint is not None and due:

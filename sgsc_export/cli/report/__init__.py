@@ -32,7 +32,7 @@ FIGURES = {
     "target": ("The accuracy target and γ over training",
                "Drop of the headline metric on the validation split at each check (left, against the "
                "--max-drop line) and γ, the weight of the size term that the controller moves (right, log "
-               "scale); the ringed checks are the models kept (end of compression, and after fine-tuning)."),
+               "scale); the ringed check is the one the fine-tune phase continued from."),
     "export_sizes": ("Size per layer of each exported profile",
                      "Weight bytes per layer in fp32 (of the channels kept after pruning) and as stored by "
                      "each ONNX profile (log scale); the legend gives each whole file."),

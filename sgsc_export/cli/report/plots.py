@@ -190,7 +190,7 @@ def target_over_training(manifest: dict[str, Any], history: dict[str, Any]) -> b
     ax.axhline(target["max_drop"], color="#d62728", linestyle="--", linewidth=1,
                label=f"--max-drop {target['max_drop']:g}")
     choice = target.get("choice") or {}
-    kept = [choice[k] for k in ("compression_step", "finetune_step") if k in choice]
+    kept = [choice["compression_step"]] if "compression_step" in choice else []
     ringed = [r for r in records if r["step"] in kept]
     if ringed:
         ax.scatter([r["step"] for r in ringed], [r["validation_drop"] for r in ringed], s=120,

@@ -230,9 +230,9 @@ def _load_snapshot(model: nn.Module, links: dict[str, Link], state: TrainState, 
 def _choose(model: nn.Module, links: dict[str, Link], state: TrainState, optimizer: torch.optim.Optimizer,
             config: CompressConfig) -> torch.optim.Optimizer:
     """End of the compression phase: continue with the smallest model that met the target, else the most
-    accurate one. The fine-tune phase then trains it to its end (its learning rate annealed): the model kept is
-    the fine-tuned one, not re-chosen on the validation split (a choice among checks on a few hundred samples
-    would pick the luckiest one, and often the one not fine-tuned at all)."""
+    accurate one. The fine-tune phase then trains it to its end (its learning rate annealed): the model kept
+    is the fine-tuned one, not re-chosen on the validation split (a choice among checks on a few hundred
+    samples would pick the luckiest one, and often the one not fine-tuned at all)."""
     kept = state.kept
     role = "smallest_met" if "smallest_met" in kept else "most_accurate"
     snap = kept.get(role)

@@ -77,7 +77,8 @@ class CompressConfig:
     min_steps: int = option(DEFAULT_MIN_STEPS, "Fewest compression steps whatever the data set's size (the "
                             "bit-depths need this many optimiser updates).", _INT_STEPS)
     batch_size: int = option(64, "Training batch size.", _BATCH)
-    lr: float = option(1e-3, "Learning rate of the weights.", _POSITIVE_LR)
+    lr: float = option(1e-4, "Learning rate of the weights (fine-tuning trained weights: a tenth of a "
+                       "from-scratch Adam rate).", _POSITIVE_LR)
     lr_min_factor: float = option(0.1, "End of the cosine decay, as a fraction of lr.", _FRACTION)
     weight_decay: float = option(0.0, "Weight decay of the weights.", _FRACTION)
     init_bits: float = option(6.0, "Starting bit-depth of every channel.",

@@ -10,7 +10,7 @@ from sgsc_export.train import compress as api
 
 SPEC = {"factory": "sgsc_export.models:digits_cnn", "kwargs": {"num_classes": 10}}
 SMALL = dict(steps=60, float_epochs=1, restore_every=10, checkpoint_every=30, prune_every=10, seed=5,
-             gamma=1.0, init_bits=4.0)
+             gamma=1.0, init_bits=4.0, lr=1e-3)
 
 
 def _files(d):

@@ -57,7 +57,8 @@ def target_line(manifest: dict[str, Any]) -> str | None:
     if not t:
         return None
     v = t["validation"]
-    return (f"drop {t['drop']:.3f} {t['unit']} on the validation split ({v['n']} held-out training samples), "
+    what = "samples of x_val" if v.get("source") == "x_val" else "held-out training samples"
+    return (f"drop {t['drop']:.3f} {t['unit']} on the validation split ({v['n']} {what}), "
             f"target --max-drop {t['max_drop']:g}: {'met' if t['met'] else 'NOT met'}")
 
 

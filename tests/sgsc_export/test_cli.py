@@ -111,7 +111,7 @@ def test_resume_without_checkpoint_is_a_usage_error(runner, tmp_path):
 def test_compress_end_to_end_prints_table(runner, tmp_path):
     out = tmp_path / "art"
     r = runner.invoke(main, ["compress", "--out", str(out), "--steps", "40", "--float-epochs", "1",
-                             "--quiet"])
+                             "--quiet", "--max-drop", "100"])  # a toy run is not meant to meet the target
     assert r.exit_code == 0, r.output
     assert (out / "manifest.json").is_file()
     assert "total" in r.output and "ratio" in r.output and "test accuracy" in r.output

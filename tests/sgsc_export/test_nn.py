@@ -77,12 +77,18 @@ def test_optimizer_groups_separate_bits_without_weight_decay():
     cfg = CompressConfig(weight_decay=1e-4)
     prepare_(m, cfg)
     opt = make_optimizer(m, cfg)
-    weights, bits = opt.param_groups  # b and e share a group unless lr_exponent is set
-    be = {id(p) for layer in quantized_layers(m).values() for p in (layer.b, layer.e)}
-    assert {id(p) for p in bits["params"]} == be
+    weights, bits, exponents = opt.param_groups  # the default lr_exponent (0.05) gives e its own group
+    layers = quantized_layers(m).values()
+    assert {id(p) for p in bits["params"]} == {id(layer.b) for layer in layers}
+    assert {id(p) for p in exponents["params"]} == {id(layer.e) for layer in layers}
+    be = {id(p) for layer in layers for p in (layer.b, layer.e)}
     assert not be & {id(p) for p in weights["params"]}
     assert bits["weight_decay"] == 0.0 and bits["lr"] == cfg.lr_bits and bits["eps"] == cfg.eps_bits
+    assert exponents["weight_decay"] == 0.0 and exponents["lr"] == cfg.lr_exponent == 0.05
     assert weights["weight_decay"] == 1e-4
+    shared = CompressConfig(lr_exponent=None)  # None: b and e share one group at lr_bits (the presets')
+    _, both = make_optimizer(m, shared).param_groups
+    assert {id(p) for p in both["params"]} == be and both["lr"] == shared.lr_bits
 
 
 @pytest.mark.parametrize("bad", [dict(gamma=-1), dict(init_bits=0), dict(max_bits=9), dict(steps=-1),

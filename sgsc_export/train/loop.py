@@ -209,11 +209,15 @@ def _keep(model: nn.Module, state: TrainState, bits: float, drop: float, max_dro
     role: ``smallest_met`` (the fewest stored bits among the checks that met the target) and ``most_accurate``
     (the lowest drop; ties: fewer bits)."""
     kept = state.kept
-    if drop <= max_drop + 1e-9 and ("smallest_met" not in kept or bits < kept["smallest_met"]["bits"]):
-        kept["smallest_met"] = _snapshot(model, state, bits, drop)
     best = kept.get("most_accurate")
+    roles = []
+    if drop <= max_drop + 1e-9 and ("smallest_met" not in kept or bits < kept["smallest_met"]["bits"]):
+        roles.append("smallest_met")
     if best is None or drop < best["drop"] or (drop == best["drop"] and bits < best["bits"]):
-        kept["most_accurate"] = _snapshot(model, state, bits, drop)
+        roles.append("most_accurate")
+    if roles:  # one copy of the model, shared by the roles it wins (it is never changed in place)
+        snap = _snapshot(model, state, bits, drop)
+        kept.update(dict.fromkeys(roles, snap))
 
 
 def _load_snapshot(model: nn.Module, links: dict[str, Link], state: TrainState, snap: dict[str, Any],

@@ -191,9 +191,9 @@ def export(
 
 
 def _held_data(cm: Any, manifest: dict[str, Any]) -> tuple[Any, Any]:
-    """``ort-int8``'s calibration inputs (the preservation set) and the held split its choice of quantised
-    activations is measured on: the artifact's validation split when it has one, else the preservation set
-    (training samples; the test split is never used to build a file)."""
+    """``ort-int8``'s calibration inputs (the preservation set) and the held splits its choice of quantised
+    activations is measured on: the artifact's validation split when it has one, and the preservation set
+    (training samples the gate checks too; the test split is never used to build a file)."""
     import numpy as np
 
     from converters.passes._ort import model_input
@@ -201,16 +201,17 @@ def _held_data(cm: Any, manifest: dict[str, Any]) -> tuple[Any, Any]:
 
     ev = getattr(cm, "eval", None) or {}
     calibration = np.asarray(ev.get("x_preservation", np.zeros((0,))))
-    split = "validation" if ev.get("x_validation") is not None else "preservation"
-    x = ev.get(f"x_{split}")
-    if x is None or len(x) == 0:
-        return calibration, None
-    x = model_input(x)
-    y, float_logits = ev.get(f"y_{split}"), ev.get(f"logits_float_{split}")
     lm = str((manifest.get("model") or {}).get("task", "")) == "language_model"
-    return calibration, SelectionData(x=x, split=split, y=None if y is None else np.asarray(y),
-                                      float_logits=None if float_logits is None else np.asarray(float_logits),
-                                      language_model=lm)
+    held = []
+    for split in ("validation", "preservation"):
+        x = ev.get(f"x_{split}")
+        if x is None or len(x) == 0:
+            continue
+        y, float_logits = ev.get(f"y_{split}"), ev.get(f"logits_float_{split}")
+        held.append(SelectionData(x=model_input(x), split=split, y=None if y is None else np.asarray(y),
+                                  float_logits=None if float_logits is None else np.asarray(float_logits),
+                                  language_model=lm))
+    return calibration, held or None
 
 
 def _kind(module: Any) -> str:

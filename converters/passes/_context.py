@@ -71,7 +71,7 @@ class ExportContext:
     quant: dict[str, np.ndarray] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
     calibration: np.ndarray | None = None
-    selection: Any = None  # converters.passes.qdq_select.SelectionData: where ort-int8's choice is measured
+    selection: Any = None  # list of converters.passes.qdq_select.SelectionData: where ort-int8 chooses
     qdq_targets: Any = None  # converters.passes.qdq_select.QDQTargets; None: the gate's defaults
     activation_qdq: dict[str, Any] = field(default_factory=dict)  # the choice made, for the metadata
     notes: list[str] = field(default_factory=list)
@@ -119,10 +119,18 @@ class GraphEditor:
         self, op_type: str, inputs: list[ir.Value | None], before: ir.Node, stem: str = "", **attributes: Any
     ) -> ir.Value:
         """Insert ``op_type(inputs)`` before ``before``; return its single output."""
+        return self.node(op_type, inputs, before, 1, stem, **attributes)[0]
+
+    def node(
+        self, op_type: str, inputs: list[ir.Value | None], before: ir.Node, outputs: int, stem: str = "",
+        **attributes: Any,
+    ) -> list[ir.Value]:
+        """Insert ``op_type(inputs)`` with ``outputs`` outputs before ``before``; return them."""
         node = ir.Node(
-            "", op_type, inputs, attributes=ir.convenience.convert_attributes(attributes), num_outputs=1
+            "", op_type, inputs, attributes=ir.convenience.convert_attributes(attributes), num_outputs=outputs
         )
-        node.outputs[0].name = self._name(stem or "")
+        for out in node.outputs:
+            out.name = self._name(stem or "")
         self.graph.insert_before(before, node)
         node.name = None  # the graph's name authority assigns one on insertion; unnamed is valid and shorter
-        return node.outputs[0]
+        return list(node.outputs)

@@ -48,12 +48,12 @@ def test_every_profile_runs_in_onnxruntime(lm_artifact, tmp_path, profile, min_a
         assert "sgsc.activation_qdq" not in meta
         return
     choice = json.loads(meta["sgsc.activation_qdq"])
-    assert choice["split"] == "validation" and choice["quantised"] + len(choice["kept_float"]) == \
-        choice["candidates"]
-    bounds = choice["measured"]["bounds"]
-    for level in ("disabled", "all"):
-        if level in choice["measured"]:  # absent only when no activation could be quantised
-            assert choice["measured"][level]["flip_bound"] <= bounds["max_flip_bound"]
+    assert choice["split"] == "validation+preservation"
+    assert choice["quantised"] + len(choice["kept_float"]) == choice["candidates"]
+    for split, measured in choice["measured"].items():
+        for level in ("disabled", "all"):
+            if level in measured:  # absent only when no activation could be quantised
+                assert measured[level]["flip_bound"] <= measured["bounds"]["max_flip_bound"], split
     layers = json.loads(meta["sgsc.layers"])
     assert {r["activation"] for r in layers} <= {"int8", "float"}
     assert next(r for r in layers if r["name"] == "tok")["activation"] == "float"  # a Gather has no input QDQ

@@ -68,14 +68,43 @@ def test_the_damaging_ones_stay_float_and_the_result_meets_the_bounds():
     assert set(choice.kept_float) == {"b", "e"} and choice.kept_float[0] == "e"  # the worst first
     assert choice.enabled == {"a", "c", "d"}
     for level in ("disabled", "all"):
-        assert choice.measured[level]["flip_bound"] <= 1 - 0.99
+        assert choice.measured["preservation"][level]["flip_bound"] <= 1 - 0.99
     rec = choice.record()
     assert rec["candidates"] == 5 and rec["quantised"] == 3 and rec["split"] == "preservation"
 
 
+def test_every_held_split_must_meet_the_bounds():
+    """A choice measured on two splits meets the bounds on each: a candidate harmless on the first but
+    damaging on the second (the noise is absolute: harmless beside the first split's large logits) stays
+    float."""
+    rng = np.random.default_rng(1)
+    first = SelectionData(x=rng.normal(size=(2000, 10)).astype(np.float32) * 1e3, split="validation")
+    second = _data()
+    alone = choose(["a", "b"], _build, first, QDQTargets())
+    both = choose(["a", "b"], _build, [first, second], QDQTargets())
+    assert alone.enabled == {"a", "b"}
+    assert "b" not in both.enabled and set(both.measured) == {"validation", "preservation"}
+    assert both.record()["split"] == "validation+preservation"
+    assert both.record()["n"] == {"validation": 2000, "preservation": 2000}
+
+
+def test_the_accuracy_bound_keeps_half_the_twins_slack():
+    """On a held split, the quantised file may spend half of what the weight-only file has to spare
+    against the gate's accuracy bound, no more (the other half is the unseen test split's margin)."""
+    from converters.passes.qdq_select import _bounds
+
+    t = QDQTargets(max_accuracy_drop=1.0)
+    assert _bounds({"accuracy": 0.98}, {"accuracy": 0.985}, t)["min_accuracy"] == pytest.approx(0.9775)
+    assert _bounds({"accuracy": 0.97}, {"accuracy": 0.985}, t)["min_accuracy"] == pytest.approx(0.97)
+    assert _bounds({"perplexity": 2.0}, {"perplexity": 2.0}, QDQTargets())["max_perplexity"] == \
+        pytest.approx(2.05)
+
+
 def test_looser_targets_keep_more_quantised():
+    strict = choose(list(DAMAGE), _build, _data(), QDQTargets())
     loose = choose(list(DAMAGE), _build, _data(), QDQTargets(min_agreement=0.0, max_accuracy_drop=100.0))
-    assert loose.enabled == set(DAMAGE)
+    assert loose.enabled > strict.enabled
+    assert loose.enabled == set(DAMAGE) - {"e"}  # with e too, accuracy falls below half the slack (0.5)
 
 
 def test_a_small_split_needs_a_clean_record():

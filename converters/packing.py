@@ -26,6 +26,7 @@ __all__ = [
     "pack",
     "pack_channels",
     "pack_container",
+    "pack_widths",
     "required_bits",
     "signed_range",
     "unpack",
@@ -123,6 +124,28 @@ def unpack_container(data: bytes, container: str, count: int) -> np.ndarray:
     return np.where(u >= 1 << (width - 1), u - (1 << width), u).astype(np.int8)
 
 
+def pack_widths(values: np.ndarray, widths: np.ndarray) -> bytes:
+    """Signed integers ``values [N]`` at their own widths ``widths [N]`` (0..8) → one bit stream, value after
+    value, each in ``w``-bit two's complement, LSB first; a zero-width value takes no bits (and must be 0)."""
+    v = np.asarray(values, dtype=np.int64).reshape(-1)
+    w = np.asarray(widths, dtype=np.int64).reshape(-1)
+    if v.size != w.size:
+        raise ValueError(f"{v.size} values and {w.size} widths")
+    if w.size and (w.min() < 0 or w.max() > 8):
+        raise ValueError(f"widths in [{w.min()}, {w.max()}] are out of range; allowed [0, 8]")
+    half = np.where(w > 0, 1 << np.maximum(w - 1, 0), 0)
+    lo, hi = -half, np.maximum(half - 1, 0)
+    bad = (v < lo) | (v > hi)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"values do not fit their widths: {v[i]} at index {i} is outside {w[i]} signed bits "
+                         f"[{lo[i]}, {hi[i]}]")
+    t = np.arange(8)
+    bits = ((v[:, None] & ((1 << w[:, None]) - 1)) >> t) & 1
+    stream = bits[t < w[:, None]].astype(np.uint8)  # row-major: value after value, LSB first
+    return np.packbits(stream, bitorder="little").tobytes() if stream.size else b""
+
+
 def pack_channels(values: np.ndarray, bits: np.ndarray) -> bytes:
     """Weight integers ``[C, ...]`` at per-channel widths ``bits [C]`` → one exact stream (see module doc)."""
     v = np.asarray(values, dtype=np.int64)
@@ -130,15 +153,7 @@ def pack_channels(values: np.ndarray, bits: np.ndarray) -> bytes:
     if v.ndim == 0 or v.shape[0] != b.size:
         raise ValueError(f"values of shape {v.shape} do not have {b.size} channels on axis 0")
     v = v.reshape(b.size, -1)
-    streams = []
-    for c in range(b.size):
-        _check_fits(v[c], int(b[c]))
-        if b[c]:
-            u = v[c] & ((1 << int(b[c])) - 1)
-            streams.append(((u[:, None] >> np.arange(b[c])) & 1).astype(np.uint8).reshape(-1))
-    if not streams:
-        return b""
-    return np.packbits(np.concatenate(streams), bitorder="little").tobytes()
+    return pack_widths(v, np.repeat(b, v.shape[1]))
 
 
 def unpack_channels(data: bytes, bits: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

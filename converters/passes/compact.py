@@ -1,29 +1,37 @@
 """Pass (``compact``): each weight is stored at exactly its learned width per channel and unpacked in the
 graph.
 
-Storage: one uint8 blob for the model (``packing.pack_channels`` per layer, byte-aligned layer after layer:
-channel after channel, ``b_c``-bit two's complement values; one zero byte of padding at the end) and per layer
-its widths ``bits [C,1]`` (uint8) and scales. The unpacking uses standard ops only, on constants, so
-onnxruntime folds it away at session creation and what runs is the same int8 → DequantizeLinear as
-``portable`` (tests/converters check the optimised graph); the stream is built once:
+Storage: one uint8 blob for the model (every layer's channels, channel after channel, each value in its
+channel's ``b_c``-bit two's complement, LSB first, ``packing.pack_widths``; no padding between layers, two
+zero bytes at the end), the widths of every channel of every layer in one uint8 tensor, two to a byte, and
+per layer its scales. One *reader* unpacks a group of consecutive layers (at most ``GROUP_VALUES`` values,
+which bounds the memory the unpacking takes) whatever their shapes, from per-value widths:
 
-    stream = Cast<int32>(Reshape(BitwiseAnd(BitShift(blob[N,1], 0..7), 1), [-1]))  # [8N] bits, LSB first
-    b      = Cast<int32>(bits)                                                      # [C,1]
-    wt     = Gather(W, b)     # [C,1,8]: row b of W: the two's complement bit weights 1, 2, …, −2^(b−1), 0…
-    pos    = Range(K)·b + CumSum(b·K, exclusive) + base                             # [C,K] first bit a value
-    u      = ReduceSum(Gather(stream, Unsqueeze(pos, 2) + t[8]) · wt, axis 2)       # [C,K]
-    w_int  = Reshape(Cast<int8>(u), weight shape) → DequantizeLinear(scale, axis)
+    w      = the group's channel widths                            # [C] int32, 0..8 (from the nibbles)
+    K      = values per channel (each layer's, repeated)           # [C]
+    width  = repeat(w, K)                                          # [N] the width of each value
+    pos    = CumSum(width, exclusive) + base                       # [N] its first bit in the blob
+    word   = B[pos // 8] + 256·B[pos // 8 + 1]                     # B = Cast<int32>(blob)
+    u      = (word // 2^(pos mod 8)) mod 2^width                   # its bits, unsigned
+    v      = (u + h) mod 2^width − h,  h = 2^(width−1), 0 at width 0   # two's complement → signed
+    w_int  = Split(Cast<int8>(v)) → Reshape(weight shape) [→ Transpose] → DequantizeLinear(scale, axis)
 
-Bits past a channel's width are read (from the next values, or the padding byte) and weighted by zero. Graph
-bytes matter here (the budget is the payload + 8 KiB), hence one shared stream, few nodes a layer, unnamed
-nodes, short value names, no intermediate shape annotations and no attributes that restate their default.
+``repeat(x, n)`` (each ``x[i]`` ``n[i] > 0`` times) is ``CumSum(ScatterElements(zeros[Σn], CumSum(n,
+exclusive), x − x_prev))``. It is all int32 arithmetic (no unsigned shifts, whose rounding engines differ on;
+``Div`` of non-negative integers is floor everywhere), on constants, so onnxruntime folds it away at
+session creation and what runs is the same int8 → DequantizeLinear as ``portable`` (tests/converters check
+the optimised graph). A reader is ~40 nodes, a layer two or three (Reshape, DequantizeLinear, a Transpose
+for a MatMul weight): the graph's bytes stay small beside the payload (issue 17's budget: Σ bits/8 + 4 B a
+channel + 10 % + 2 KiB). Node names, intermediate shapes and attributes equal to their default are dropped.
 
-Precondition: ``locate_weights`` ran (each weight is the float initializer it found); opset ≥ 18 (BitwiseAnd).
-Postcondition: every quantised weight is read from the blob (its share: ``ceil(Σ_c b_c·K / 8)`` bytes) and
-feeds DequantizeLinear; no float weight is left.
+Precondition: ``locate_weights`` ran (each weight is the float initializer it found); opset ≥ 13 (Split's
+sizes as an input). Postcondition: every quantised weight is read from the blob (its share:
+``Σ_c b_c·K / 8`` bytes) and feeds DequantizeLinear; no float weight is left.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -31,35 +39,28 @@ import onnx_ir as ir
 
 from converters import packing
 from converters.passes._base import Pass, dequantize_of, first_consumer
-from converters.passes._context import ExportContext, GraphEditor
+from converters.passes._context import ExportContext, GraphEditor, LayerWeight
 from converters.passes.weights import replace_with_dq
+from sgsc_export.errors import ExportError
 
-__all__ = ["BIT_WEIGHTS", "WeightsToPacked", "weights_to_packed"]
+__all__ = ["GROUP_VALUES", "WeightsToPacked", "weights_to_packed"]
 
-_MIN_OPSET = 18  # BitwiseAnd, BitShift on uint8
-
-
-def _bit_weights() -> np.ndarray:
-    """``W[b, t]``: weight of bit ``t`` of a ``b``-bit two's complement integer (0 past the width)."""
-    w = np.zeros((9, 8), dtype=np.int32)
-    for b in range(1, 9):
-        w[b, : b - 1] = 1 << np.arange(b - 1)
-        w[b, b - 1] = -(1 << (b - 1))
-    return w  # Gather(W, b[C,1]) → [C,1,8]
-
-
-BIT_WEIGHTS = _bit_weights()
+_MIN_OPSET = 13  # Split with its sizes as an input
+GROUP_VALUES = 1 << 20  # values one reader unpacks at most (its int32 intermediates take ~4 B a value each)
+_MAX_BITS = (1 << 31) - 64  # bit positions are int32
 
 _SHARED = {
-    "shifts": np.arange(8, dtype=np.uint8).reshape(1, 8),
-    "one_u8": np.array(1, dtype=np.uint8),
+    "i0": np.array([0], dtype=np.int32),
+    "zero": np.array(0, dtype=np.int64),
     "flat": np.array([-1], dtype=np.int64),
-    "zero_i64": np.array(0, dtype=np.int64),
-    "zero": np.array(0, dtype=np.int32),
+    "s0": np.array([0], dtype=np.int64),
+    "e1": np.array([-1], dtype=np.int64),
     "one": np.array(1, dtype=np.int32),
-    "t": np.arange(8, dtype=np.int32),
-    "W": BIT_WEIGHTS,
-    "axis2": np.array([2], dtype=np.int64),
+    "c8": np.array(8, dtype=np.int32),
+    "c16": np.array(16, dtype=np.int32),
+    "c256": np.array(256, dtype=np.int32),
+    "P": (1 << np.arange(9)).astype(np.int32),  # 2^t
+    "H": np.array([0] + [1 << (t - 1) for t in range(1, 9)], dtype=np.int32),  # 2^(t−1); 0 at t = 0
 }
 
 
@@ -69,7 +70,7 @@ class WeightsToPacked(Pass):
     def requires(self, ctx: ExportContext) -> None:
         self.require_initializers(ctx)
         if ctx.model.opset_imports.get("", 0) < _MIN_OPSET:
-            raise self.refuse(f"opset {_MIN_OPSET} or later (BitwiseAnd); the graph has "
+            raise self.refuse(f"opset {_MIN_OPSET} or later (Split with sizes as an input); the graph has "
                               f"{ctx.model.opset_imports.get('', 0)}")
 
     def call(self, ctx: ExportContext) -> None:
@@ -94,54 +95,102 @@ class WeightsToPacked(Pass):
 weights_to_packed = WeightsToPacked()
 
 
+def _groups(layers: list[LayerWeight], limit: int) -> list[list[int]]:
+    """Consecutive layers, at most ``limit`` values a group (a larger layer is a group of its own)."""
+    groups: list[list[int]] = []
+    size = limit
+    for i, layer in enumerate(layers):
+        if size + layer.ints.size > limit:
+            groups.append([])
+            size = 0
+        groups[-1].append(i)
+        size += int(layer.ints.size)
+    return groups
+
+
+def _zeros(op: Callable[..., ir.Value], n: ir.Value) -> ir.Value:
+    return op("ConstantOfShape", n, value=ir.tensor(np.array([0], dtype=np.int32)))
+
+
 def _pack(ctx: ExportContext) -> None:
-    graph = ctx.model.graph
-    blobs, bases = [], []
-    for layer in ctx.layers:
-        bases.append(8 * sum(len(b) for b in blobs))
-        blobs.append(packing.pack_channels(np.moveaxis(layer.ints, layer.axis, 0), layer.bits))
-    blob = b"".join(blobs) + b"\x00"  # reads past the last value's width stay in range
-    first = first_consumer(graph, ctx.layers[0].value)
+    graph, layers = ctx.model.graph, ctx.layers
+    chan_first = [np.moveaxis(layer.ints, layer.axis, 0) for layer in layers]
+    widths = [layer.bits.astype(np.int64).reshape(-1) for layer in layers]
+    per = [int(v.size // max(v.shape[0], 1)) for v in chan_first]
+    for layer, v, k in zip(layers, chan_first, per):
+        if v.shape[0] == 0 or k == 0:
+            raise ExportError(f"layer {layer.name!r} has an empty weight {tuple(v.shape)}; nothing to pack")
+    layer_bits = [int(w.sum()) * k for w, k in zip(widths, per)]
+    if sum(layer_bits) > _MAX_BITS:
+        raise ExportError(f"the compact profile holds at most {_MAX_BITS // 8} bytes of packed weights; this "
+                          f"model needs {sum(layer_bits) // 8}: export it with --profile portable")
+    stream = packing.pack_widths(
+        np.concatenate([v.reshape(-1) for v in chan_first]),
+        np.concatenate([np.repeat(w, k) for w, k in zip(widths, per)]),
+    )
+    blob = stream + b"\x00\x00"  # the reader takes two bytes from a value's first byte, even at the end
+    nibbles = np.concatenate([*widths, np.zeros(sum(map(len, widths)) % 2, np.int64)]).reshape(-1, 2)
+    nibbles = (nibbles[:, 0] | (nibbles[:, 1] << 4)).astype(np.uint8)
+
+    order = {id(node): i for i, node in enumerate(graph)}
+    first = min((first_consumer(graph, layer.value) for layer in layers), key=lambda n: order[id(n)])
     top = GraphEditor(graph, "pk.")
     s = {k: top.constant(v, f"pk.{k}", shared=True) for k, v in _SHARED.items()}
-    blob_v = top.constant(np.frombuffer(blob, dtype=np.uint8).reshape(-1, 1), "blob")
-    bits_u8 = top.op(
-        "BitwiseAnd",
-        [top.op("BitShift", [blob_v, s["shifts"]], first, direction="RIGHT"), s["one_u8"]],
-        first,
-    )
-    stream = top.op(
-        "Cast", [top.op("Reshape", [bits_u8, s["flat"]], first)], first, "stream", to=ir.DataType.INT32
-    )
-    for i, (layer, part, base) in enumerate(zip(ctx.layers, blobs, bases)):
-        editor = GraphEditor(graph, f"u{i}.")
-        before = first_consumer(graph, layer.value)
-        chan_first_shape = np.moveaxis(layer.ints, layer.axis, 0).shape
-        k = int(layer.ints.size // max(chan_first_shape[0], 1))
 
-        def op(op_type: str, *inputs: ir.Value, **attrs) -> ir.Value:
-            return editor.op(op_type, list(inputs), before, **attrs)  # noqa: B023 - used within the iteration
+    def op(op_type: str, *inputs: ir.Value, **attrs) -> ir.Value:
+        return top.op(op_type, list(inputs), first, **attrs)
 
-        bits_v = GraphEditor(graph, f"{layer.name}.").constant(
-            layer.bits.astype(np.uint8).reshape(-1, 1), "bits"
-        )
-        k_v = editor.constant(np.array(k, dtype=np.int32), "k")
-        b = op("Cast", bits_v, to=ir.DataType.INT32)
-        wt = op("Gather", s["W"], b, axis=0)
-        start = op("CumSum", op("Mul", b, k_v), s["zero_i64"], exclusive=1)
+    def const(array: np.ndarray) -> ir.Value:
+        return top.constant(array, "c")
+
+    blob_i32 = op("Cast", top.constant(np.frombuffer(blob, dtype=np.uint8), "blob"), to=ir.DataType.INT32)
+    packed = op("Cast", top.constant(nibbles, "bits"), to=ir.DataType.INT32)
+    pair = op("Concat", op("Unsqueeze", op("Mod", packed, s["c16"]), s["flat"]),
+              op("Unsqueeze", op("Div", packed, s["c16"]), s["flat"]), axis=1)
+    bits_all = op("Reshape", pair, s["flat"])  # [ΣC, rounded up to even] int32: every channel's width
+
+    chan0 = base = 0
+    for members in _groups(layers, GROUP_VALUES):
+        n_chan = sum(len(widths[i]) for i in members)
+        n_val = sum(int(layers[i].ints.size) for i in members)
+        w = op("Slice", bits_all, const(np.array([chan0], np.int64)),
+               const(np.array([chan0 + n_chan], np.int64)))
+        # K per channel: a step at each layer's first channel, summed up
+        layer_starts = np.cumsum([0] + [len(widths[i]) for i in members[:-1]]).astype(np.int64)
+        k_delta = np.diff(np.array([0] + [per[i] for i in members], dtype=np.int64)).astype(np.int32)
+        k = op("CumSum", op("ScatterElements", _zeros(op, const(np.array([n_chan], np.int64))),
+                            const(layer_starts), const(k_delta), axis=0), s["zero"])
+        # width of each value: w repeated K times (see the module docstring)
+        starts = op("CumSum", k, s["zero"], exclusive=1)
+        step = op("Sub", w, op("Concat", s["i0"], op("Slice", w, s["s0"], s["e1"]), axis=0))
+        zeros = _zeros(op, const(np.array([n_val], np.int64)))
+        width = op("CumSum", op("ScatterElements", zeros, starts, step, axis=0), s["zero"])
+        pos = op("CumSum", width, s["zero"], exclusive=1)
         if base:
-            start = op("Add", start, editor.constant(np.array(base, dtype=np.int32), "base"))
-        pos = op("Add", op("Mul", op("Range", s["zero"], k_v, s["one"]), b), start)
-        index = op("Add", op("Unsqueeze", pos, s["axis2"]), s["t"])
-        u = op("ReduceSum", op("Mul", op("Gather", stream, index, axis=0), wt), s["axis2"], keepdims=0)
-        shape = editor.constant(np.array(chan_first_shape, dtype=np.int64), "shape")
-        w_int = op("Reshape", op("Cast", u, to=ir.DataType.INT8), shape)
-        if layer.axis != 0:
-            perm = list(range(1, layer.axis + 1)) + [0] + list(range(layer.axis + 1, len(chan_first_shape)))
-            w_int = op("Transpose", w_int, perm=perm)
-        replace_with_dq(ctx, layer, w_int, GraphEditor(graph, f"{layer.name}."))
-        layer.container = "packed"
-        layer.stored_bytes = len(part) + layer.bits.size + layer.scale.nbytes
+            pos = op("Add", pos, const(np.array(base, np.int32)))
+        byte = op("Div", pos, s["c8"])
+        word = op("Add", op("Gather", blob_i32, byte, axis=0),
+                  op("Mul", op("Gather", blob_i32, op("Add", byte, s["one"]), axis=0), s["c256"]))
+        full, half = op("Gather", s["P"], width, axis=0), op("Gather", s["H"], width, axis=0)
+        u = op("Mod", op("Div", word, op("Gather", s["P"], op("Mod", pos, s["c8"]), axis=0)), full)
+        v = op("Cast", op("Sub", op("Mod", op("Add", u, half), full), half), to=ir.DataType.INT8)
+        sizes = const(np.array([layers[i].ints.size for i in members], np.int64))
+        pieces = top.node("Split", [v, sizes], first, len(members), axis=0)
+        for i, piece in zip(members, pieces):
+            layer = layers[i]
+            editor = GraphEditor(graph, f"u{i}.")
+            before = first_consumer(graph, layer.value)
+            shape = editor.constant(np.array(chan_first[i].shape, np.int64), "shape")
+            w_int = editor.op("Reshape", [piece, shape], before)
+            if layer.axis != 0:
+                nd = chan_first[i].ndim
+                perm = list(range(1, layer.axis + 1)) + [0] + list(range(layer.axis + 1, nd))
+                w_int = editor.op("Transpose", [w_int], before, perm=perm)
+            replace_with_dq(ctx, layer, w_int, GraphEditor(graph, f"{layer.name}."))
+            layer.container = "packed"
+            layer.stored_bytes = -(-layer_bits[i] // 8) + -(-len(widths[i]) // 2) + layer.scale.nbytes
+        chan0 += n_chan
+        base += sum(layer_bits[i] for i in members)
     _slim(graph, ctx.opset)
 
 

@@ -22,12 +22,9 @@ def test_every_weight_is_unpacked_from_one_blob():
     assert floats == []  # no weight is stored as float
     blob = graph.initializers["pk.blob"].const_value.numpy()
     learned = sum(int(lw.bits.sum()) * (lw.ints.size // len(lw.bits)) for lw in ctx.layers)
-    assert (
-        blob.dtype == np.uint8
-        and blob.size
-        <= sum(-(-int(lw.bits.sum()) * (lw.ints.size // len(lw.bits)) // 8) for lw in ctx.layers) + 1
-    )
-    assert blob.size * 8 >= learned
+    assert blob.dtype == np.uint8 and blob.size == -(-learned // 8) + 2  # no padding but 2 bytes at the end
+    widths = graph.initializers["pk.bits"].const_value.numpy()  # two 4-bit widths a byte
+    assert widths.size == -(-sum(len(lw.bits) for lw in ctx.layers) // 2)
     for layer in ctx.layers:
         assert layer.container == "packed" and layer.value.producer().op_type == "DequantizeLinear"
     full_check(ctx)
@@ -45,8 +42,62 @@ def test_computes_exactly_what_the_float_graph_did(matmul, max_bits):
 # its other precondition, located float initializers, is tested with the weights passes' (test_weights.py)
 
 
-def test_requires_opset_18():
-    ctx = toy_context(opset=17)
+def test_requires_opset_13():
+    ctx = toy_context(opset=12)
     locate_weights(ctx)
-    with pytest.raises(ExportError, match=r"^pass weights_to_packed: requires opset 18 or later"):
+    with pytest.raises(ExportError, match=r"^pass weights_to_packed: requires opset 13 or later"):
         weights_to_packed(ctx)
+
+
+@pytest.mark.parametrize("limit", [1, 40, 10**9])
+def test_groups_of_layers_each_read_their_part_of_the_blob(limit, monkeypatch):
+    """A reader unpacks at most GROUP_VALUES values: with groups of one layer, of some, or all, the weights
+    are exactly the input graph's."""
+    from converters.passes import compact
+
+    monkeypatch.setattr(compact, "GROUP_VALUES", limit)
+    assert_outputs_kept(toy_context(max_bits=6), locate_weights, weights_to_packed, matmul=False)
+
+
+def test_every_width_and_value_round_trips():
+    """Widths 0..8 with every value of each, in channels of one layer and across two (a layer starting in
+    the middle of a byte): the integers the graph unpacks are the artifact's."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from converters.passes import compact
+    from converters.passes._context import ExportContext, LayerWeight
+
+    rng = np.random.default_rng(0)
+    k = 256
+    ints = []
+    for b in range(9):
+        lo, hi = (0, 0) if b == 0 else (-(1 << (b - 1)), (1 << (b - 1)) - 1)
+        ints.append(rng.permutation(np.resize(np.arange(lo, hi + 1), k)))
+    ints = np.stack(ints).astype(np.int8)  # [9, K]: channel b holds every b-bit value
+    bits = np.arange(9, dtype=np.uint8)
+    second = rng.integers(-4, 4, size=(5, 3)).astype(np.int8)  # 3 bits, 15 values: odd lengths
+    inits = [numpy_helper.from_array(ints.astype(np.float32), "w1"),
+             numpy_helper.from_array(second.astype(np.float32), "w2")]
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w1"], ["h"], transB=1),
+         helper.make_node("Identity", ["w2"], ["y2"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
+        [helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, 9]),
+         helper.make_tensor_value_info("y2", TensorProto.FLOAT, [5, 3])], inits)
+    model = ir.serde.deserialize_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]))
+    g = model.graph
+    layers = [LayerWeight("a", "Linear", g.initializers["w1"], ints, np.ones(9, np.float32), bits),
+              LayerWeight("b", "Linear", g.initializers["w2"], second, np.ones(5, np.float32),
+                          np.full(5, 3, np.uint8))]
+    ctx = ExportContext(model=model, profile="compact", opset=21, manifest={}, manifest_sha256="", version="",
+                        layers=layers)
+    compact._pack(ctx)
+    for layer in layers:  # the unpacked integers, as outputs
+        g.outputs.append(layer.value.producer().inputs[0])
+    sess = ort.InferenceSession(onnx.ModelProto.FromString(
+        ir.serde.serialize_model(model).SerializeToString()).SerializeToString(),
+        providers=["CPUExecutionProvider"])
+    out = sess.run(None, {"x": np.zeros((1, k), np.float32)})
+    assert np.array_equal(out[2], ints) and np.array_equal(out[3], second)

@@ -22,9 +22,11 @@ validate; its rows carry ``"toy": true`` and it refuses to write into ``benchmar
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -46,6 +48,13 @@ TOY_VALIDATE = ("--no-latency",)
 CLI_TIMEOUT = 3 * 3600
 
 
+def _die_with_parent() -> None:
+    """Linux: this process gets SIGTERM when its parent dies (``prctl(PR_SET_PDEATHSIG)``), so that a killed
+    runner leaves no worker, and a killed worker no CLI, training on alone."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def _first_error(text: str) -> str:
     """The last non-empty line of a CLI's stderr: its one-line error (or the exception of a traceback)."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
@@ -60,7 +69,8 @@ def _cli(args: list[str], log: Path) -> tuple[int, float, str]:
     t0 = time.perf_counter()
     try:
         p = subprocess.run([sys.executable, "-m", "sgsc_export.cli", *args], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=CLI_TIMEOUT)
+                           capture_output=True, text=True, timeout=CLI_TIMEOUT,
+                           preexec_fn=_die_with_parent)
         rc, out, err = p.returncode, p.stdout, p.stderr
     except subprocess.TimeoutExpired as exc:
         rc, out, err = 124, str(exc.stdout or ""), f"timed out after {CLI_TIMEOUT} s"
@@ -351,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         for m, ds in units:
             record(run_unit(m, ds, str(args.work), args.toy))
     else:
-        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"),
+                                 initializer=_die_with_parent) as pool:
             futures = {pool.submit(run_unit, m, ds, str(args.work), args.toy): (m, ds) for m, ds in units}
             for fut in as_completed(futures):
                 record(fut.result())

@@ -172,13 +172,14 @@ def test_compact_unpacking_is_folded_by_ort(exported, tmp_path):
             np.int8
         )
     folded_inits = {t.name: t for t in folded.graph.initializer}
+    meta = {p.key: p.value for p in onnx.load(exported["compact"].path).metadata_props}
+    layer_of = {r["weight"]: r["name"] for r in json.loads(meta["sgsc.layers"])}  # compact renames values
     seen = 0
     for node in folded.graph.node:
         if node.op_type == "DequantizeLinear" and node.input[0] in folded_inits:
             arr = numpy_helper.to_array(folded_inits[node.input[0]])
             if arr.dtype == np.int8 and arr.ndim > 1:
-                layer = node.input[1].removesuffix(".scale")
-                assert np.array_equal(arr, port_ints[layer])
+                assert np.array_equal(arr, port_ints[layer_of[node.output[0]]])
                 seen += 1
     assert seen == len(port_ints)
 

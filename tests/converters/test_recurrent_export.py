@@ -49,12 +49,15 @@ def _compress(name: str, out: Path, data) -> object:
         torch.set_num_threads(threads)
 
 
-def _float_weights_in_graph(model: onnx.ModelProto) -> set[str]:
-    """Float initializers of two or more dimensions that are not a GRU/LSTM bias (input B) or a user's
-    parameter of positions: a weight left float."""
+def _float_weights_in_graph(model: onnx.ModelProto, allowed: list[np.ndarray]) -> set[str]:
+    """Float initializers of two or more dimensions that are not a GRU/LSTM bias (input B) or one of the
+    ``allowed`` arrays (a user's parameter of positions, by value: compact renames every initializer): a
+    weight left float."""
     biases = {n.input[3] for n in model.graph.node if n.op_type in ("GRU", "LSTM") and len(n.input) > 3}
     return {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT
-            and len(t.dims) > 1 and t.name not in biases and t.name != "pos"}
+            and len(t.dims) > 1 and t.name not in biases
+            and not any(np.array_equal(onnx.numpy_helper.to_array(t).reshape(a.shape), a) for a in allowed
+                        if a.size == int(np.prod(t.dims)))}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -72,6 +75,8 @@ def test_compress_export_every_profile_and_parity(name, digits_split, tmp_path):
         assert list(cm.quant[f"{n}.weight_int"].shape) == layer["weight_shape"]
     assert [e["name"] for e in m["float_weights"]] == (["pos"] if name == "vit" else [])
     assert sum(max(layers[n]["bits"]) > 0 for n in tensors) > len(tensors) // 2  # mostly live tensors
+    params = dict(cm.to_module(model=f"{MODEL_FILE}:{name}").named_parameters())
+    allowed = [params[e["name"]].detach().numpy() for e in m["float_weights"]]
     x, ref = cm.eval["x_test"][:64], cm.eval["logits_test"][:64]
     tol = 1e-4 * float(np.abs(ref).max())
     for profile in PROFILES:
@@ -81,7 +86,7 @@ def test_compress_export_every_profile_and_parity(name, digits_split, tmp_path):
         assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}
         ops = {n.op_type for n in model.graph.node}
         assert op is None or op in ops
-        assert _float_weights_in_graph(model) == set()  # every weight is stored as integers
+        assert _float_weights_in_graph(model, allowed) == set()  # every weight is stored as integers
         assert [r.name for r in result.table.rows] == list(layers)
         if profile == "ort-int8":
             assert {r.container for r in result.table.rows} == {"INT8"}

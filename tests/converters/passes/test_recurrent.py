@@ -128,7 +128,9 @@ def test_every_lstm_tensor_is_dequantised_in_gate_order_with_its_scales(tmp_path
     model = onnx.load(str(result.path))
     scales = {n.input[1] for n in model.graph.node if n.op_type == "DequantizeLinear"}
     names = [layer["name"] for layer in fake.manifest["layers"]]
-    assert all(f"{name}.scale" in scales for name in names)  # each tensor its own integers and scales
+    assert len(scales) == len(names)  # each tensor its own integers and scales
+    if profile != "compact":  # compact renames every value (its metadata keeps the layer names)
+        assert all(f"{name}.scale" in scales for name in names)
     assert [r.name for r in result.table.rows] == names
     x = fake.eval["x_preservation"]
     with torch.no_grad():

@@ -132,8 +132,7 @@ def _pack(ctx: ExportContext) -> None:
     nibbles = np.concatenate([*widths, np.zeros(sum(map(len, widths)) % 2, np.int64)]).reshape(-1, 2)
     nibbles = (nibbles[:, 0] | (nibbles[:, 1] << 4)).astype(np.uint8)
 
-    order = {id(node): i for i, node in enumerate(graph)}
-    first = min((first_consumer(graph, layer.value) for layer in layers), key=lambda n: order[id(n)])
+    first = min((first_consumer(graph, layer.value) for layer in layers), key=_order(graph))
     top = GraphEditor(graph, "pk.")
     s = {k: top.constant(v, f"pk.{k}", shared=True) for k, v in _SHARED.items()}
 
@@ -191,7 +190,42 @@ def _pack(ctx: ExportContext) -> None:
             layer.stored_bytes = -(-layer_bits[i] // 8) + -(-len(widths[i]) // 2) + layer.scale.nbytes
         chan0 += n_chan
         base += sum(layer_bits[i] for i in members)
+    _narrow_indices(graph)
     _slim(graph, ctx.opset)
+
+
+_NARROW_MIN = 64  # elements; below it a Cast node costs more than it saves
+
+
+def _narrow_indices(graph: ir.Graph) -> None:
+    """The model's own int64 constants (a GatherND's index table, a Reshape's target) of ``_NARROW_MIN``
+    elements or more, stored as the narrowest of int8/int16/int32 that holds them, and Cast back: the same
+    values, folded at session creation (a user's MLP on digits carried a 12.5 kB index table)."""
+    for name, value in list(graph.initializers.items()):
+        tensor = value.const_value
+        if (tensor is None or tensor.dtype != ir.DataType.INT64 or tensor.size < _NARROW_MIN
+                or value.is_graph_output()):
+            continue
+        uses = list(value.uses())
+        if not uses:
+            continue
+        array = tensor.numpy()
+        for dtype in (np.int8, np.int16, np.int32):
+            if array.min() >= np.iinfo(dtype).min and array.max() <= np.iinfo(dtype).max:
+                break
+        else:
+            continue
+        first = min((u.node for u in uses), key=_order(graph))
+        editor = GraphEditor(graph, "n.")
+        narrow = editor.constant(array.astype(dtype), "i")
+        wide = editor.op("Cast", [narrow], first, to=ir.DataType.INT64)
+        ir.convenience.replace_all_uses_with(value, wide)
+        graph.initializers.pop(name)
+
+
+def _order(graph: ir.Graph):
+    order = {id(node): i for i, node in enumerate(graph)}
+    return lambda node: order[id(node)]
 
 
 def _slim(graph: ir.Graph, opset: int) -> None:

@@ -20,7 +20,9 @@ exceeds the target (the task loss and the preservation term win back). ``u`` sta
 ``dual_lr = 0`` keeps γ fixed. At the end of the compression phase the run continues from the smallest
 check that met the target (fewest stored bits), else from the most accurate one (``train.loop: _keep,
 _choose``); the fine-tune phase (γ = 0, bits frozen) then recovers accuracy at that size, and its last model
-is kept. At the end the kept model's drop is measured once more on the validation split and recorded with the
+is kept where it meets the target; where it does not, the latest fine-tune check that met it is
+(``_fall_back``: the same size; on a split of a few hundred samples one sample is a fraction of a point). At
+the end the kept model's drop is measured once more on the validation split and recorded with the
 target, the split (size, seed, source) and the γ trajectory in the manifest; ``met`` is false when it exceeds
 the target, and ``sgsc compress`` then says so in one line and exits 1 (the artifact is written and usable).
 """

@@ -172,3 +172,29 @@ def test_without_a_check_that_met_the_target_the_most_accurate_is_kept():
     assert choice["compression"] == "most_accurate" and choice["compression_step"] == best["step"]
     assert art.manifest["target"]["met"] is False
     assert art.manifest["target"]["drop"] == pytest.approx(best["validation_drop"])
+
+
+def test_a_fine_tune_that_ends_past_the_target_falls_back_to_its_last_check_that_met_it(monkeypatch):
+    """The fine-tuned model is kept when it meets the target; where its last check does not (scripted here:
+    the drop the loop sees at the last check is 50 pp), the latest fine-tune check that did is kept instead,
+    and the manifest says which."""
+    from sgsc_export.train import target as target_mod
+
+    cfg = CompressConfig(steps=40, finetune_steps=20, restore_every=10, float_epochs=1, gamma=1.0,
+                         init_bits=4.0, max_drop=100.0, seed=2)
+    plain = _run(cfg, _split_with_validation())
+    assert "finetune_fallback_step" not in plain.manifest["target"]["choice"]
+    real, calls = target_mod.Target.drop, []
+
+    def scripted(self, value):
+        calls.append(value)
+        return 500.0 if len(calls) == 6 else real(self, value)  # checks at 10..40, 50 (met), 60 (past)
+
+    monkeypatch.setattr(target_mod.Target, "drop", scripted)
+    art = _run(cfg, _split_with_validation())
+    choice = art.manifest["target"]["choice"]
+    assert choice["finetune_fallback_step"] == 50
+    assert art.history["records"][-1]["step"] == 60 and art.history["records"][-1]["validation_drop"] == 500.0
+    assert art.manifest["target"]["met"]  # the model kept is the step-50 one, measured again
+    kept = {k: v for k, v in art.quant.items() if k.endswith("weight_int")}
+    assert any(not np.array_equal(v, plain.quant[k]) for k, v in kept.items())  # not the last model

@@ -92,40 +92,45 @@ _EVAL_OPS = frozenset(
 
 
 def _evaluate(
-    graph: onnx.GraphProto, nodes: list, used: set[str], output: str, opsets, label: str
-) -> np.ndarray:
+    graph: onnx.GraphProto, nodes: list, used: set[str], outputs: list[str], opsets, label: str
+) -> dict[str, np.ndarray]:
+    """``outputs`` computed from the constant subgraph ``nodes`` / ``used``, in one evaluation (layers that
+    share an unpacking reader are decoded together)."""
     from onnx.reference import ReferenceEvaluator
 
-    order = [n for n in graph.node if n in nodes]  # keep the file's (topological) order
+    what = repr(outputs[0]) if len(outputs) == 1 else f"{len(outputs)} weights"
+    ids = {n.output[0] for n in nodes if n.output}  # SSA: a node is known by its first output
+    order = [n for n in graph.node if n.output and n.output[0] in ids]  # the file's (topological) order
     bad = sorted({n.op_type for n in order if n.op_type not in _EVAL_OPS or n.domain not in ("", "ai.onnx")})
     if bad:
         raise ExportError(
-            f"{label}: the constant subgraph of {output!r} uses {', '.join(bad)}, which inspect does "
+            f"{label}: the constant subgraph of {what} uses {', '.join(bad)}, which inspect does "
             "not evaluate (an unpacking needs only arithmetic, bit and shape ops)"
         )
     sub = onnx.helper.make_graph(
         order,
         "sub",
         [],
-        [onnx.helper.make_tensor_value_info(output, 0, None)],
+        [onnx.helper.make_tensor_value_info(o, 0, None) for o in outputs],
         [t for t in graph.initializer if t.name in used],
     )
     model = onnx.helper.make_model(sub, opset_imports=opsets)
     total = check_static_sizes(
-        model, f"{label}: constant subgraph of {output!r}", ExportError, require_static_constants=True
+        model, f"{label}: constant subgraph of {what}", ExportError, require_static_constants=True
     )
     limit = max_input_bytes()
     if total * 8 > limit:  # the evaluator keeps every intermediate; 8 bytes bounds each element
         raise ExportError(
-            input_limit_message(f"{label}: evaluating the constant subgraph of {output!r}", total * 8, limit)
+            input_limit_message(f"{label}: evaluating the constant subgraph of {what}", total * 8, limit)
         )
     try:
-        return np.asarray(ReferenceEvaluator(model).run(None, {})[0])
+        values = ReferenceEvaluator(model).run(None, {})
     except Exception as exc:  # noqa: BLE001 - the reference evaluator raises many types on a bad graph
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ExportError(
-            f"{label}: cannot evaluate the constant subgraph of {output!r} ({type(exc).__name__}: {text})"
+            f"{label}: cannot evaluate the constant subgraph of {what} ({type(exc).__name__}: {text})"
         ) from None
+    return {o: np.asarray(v) for o, v in zip(outputs, values)}
 
 
 def inspect_model(path: str | os.PathLike) -> SizeTable:
@@ -156,13 +161,20 @@ def _table(p: Path, model: onnx.ModelProto) -> SizeTable:
     producers = {o: n for n in graph.node for o in n.output}
     found = []
     held, limit = 0, max_input_bytes()
+    weights = []
     for node in graph.node:
         if node.op_type != "DequantizeLinear" or not node.input:
             continue
         anc = _ancestors(node.input[0], producers, set(inits))
-        if anc is None:
-            continue
-        nodes, used = anc
+        if anc is not None:
+            weights.append((node, *anc))
+    computed = [(n, nodes, used) for n, nodes, used in weights if n.input[0] not in inits]
+    decoded = {}
+    if computed:  # one evaluation for every computed weight: a reader shared by layers runs once
+        all_nodes = [x for _, nodes, _ in computed for x in nodes]
+        decoded = _evaluate(graph, all_nodes, set().union(*(u for _, _, u in computed)),
+                            [n.input[0] for n, _, _ in computed], model.opset_import, str(p))
+    for node, _, used in weights:
         x_name = node.input[0]
         if x_name in inits:
             if inits[x_name].data_type == onnx.TensorProto.INT32:
@@ -170,7 +182,7 @@ def _table(p: Path, model: onnx.ModelProto) -> SizeTable:
             values = numpy_helper.to_array(inits[x_name])
             container = onnx.TensorProto.DataType.Name(inits[x_name].data_type)
         else:
-            values = _evaluate(graph, nodes, used, x_name, model.opset_import, str(p))
+            values = decoded[x_name]
             container = "packed"
         if values.dtype == np.int32:
             continue

@@ -114,6 +114,10 @@ def _zeros(op: Callable[..., ir.Value], n: ir.Value) -> ir.Value:
 
 def _pack(ctx: ExportContext) -> None:
     graph, layers = ctx.model.graph, ctx.layers
+    if not layers:  # nothing quantised: the graph as it is, slimmed
+        _narrow_indices(graph)
+        _slim(graph, ctx.opset)
+        return
     chan_first = [np.moveaxis(layer.ints, layer.axis, 0) for layer in layers]
     widths = [layer.bits.astype(np.int64).reshape(-1) for layer in layers]
     per = [int(v.size // max(v.shape[0], 1)) for v in chan_first]

@@ -176,8 +176,10 @@ def test_without_a_check_that_met_the_target_the_most_accurate_is_kept():
 
 def test_a_fine_tune_that_ends_past_the_target_falls_back_to_its_last_check_that_met_it(monkeypatch):
     """The fine-tuned model is kept when it meets the target; where its last check does not (scripted here:
-    the drop the loop sees at the last check is 50 pp), the latest fine-tune check that did is kept instead,
-    and the manifest says which."""
+    the drop the loop sees at the last check is 500 pp), the latest fine-tune check that did is kept instead
+    (it keeps the preservation set as well), and the manifest says which; one that keeps the preservation set
+    worse is not (scripted: its preservation accuracy seen as 0)."""
+    from sgsc_export.train import loop
     from sgsc_export.train import target as target_mod
 
     cfg = CompressConfig(steps=40, finetune_steps=20, restore_every=10, float_epochs=1, gamma=1.0,
@@ -193,8 +195,18 @@ def test_a_fine_tune_that_ends_past_the_target_falls_back_to_its_last_check_that
     monkeypatch.setattr(target_mod.Target, "drop", scripted)
     art = _run(cfg, _split_with_validation())
     choice = art.manifest["target"]["choice"]
+    records = {r["step"]: r for r in art.history["records"]}
+    assert records[50]["preservation_accuracy"] >= records[60]["preservation_accuracy"]  # this draw's
     assert choice["finetune_fallback_step"] == 50
     assert art.history["records"][-1]["step"] == 60 and art.history["records"][-1]["validation_drop"] == 500.0
     assert art.manifest["target"]["met"]  # the model kept is the step-50 one, measured again
     kept = {k: v for k, v in art.quant.items() if k.endswith("weight_int")}
     assert any(not np.array_equal(v, plain.quant[k]) for k, v in kept.items())  # not the last model
+
+    calls.clear()
+    real_snapshot = loop._snapshot
+    monkeypatch.setattr(loop, "_snapshot", lambda model, state, bits, drop, pres: real_snapshot(
+        model, state, bits, drop, 0.0 if state.step > cfg.steps else pres))
+    worse = _run(cfg, _split_with_validation())
+    assert "finetune_fallback_step" not in worse.manifest["target"]["choice"]
+    assert all(np.array_equal(v, worse.quant[k]) for k, v in plain.quant.items())  # the last model, kept

@@ -166,6 +166,8 @@ def compress(
         float_val = predict(model, validation["x"])
         max_drop = config.max_drop if config.max_drop is not None else DEFAULT_MAX_DROP[task.name]
         target = Target.against(float_val, max_drop, task, validation)
+        if task.name == "classification" and len(y_pres):
+            target.float_preservation = task.accuracy(float_pres, y_pres)
         if pretrained and validation["source"] == "held out" and not resume:
             print(f"warning: the accuracy target is measured on {len(validation['y'])} samples held out of "
                   "x_train, which the given float weights were trained on, so their drop is overstated; "

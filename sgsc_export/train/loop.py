@@ -205,7 +205,7 @@ def _snapshot(model: nn.Module, state: TrainState, bits: float, drop: float,
             "removed": dict(state.removed), "dead_prev": {k: list(v) for k, v in state.dead_prev.items()}}
 
 
-def _keep(model: nn.Module, state: TrainState, bits: float, drop: float, max_drop: float,
+def _keep(model: nn.Module, state: TrainState, bits: float, drop: float, met: bool,
           preservation: float) -> None:
     """Remember this compression-phase check's model where it is a better candidate than the one held for its
     role: ``smallest_met`` (the fewest stored bits among the checks that met the target) and ``most_accurate``
@@ -213,7 +213,7 @@ def _keep(model: nn.Module, state: TrainState, bits: float, drop: float, max_dro
     kept = state.kept
     best = kept.get("most_accurate")
     roles = []
-    if drop <= max_drop + 1e-9 and ("smallest_met" not in kept or bits < kept["smallest_met"]["bits"]):
+    if met and ("smallest_met" not in kept or bits < kept["smallest_met"]["bits"]):
         roles.append("smallest_met")
     if best is None or drop < best["drop"] or (drop == best["drop"] and bits < best["bits"]):
         roles.append("most_accurate")
@@ -390,10 +390,10 @@ def compress_loop(
                     drop = target.drop(target.value(predict(model, target.x)))
                     record["validation_drop"] = drop
                     if not finetune:
-                        _keep(model, state, bits, drop, target.max_drop, pres_acc)
+                        _keep(model, state, bits, drop, target.candidate(drop, pres_acc), pres_acc)
                         state.gamma_log_scale = next_scale(state.gamma_log_scale, drop, target.max_drop,
                                                            config.dual_lr)
-                    elif drop <= target.max_drop + 1e-9 and state.step < total_steps:
+                    elif target.candidate(drop, pres_acc) and state.step < total_steps:
                         state.kept = {"finetune_met": _snapshot(model, state, bits, drop, pres_acc)}
                 state.history.append(record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", pres=f"{pres_acc:.3f}",
@@ -419,8 +419,10 @@ def compress_loop(
             if target is not None and state.step == config.steps:
                 optimizer = _choose(model, links, state, optimizer, config)
                 layers = quantized_layers(model)
+            last = state.history[-1] if state.history else {}
             if (target is not None and state.step == total_steps and config.finetune_steps
-                    and state.history[-1].get("validation_drop", 0.0) > target.max_drop + 1e-9):
+                    and not target.candidate(last.get("validation_drop", 0.0),
+                                             last.get("preservation_accuracy", 1.0))):
                 optimizer = _fall_back(model, links, state, optimizer, config)
                 layers = quantized_layers(model)
             due = state.step % config.checkpoint_every == 0 and state.step < total_steps

@@ -205,10 +205,11 @@ def _narrow_indices(graph: ir.Graph) -> None:
     """The model's own int64 constants (a GatherND's index table, a Reshape's target) of ``_NARROW_MIN``
     elements or more, stored as the narrowest of int8/int16/int32 that holds them, and Cast back: the same
     values, folded at session creation (a user's MLP on digits carried a 12.5 kB index table)."""
+    inputs = {id(v) for v in graph.inputs}  # an initializer that is also an input can be overridden: kept
     for name, value in list(graph.initializers.items()):
         tensor = value.const_value
         if (tensor is None or tensor.dtype != ir.DataType.INT64 or tensor.size < _NARROW_MIN
-                or value.is_graph_output()):
+                or value.is_graph_output() or id(value) in inputs):
             continue
         uses = list(value.uses())
         if not uses:

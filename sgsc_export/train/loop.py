@@ -208,8 +208,8 @@ def _snapshot(model: nn.Module, state: TrainState, bits: float, drop: float,
 def _keep(model: nn.Module, state: TrainState, bits: float, drop: float, met: bool,
           preservation: float) -> None:
     """Remember this compression-phase check's model where it is a better candidate than the one held for its
-    role: ``smallest_met`` (the fewest stored bits among the checks that met the target) and ``most_accurate``
-    (the lowest drop; ties: fewer bits)."""
+    role: ``smallest_met`` (the fewest stored bits among the checks that met the target, ``met``:
+    ``Target.candidate``) and ``most_accurate`` (the lowest drop; ties: fewer bits)."""
     kept = state.kept
     best = kept.get("most_accurate")
     roles = []

@@ -206,6 +206,7 @@ def _narrow_indices(graph: ir.Graph) -> None:
     elements or more, stored as the narrowest of int8/int16/int32 that holds them, and Cast back: the same
     values, folded at session creation (a user's MLP on digits carried a 12.5 kB index table)."""
     inputs = {id(v) for v in graph.inputs}  # an initializer that is also an input can be overridden: kept
+    order = _order(graph)  # the Casts inserted below read no other initializer: the order stays valid
     for name, value in list(graph.initializers.items()):
         tensor = value.const_value
         if (tensor is None or tensor.dtype != ir.DataType.INT64 or tensor.size < _NARROW_MIN
@@ -220,7 +221,7 @@ def _narrow_indices(graph: ir.Graph) -> None:
                 break
         else:
             continue
-        first = min((u.node for u in uses), key=_order(graph))
+        first = min((u.node for u in uses), key=order)
         editor = GraphEditor(graph, "n.")
         narrow = editor.constant(array.astype(dtype), "i")
         wide = editor.op("Cast", [narrow], first, to=ir.DataType.INT64)

@@ -419,12 +419,11 @@ def compress_loop(
             if target is not None and state.step == config.steps:
                 optimizer = _choose(model, links, state, optimizer, config)
                 layers = quantized_layers(model)
-            last = state.history[-1] if state.history else {}
-            if (target is not None and state.step == total_steps and config.finetune_steps
-                    and not target.candidate(last.get("validation_drop", 0.0),
-                                             last.get("preservation_accuracy", 1.0))):
-                optimizer = _fall_back(model, links, state, optimizer, config)
-                layers = quantized_layers(model)
+            if target is not None and state.step == total_steps and config.finetune_steps:
+                last = state.history[-1]  # the check at the last step
+                if not target.candidate(last["validation_drop"], last["preservation_accuracy"]):
+                    optimizer = _fall_back(model, links, state, optimizer, config)
+                    layers = quantized_layers(model)
             due = state.step % config.checkpoint_every == 0 and state.step < total_steps
             if checkpoint is not None and due:
                 checkpoint(state, optimizer)

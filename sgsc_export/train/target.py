@@ -20,12 +20,12 @@ exceeds the target (the task loss and the preservation term win back). ``u`` sta
 ``dual_lr = 0`` keeps γ fixed. At the end of the compression phase the run continues from the smallest
 check that met the target (fewest stored bits; for classification a check also has to keep the
 preservation set within ``max_drop`` of the float model's accuracy on it, ``Target.candidate``), else from
-the most accurate one (``train.loop: _keep,
-_choose``); the fine-tune phase (γ = 0, bits frozen) then recovers accuracy at that size, and its last model
-is kept where it meets the target; where it does not, the latest fine-tune check that met it is
-(``_fall_back``: the same size; on a split of a few hundred samples one sample is a fraction of a point). At
-the end the kept model's drop is measured once more on the validation split and recorded with the
-target, the split (size, seed, source) and the γ trajectory in the manifest; ``met`` is false when it exceeds
+the most accurate one (``train.loop: _keep, _choose``); the fine-tune phase (γ = 0, bits frozen) then
+recovers accuracy at that size, and its last model is kept where it meets the target; where it does not,
+the latest fine-tune check that met it is (``_fall_back``: the same size; on a split of a few hundred
+samples one sample is a fraction of a point). At the end the kept model's drop is measured once more on the
+validation split and recorded with the target, the split (size, seed, source) and the γ trajectory in the
+manifest; ``met`` is false when it exceeds
 the target, and ``sgsc compress`` then says so in one line and exits 1 (the artifact is written and usable).
 """
 
@@ -106,11 +106,12 @@ class Target:
         keeps the preservation set within the same ``max_drop`` of the float model's accuracy on it (the gate
         checks that set too; on digits' 143 validation samples the smallest check at 0 pp had lost 1.55 pp on
         it and 1.11 pp on test)."""
-        if drop > self.max_drop + 1e-9:
-            return False
-        if self.float_preservation is None or self.task.name != "classification":
-            return True
-        return (self.float_preservation - preservation_accuracy) * 100.0 <= self.max_drop + 1e-9
+        if self.float_preservation is None:  # set for classification only (``compress``)
+            return self.within(drop)
+        return self.within(drop) and self.within((self.float_preservation - preservation_accuracy) * 100.0)
+
+    def within(self, drop: float) -> bool:
+        return bool(drop <= self.max_drop + 1e-9)
 
     @property
     def metric(self) -> str:
@@ -139,7 +140,7 @@ class Target:
         return {"max_drop": self.max_drop, "unit": UNITS[self.task.name], "metric": self.metric,
                 "validation": {"n": int(len(self.y)), "seed": self.seed, "source": self.source},
                 "float": self.float_value, "kept": kept_value, "drop": drop,
-                "met": bool(drop <= self.max_drop + 1e-9), "gamma_trajectory": trajectory}
+                "met": self.within(drop), "gamma_trajectory": trajectory}
 
 
 def next_scale(u: float, drop: float, max_drop: float, dual_lr: float) -> float:

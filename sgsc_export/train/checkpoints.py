@@ -69,7 +69,7 @@ def _checkpoint_problem(ckpt: Any) -> str | None:
         return "train_state has a field of the wrong type"
     if not all(isinstance(k, str) and isinstance(v, int) for k, v in st["removed"].items()):
         return "train_state.removed is not layer name → channel count"
-    snapshot_keys = {"step", "bits", "drop", "preservation", "state", "removed", "dead_prev"}
+    snapshot_keys = {"step", "bits", "drop", "preservation", "met", "state", "removed", "dead_prev"}
     for snap in st["kept"].values():
         if not (isinstance(snap, dict) and set(snap) == snapshot_keys
                 and _is_tensor_dict(snap["state"]) and isinstance(snap["removed"], dict)

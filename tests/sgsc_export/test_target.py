@@ -10,7 +10,15 @@ import pytest
 
 from sgsc_export import CompressConfig, load_dataset
 from sgsc_export.config import CHECKS
-from sgsc_export.train.target import GAMMA_MAX_SCALE, GAMMA_MIN_SCALE, hold_out, next_scale, validation_count
+from sgsc_export.train.target import (
+    GAMMA_MAX_SCALE,
+    GAMMA_MIN_SCALE,
+    SMOOTH_CHECKS,
+    hold_out,
+    next_scale,
+    smoothed,
+    validation_count,
+)
 from tests.sgsc_export.conftest import run_cli
 
 
@@ -49,6 +57,17 @@ def test_dual_ascent_raises_gamma_with_room_and_lowers_it_past_the_target():
     assert next_scale(-10.0, 9.0, 0.5, 1.0) == pytest.approx(math.log(GAMMA_MIN_SCALE))
 
 
+def test_the_controller_reads_the_mean_of_the_last_checks_of_the_same_phase():
+    history = [{"finetune": False, "validation_drop": d} for d in (3.0, 1.0, 0.0)]
+    history.append({"finetune": True, "validation_drop": 9.0})
+    assert SMOOTH_CHECKS == 3
+    assert smoothed([], "validation_drop", 2.0, False) == 2.0  # the phase's first check: itself
+    assert smoothed(history[:1], "validation_drop", 2.0, False) == pytest.approx(2.5)
+    # one unlucky check between two good ones does not read as a miss: (1 + 0 + 0.5) / 3
+    assert smoothed(history, "validation_drop", 0.5, False) == pytest.approx(0.5)
+    assert smoothed(history, "validation_drop", 1.0, True) == pytest.approx(5.0)  # fine-tune checks apart
+
+
 TOY = ["compress", "--dataset", "digits", "--steps", "40", "--finetune-steps", "0", "--float-epochs", "1",
        "--quiet"]
 
@@ -83,8 +102,12 @@ def test_the_controller_moves_gamma_and_dual_lr_0_keeps_it(tmp_path):
     assert all(a <= b for a, b in zip(g_moved, g_moved[1:]))
     history = json.loads((tmp_path / "a" / "history.json").read_text())["records"]
     drops = [r["validation_drop"] for r in history if not r["finetune"]]
+    means = [r["smoothed_drop"] for r in history if not r["finetune"]]
+    # the controller reads the mean of the last SMOOTH_CHECKS checks' drops
+    assert means == pytest.approx([float(np.mean(drops[max(0, i - SMOOTH_CHECKS + 1): i + 1]))
+                                   for i in range(len(drops))], rel=1e-12, abs=1e-12)
     u, replay = 0.0, []
-    for drop in drops:  # the controller replayed from the recorded drops: γ_t = γ · e^u_t, u by next_scale
+    for drop in means:  # the controller replayed from the recorded drops: γ_t = γ · e^u_t, u by next_scale
         replay.append(g_fixed[0] * math.exp(u))
         u = next_scale(u, drop, 100.0, 0.5)
     assert g_moved == pytest.approx(replay, rel=1e-9) and max(g_moved) <= GAMMA_MAX_SCALE * g_fixed[0] + 1e-9
@@ -152,7 +175,7 @@ def test_the_smallest_check_that_met_the_target_is_kept_then_fine_tuned():
     choice = m["target"]["choice"]
     assert choice["compression"] == "smallest_met" and choice["compression_step"] == smallest["step"]
     assert choice["bits"] == smallest["quantized_bits"]
-    assert choice["validation_drop"] == smallest["validation_drop"]
+    assert choice["validation_drop"] == smallest["smoothed_drop"]  # the mean of its last checks' drops
     # then fine-tuned to the end: the kept model is the last one, and has the chosen check's channels
     assert records[-1]["finetune"] and records[-1]["step"] == cfg.steps + cfg.finetune_steps
     assert records[-1]["alive"] == smallest["alive"]
@@ -166,9 +189,9 @@ def test_without_a_check_that_met_the_target_the_most_accurate_is_kept():
     art = _run(cfg)
     checks = [r for r in art.history["records"] if not r["finetune"]]
     choice = art.manifest["target"]["choice"]
-    if any(r["validation_drop"] <= 0 for r in checks):
+    if any(r["smoothed_drop"] <= 0 for r in checks):
         pytest.skip("a check met a 0 pp target at 1 bit; nothing to test on this draw")
-    best = min(checks, key=lambda r: (r["validation_drop"], r["quantized_bits"]))
+    best = min(checks, key=lambda r: (r["smoothed_drop"], r["quantized_bits"]))  # what the choice reads
     assert choice["compression"] == "most_accurate" and choice["compression_step"] == best["step"]
     assert art.manifest["target"]["met"] is False
     assert art.manifest["target"]["drop"] == pytest.approx(best["validation_drop"])
@@ -205,8 +228,8 @@ def test_a_fine_tune_that_ends_past_the_target_falls_back_to_its_last_check_that
 
     calls.clear()
     real_snapshot = loop._snapshot
-    monkeypatch.setattr(loop, "_snapshot", lambda model, state, bits, drop, pres: real_snapshot(
-        model, state, bits, drop, 0.0 if state.step > cfg.steps else pres))
+    monkeypatch.setattr(loop, "_snapshot", lambda model, state, bits, drop, pres, met: real_snapshot(
+        model, state, bits, drop, 0.0 if state.step > cfg.steps else pres, met))
     worse = _run(cfg, _split_with_validation())
     assert "finetune_fallback_step" not in worse.manifest["target"]["choice"]
     assert all(np.array_equal(v, worse.quant[k]) for k, v in plain.quant.items())  # the last model, kept

@@ -41,3 +41,29 @@ def test_no_table_where_it_would_not_pay_fit_or_hold(monkeypatch):
     assert train.teacher_table(teacher, x, cfg, CLASSIFICATION, steps=10) is None
     monkeypatch.setattr(train, "TEACHER_TABLE_BYTES", 130 * 10 * 4)
     assert train.teacher_table(teacher, x, cfg, CLASSIFICATION, steps=10).shape == (130, 10)
+
+
+def test_batchnorm_statistics_are_re_estimated_before_a_check():
+    """A BatchNorm no convolution folds (before its convolution here, as in a pre-activation block) keeps
+    stale running statistics while the weights move; before a check they are recomputed as the plain average
+    of the calibration batches' statistics, and mode and momentum are restored."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 3))
+    x = torch.randn(256, 4) * 3.0 + 5.0
+    y = torch.zeros(256, dtype=torch.long)
+    model.eval()
+    assert train.recalibrate_norms_(model, x, y, 64, CLASSIFICATION)
+    bn = model[0]
+    batches = [x[s : s + 64] for s in range(0, 256, 64)]
+    assert torch.allclose(bn.running_mean, torch.stack([b.mean(0) for b in batches]).mean(0), atol=1e-5)
+    assert torch.allclose(bn.running_var, torch.stack([b.var(0) for b in batches]).mean(0), atol=1e-4)
+    assert not model.training and bn.momentum == 0.1
+    assert not train.recalibrate_norms_(nn.Linear(4, 3), x, y, 64, CLASSIFICATION)  # nothing to do
+
+
+def test_the_calibration_samples_span_a_sorted_split():
+    idx = train.norm_calibration_indices(10_000)
+    assert len(idx) == train.NORM_SAMPLES and idx[0] == 0 and idx[-1] > 9_000
+    assert list(train.norm_calibration_indices(5)) == [0, 1, 2, 3, 4]

@@ -234,9 +234,21 @@ def _order(graph: ir.Graph):
     return lambda node: order[id(node)]
 
 
+# attributes whose default the operator specs give in words, not as a schema default: "If not present, the
+# stride defaults is 1 along each spatial axis", dilations likewise, pads 0 at both ends of each axis
+_SPATIAL_DEFAULTS = {"strides": 1, "dilations": 1, "pads": 0}
+_SPATIAL_OPS = {"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool", "LpPool"}
+
+
+def _spatial_default(op_type: str, name: str, value) -> bool:
+    return (op_type in _SPATIAL_OPS and name in _SPATIAL_DEFAULTS and isinstance(value, list)
+            and all(v == _SPATIAL_DEFAULTS[name] for v in value))
+
+
 def _slim(graph: ir.Graph, opset: int) -> None:
     """Drop what the format does not need: node names, intermediate shapes, attributes equal to their
-    default; and give every value but the graph's inputs and outputs a short name (``_short_names``)."""
+    default (the schema's, or ``_SPATIAL_DEFAULTS``: a Conv's unit strides and dilations, zero pads); and give
+    every value but the graph's inputs and outputs a short name (``_short_names``)."""
     for node in graph:
         node.name = None
         for out in node.outputs:
@@ -249,11 +261,13 @@ def _slim(graph: ir.Graph, opset: int) -> None:
             continue
         for name, attr in list(node.attributes.items()):
             spec = schema.attributes.get(name)
-            if spec is None or not spec.default_value.type:
+            if spec is None:
                 continue
-            default = onnx.helper.get_attribute_value(spec.default_value)
             value = onnx.helper.get_attribute_value(ir.serde.serialize_attribute(attr))
-            if value == default:
+            if spec.default_value.type:
+                if value == onnx.helper.get_attribute_value(spec.default_value):
+                    del node.attributes[name]
+            elif _spatial_default(node.op_type, name, value):
                 del node.attributes[name]
     _short_names(graph)
 

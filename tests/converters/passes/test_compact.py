@@ -127,3 +127,25 @@ def test_the_models_large_int64_constants_are_stored_narrow_and_cast_back():
                 for m in (proto, out)]
     run = [s.run(None, {"x": x})[0] for s in sessions]
     assert np.array_equal(run[0], run[1]) and len(out.SerializeToString()) < len(proto.SerializeToString())
+
+
+def test_a_convs_default_strides_dilations_and_pads_are_not_stored():
+    """The specs give these defaults in words (unit strides and dilations, zero pads), not in the schema;
+    the file leaves them out and computes exactly what the graph with them did; other values stay."""
+    ctx = toy_context(max_bits=4)
+    conv = next(n for n in ctx.model.graph if n.op_type == "Conv")
+    conv.attributes["strides"] = ir.AttrInt64s("strides", [1, 1])
+    conv.attributes["dilations"] = ir.AttrInt64s("dilations", [1, 1])
+    conv.attributes["pads"] = ir.AttrInt64s("pads", [0, 0, 0, 0])
+    conv.attributes["kernel_shape"] = ir.AttrInt64s("kernel_shape", [3, 3])
+    assert_outputs_kept(ctx, locate_weights, weights_to_packed)
+    conv = next(n for n in ctx.model.graph if n.op_type == "Conv")
+    assert set(conv.attributes) == {"kernel_shape"}
+
+    ctx = toy_context(max_bits=4)
+    conv = next(n for n in ctx.model.graph if n.op_type == "Conv")
+    conv.attributes["pads"] = ir.AttrInt64s("pads", [1, 1, 1, 1])  # not the default: kept
+    locate_weights(ctx)
+    weights_to_packed(ctx)
+    conv = next(n for n in ctx.model.graph if n.op_type == "Conv")
+    assert list(conv.attributes["pads"].value) == [1, 1, 1, 1]

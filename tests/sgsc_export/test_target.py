@@ -233,3 +233,19 @@ def test_a_fine_tune_that_ends_past_the_target_falls_back_to_its_last_check_that
     worse = _run(cfg, _split_with_validation())
     assert "finetune_fallback_step" not in worse.manifest["target"]["choice"]
     assert all(np.array_equal(v, worse.quant[k]) for k, v in plain.quant.items())  # the last model, kept
+
+
+def test_the_fine_tune_falls_back_to_the_compression_check_only_where_its_own_drop_met_the_target():
+    """The compression check chosen by the mean of the last checks seeds the fine-tune fallback only where
+    the check alone met the target too; otherwise a fine-tune ending past the target keeps its last model."""
+    from sgsc_export.train import loop
+
+    cfg = CompressConfig()
+    for met_alone in (True, False):
+        state = loop.TrainState(step=7)
+        snap = {"step": 7, "bits": 10.0, "drop": 0.3, "preservation": 1.0, "met": met_alone, "state": {},
+                "removed": {}, "dead_prev": {}}
+        state.kept = {"smallest_met": snap, "most_accurate": snap}
+        loop._choose(None, {}, state, None, cfg)  # the check is the current model: nothing is loaded
+        assert state.choice["compression"] == "smallest_met" and state.choice["validation_drop"] == 0.3
+        assert ("finetune_met" in state.kept) is met_alone

@@ -168,5 +168,5 @@ def smoothed(history: list[dict[str, Any]], key: str, value: float, finetune: bo
     """The mean of ``value`` (this check's) and ``key`` of the last ``SMOOTH_CHECKS − 1`` checks of the same
     phase in ``history`` (fewer at the phase's start)."""
     same = [r[key] for r in history if r.get("finetune") == finetune and key in r]
-    window = [*same[len(same) - (SMOOTH_CHECKS - 1):], value] if SMOOTH_CHECKS > 1 else [value]
+    window = [*same[max(0, len(same) - SMOOTH_CHECKS + 1):], value]
     return float(sum(window) / len(window))

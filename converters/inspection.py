@@ -24,6 +24,7 @@ from onnx import numpy_helper
 
 from converters import packing
 from converters._table import LayerRow, SizeTable
+from converters.passes.metadata import layer_records
 from sgsc_export._limits import input_limit_message, max_input_bytes
 from sgsc_export._onnx_safety import check_static_sizes, load_onnx_bounded
 from sgsc_export.errors import ExportError, SGSCError
@@ -153,7 +154,7 @@ def _table(p: Path, model: onnx.ModelProto) -> SizeTable:
     records = {}
     if "sgsc.layers" in meta:
         try:
-            records = {r["weight"]: r for r in json.loads(meta["sgsc.layers"])}
+            records = {r["weight"]: r for r in layer_records(meta["sgsc.layers"])}
         except (ValueError, KeyError, TypeError):
             records = {}
     fused = json.loads(meta.get("sgsc.fused", "{}") or "{}")

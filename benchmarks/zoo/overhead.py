@@ -40,7 +40,7 @@ def measure(unit: Path) -> dict[str, Any]:
     payload = payload_bits / 8
     size = path.stat().st_size
     floats = sum(len(t.SerializeToString()) for t in model.graph.initializer
-                 if t.data_type == onnx.TensorProto.FLOAT)
+                 if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16))
     return {
         "model": unit.name, "dataset": unit.parent.name, "file_bytes": size, "payload_bytes": round(payload),
         "channels": channels, "overhead_bytes": round(size - payload - 4 * channels),

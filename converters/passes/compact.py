@@ -17,9 +17,11 @@ which bounds the memory the unpacking takes) whatever their shapes, from per-val
     w_int  = Split(Cast<int8>(v)) → Reshape(weight shape) [→ Transpose] → DequantizeLinear(scale, axis)
 
 ``repeat(x, n)`` (each ``x[i]`` ``n[i] > 0`` times) is ``CumSum(ScatterElements(zeros[Σn], CumSum(n,
-exclusive), x − x_prev))``. It is all int32 arithmetic (no unsigned shifts, whose rounding engines differ on;
-``Div`` of non-negative integers is floor everywhere), on constants, so onnxruntime folds it away at
-session creation and what runs is the same int8 → DequantizeLinear as ``portable`` (tests/converters check
+exclusive), x − x_prev))``. The float tensors (scales, biases, norms) that float16 holds exactly — the
+artifact rounds them so (``sgsc_export.train.freeze``) — are one float16 tensor, ``pk.half``, Cast to float
+and Split (``_half_floats``). The unpacking is all int32 arithmetic (no unsigned shifts, whose rounding
+engines differ on; ``Div`` of non-negative integers is floor everywhere), on constants, so onnxruntime folds
+it away at session creation and what runs is the same int8 → DequantizeLinear as ``portable`` (tests/converters check
 the optimised graph). A reader is ~40 nodes, a layer two or three (Reshape, DequantizeLinear, a Transpose
 for a MatMul weight): the graph's bytes stay small beside the payload (issue 17's budget: Σ bits/8 + 4 B a
 channel + 10 % + 2 KiB). Node names, intermediate shapes and attributes equal to their default are dropped.
@@ -115,8 +117,7 @@ def _zeros(op: Callable[..., ir.Value], n: ir.Value) -> ir.Value:
 def _pack(ctx: ExportContext) -> None:
     graph, layers = ctx.model.graph, ctx.layers
     if not layers:  # nothing quantised: the graph as it is, slimmed
-        _narrow_indices(graph)
-        _slim(graph, ctx.opset)
+        _finish(graph, ctx.opset)
         return
     chan_first = [np.moveaxis(layer.ints, layer.axis, 0) for layer in layers]
     widths = [layer.bits.astype(np.int64).reshape(-1) for layer in layers]
@@ -194,8 +195,57 @@ def _pack(ctx: ExportContext) -> None:
             layer.stored_bytes = -(-layer_bits[i] // 8) + -(-len(widths[i]) // 2) + layer.scale.nbytes
         chan0 += n_chan
         base += sum(layer_bits[i] for i in members)
+    _finish(graph, ctx.opset)
+
+
+def _finish(graph: ir.Graph, opset: int) -> None:
+    _half_floats(graph)
     _narrow_indices(graph)
-    _slim(graph, ctx.opset)
+    _slim(graph, opset)
+
+
+_HALF_MIN = 8  # elements; a smaller float tensor stays as it is (its Split output costs about what it saves)
+
+
+def _constants(graph: ir.Graph, dtype: ir.DataType, min_size: int) -> list[tuple[str, ir.Value, np.ndarray]]:
+    """The initializers of ``dtype`` with at least ``min_size`` elements that only nodes read (not a graph
+    input, which a caller can override, nor an output)."""
+    inputs = {id(v) for v in graph.inputs}
+    found = []
+    for name, value in graph.initializers.items():
+        tensor = value.const_value
+        if (tensor is None or tensor.dtype != dtype or tensor.size < min_size or value.is_graph_output()
+                or id(value) in inputs or not list(value.uses())):
+            continue
+        found.append((name, value, tensor.numpy()))
+    return found
+
+
+def _half_floats(graph: ir.Graph) -> None:
+    """Every float initializer whose values float16 holds exactly (the artifact rounds its scales, biases and
+    other float parameters to float16, ``sgsc_export.train.freeze``) moves into one float16 tensor,
+    ``pk.half``, read back by one Cast to float and one Split (and a Reshape where the tensor is not 1-D): the
+    same float32 values at half the bytes, folded at session creation. A tensor float16 does not hold
+    exactly stays float32."""
+    members = []
+    for name, value, array in _constants(graph, ir.DataType.FLOAT, _HALF_MIN):
+        flat = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
+        half = flat.astype(np.float16)
+        if np.array_equal(half.astype(np.float32).view(np.uint32), flat.view(np.uint32)):
+            members.append((name, value, half, array.shape))
+    if not members:
+        return
+    editor = GraphEditor(graph, "h.")
+    first = next(iter(graph))
+    blob = editor.constant(np.concatenate([m[2] for m in members]), "pk.half", shared=True)
+    wide = editor.op("Cast", [blob], first, to=ir.DataType.FLOAT)
+    sizes = editor.constant(np.array([m[2].size for m in members], np.int64), "n")
+    pieces = editor.node("Split", [wide, sizes], first, len(members), axis=0) if len(members) > 1 else [wide]
+    for (name, value, _, shape), piece in zip(members, pieces):
+        if len(shape) != 1:
+            piece = editor.op("Reshape", [piece, editor.constant(np.array(shape, np.int64), "s")], first)
+        ir.convenience.replace_all_uses_with(value, piece)
+        graph.initializers.pop(name)
 
 
 _NARROW_MIN = 64  # elements; below it a Cast node costs more than it saves
@@ -205,17 +255,9 @@ def _narrow_indices(graph: ir.Graph) -> None:
     """The model's own int64 constants (a GatherND's index table, a Reshape's target) of ``_NARROW_MIN``
     elements or more, stored as the narrowest of int8/int16/int32 that holds them, and Cast back: the same
     values, folded at session creation (a user's MLP on digits carried a 12.5 kB index table)."""
-    inputs = {id(v) for v in graph.inputs}  # an initializer that is also an input can be overridden: kept
     order = _order(graph)  # the Casts inserted below read no other initializer: the order stays valid
-    for name, value in list(graph.initializers.items()):
-        tensor = value.const_value
-        if (tensor is None or tensor.dtype != ir.DataType.INT64 or tensor.size < _NARROW_MIN
-                or value.is_graph_output() or id(value) in inputs):
-            continue
+    for name, value, array in _constants(graph, ir.DataType.INT64, _NARROW_MIN):
         uses = list(value.uses())
-        if not uses:
-            continue
-        array = tensor.numpy()
         for dtype in (np.int8, np.int16, np.int32):
             if array.min() >= np.iinfo(dtype).min and array.max() <= np.iinfo(dtype).max:
                 break
@@ -282,7 +324,7 @@ def _short_names(graph: ir.Graph) -> None:
     DequantizeLinear output."""
     values = [v for v in graph.initializers.values() if not v.is_graph_output()]
     values += [out for node in graph for out in node.outputs if not out.is_graph_output()]
-    keep = {v.name for v in (*graph.inputs, *graph.outputs)} | {"pk.blob", "pk.bits"}  # what the file is
+    keep = {v.name for v in (*graph.inputs, *graph.outputs)} | {"pk.blob", "pk.bits", "pk.half"}
     taken = keep | {v.name for v in values}  # a new name is none of the old ones: no clash mid-way
     count = 0
 

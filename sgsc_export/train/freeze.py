@@ -8,6 +8,19 @@ A layer twin becomes its float class; a GRU/LSTM/attention twin (:mod:`sgsc_expo
 float class too, with each quantised tensor back as the parameter of that name, in the module's own parameter
 order (so the state keys are the float model's: ``rnn.weight_ih_l0``). The integer state is keyed by the
 quantised layer's name either way: ``conv.weight_int``, ``rnn.weight_ih_l0.weight_int``.
+
+Float parameters are stored at float16 precision (``to_half``), as GGML's formats store their block scales:
+each channel's scale ``2^e`` and every other float tensor of the module — biases, the norms' affine
+parameters and statistics, embeddings left in float — is rounded to the nearest float16 value, held as
+float32, where all its nonzero values lie in float16's normal range (2^-14 … 65504; a tensor that does not,
+such as a variance near 0, stays as it is). An additive tensor (a bias, a BatchNorm's running mean: a name
+ending in ``bias`` or ``running_mean``) may also take float16's subnormals: a value below 2^-14 moves by at
+most 2^-25 there, which nothing added to an activation notices. The change is at most 2^-11 of each value
+(2^-25 absolute for an additive one's subnormals), far below what the
+integers' rounding moves, and it is made before the kept model is measured (the manifest's metrics and
+target are of the rounded model); every profile exports the same values, and ``compact`` stores them in half
+the bytes. A channel whose integers are all 0 takes the median scale of the others' (its values are 0
+whatever the scale; its learned exponent may have drifted out of range).
 """
 
 from __future__ import annotations
@@ -22,13 +35,42 @@ from sgsc_export.method._mixin import _QMixin
 from sgsc_export.method.nn import float_class, quantized_layers
 from sgsc_export.method.packed import PackedTwin, QMultiheadAttention, QWeight
 
-__all__ = ["freeze"]
+__all__ = ["freeze", "to_half"]
+
+_HALF_TINY, _HALF_MAX = 2.0**-14, 65504.0  # float16's smallest normal and largest finite magnitude
+
+
+_ADDITIVE = ("bias", "running_mean")  # names of tensors added to an activation (see the module docstring)
+
+
+def to_half(t: torch.Tensor, additive: bool = False) -> torch.Tensor:
+    """``t`` rounded to the nearest float16 values (as ``t``'s dtype) where every nonzero ``|t|`` lies in
+    float16's normal range (``additive``: at most its largest finite value); else ``t`` itself. Integer
+    tensors are returned as they are."""
+    if not t.is_floating_point() or t.numel() == 0:
+        return t
+    a = t.detach().abs()
+    nonzero = a[a > 0]
+    if nonzero.numel() and (not bool(torch.isfinite(nonzero).all()) or float(nonzero.max()) > _HALF_MAX
+                            or (not additive and float(nonzero.min()) < _HALF_TINY)):
+        return t
+    return t.detach().to(torch.float16).to(t.dtype)
+
+
+def _scale(layer: _QMixin, wi: torch.Tensor) -> torch.Tensor:
+    """``layer``'s scales 2^e at float16 precision; a row of zero integers at the median of the others'."""
+    scale = layer.scale()
+    live = wi.reshape(len(scale), -1).ne(0).any(1)
+    if not bool(live.all()):
+        fill = scale[live].median() if bool(live.any()) else torch.tensor(1.0)
+        scale = torch.where(live, scale, fill.to(scale.dtype))
+    return to_half(scale)
 
 
 def _integers(name: str, layer: _QMixin, quant: dict[str, torch.Tensor]) -> nn.Parameter:
     """Record ``layer``'s integer state under ``name`` in ``quant``; return its weight, integers × scale."""
     wi = layer.integer_weight()
-    scale = layer.scale()
+    scale = _scale(layer, wi)
     bits = core.stored_bits(layer.b).reshape(-1)
     quant[f"{name}.weight_int"] = wi.contiguous()
     quant[f"{name}.scale"] = scale.contiguous()
@@ -78,6 +120,7 @@ def freeze(qmodel: nn.Module) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     Every quantised layer becomes its float class with ``weight = weight_int × scale`` (exactly what the
     quantised forward computes) and its zero-bit channels' bias set to 0 (as masked in training); a packed
     twin's tensors likewise (an attention twin's ``in_proj_bias`` masked, a GRU/LSTM's biases as they are).
+    Scales and every other float tensor are at float16 precision (see the module docstring).
     """
     module = copy.deepcopy(qmodel)
     quant: dict[str, torch.Tensor] = {}
@@ -94,5 +137,21 @@ def freeze(qmodel: nn.Module) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     twins = [(n, m) for n, m in module.named_modules() if isinstance(m, PackedTwin)]
     for name, twin in twins:
         module = _replace(module, name, _freeze_packed(name, twin, quant))
+    integers = {id(p) for p in _integer_weights(module, quant)}
+    for owner in module.modules():
+        for store in (owner._parameters, owner._buffers):
+            for key, t in store.items():
+                if t is not None and id(t) not in integers:
+                    half = to_half(t.data, additive=key.endswith(_ADDITIVE))
+                    if half is not t.data:
+                        t.data = half
     module.eval()
     return module, quant
+
+
+def _integer_weights(module: nn.Module, quant: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """The parameters equal to integers × scale (``quant``'s layers): not rounded again."""
+    params = dict(module.named_parameters(remove_duplicate=False))
+    names = [k[: -len(".weight_int")] for k in quant if k.endswith(".weight_int")]
+    found = [params.get(n, params.get(f"{n}.weight")) for n in names]  # a twin's tensor, or a layer's weight
+    return [p for p in found if p is not None]

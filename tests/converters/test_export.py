@@ -17,6 +17,7 @@ from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from converters import export, inspect_model
+from converters.passes.metadata import layer_records
 from sgsc_export.artifact.compressed import CompressedModel
 from sgsc_export.errors import ArtifactError, ExportError
 from tests.converters.sessions import safe_session as _session
@@ -173,7 +174,7 @@ def test_compact_unpacking_is_folded_by_ort(exported, tmp_path):
         )
     folded_inits = {t.name: t for t in folded.graph.initializer}
     meta = {p.key: p.value for p in onnx.load(exported["compact"].path).metadata_props}
-    layer_of = {r["weight"]: r["name"] for r in json.loads(meta["sgsc.layers"])}  # compact renames values
+    layer_of = {r["weight"]: r["name"] for r in layer_records(meta["sgsc.layers"])}  # compact renames values
     seen = 0
     for node in folded.graph.node:
         if node.op_type == "DequantizeLinear" and node.input[0] in folded_inits:
@@ -195,7 +196,7 @@ def test_metadata(exported, artifact_dir):
         assert meta["sgsc.preservation_sha256"] == manifest["preservation"]["sha256"]
         assert meta["sgsc.task"] == manifest["model"]["task"]
         assert meta["sgsc.version"]
-        layers = json.loads(meta["sgsc.layers"])
+        layers = layer_records(meta["sgsc.layers"])
         assert [r["name"] for r in layers] == [layer["name"] for layer in manifest["layers"]]
         for rec, layer in zip(layers, manifest["layers"]):
             assert sum(rec["bits_histogram"].values()) == len(layer["bits"])
@@ -250,7 +251,7 @@ def test_synthetic_containers_matmul_axis_and_parity(tmp_path, fake, max_bits, c
             if n.op_type == "DequantizeLinear"
         }
         records = {
-            r["name"]: r for r in json.loads({p.key: p.value for p in model.metadata_props}["sgsc.layers"])
+            r["name"]: r for r in layer_records({p.key: p.value for p in model.metadata_props}["sgsc.layers"])
         }
         assert dq_axes[records["fc"]["weight"]] == 1  # MatMul weight [in, out]
         assert dq_axes[records["conv"]["weight"]] == 0

@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 import pytest
 
+from converters.passes.metadata import layer_records
 from runtime_checks.fusion import fusion_report
 from runtime_checks.graph import load_model
 from runtime_checks.sessions import plan_session, resolve_providers
@@ -27,7 +28,7 @@ def _compare(path, level: str) -> dict[str, tuple[str, str]]:
     model = onnx.load(path, load_external_data=False)
     meta = {p.key: p.value for p in model.metadata_props}
     recorded = json.loads(meta["sgsc.fused"])
-    weight_of = {r["name"]: r["weight"] for r in json.loads(meta["sgsc.layers"])}
+    weight_of = {r["name"]: r["weight"] for r in layer_records(meta["sgsc.layers"])}
     info = load_model(path)
     cpu = resolve_providers(["cpu"])[0][0]
     shape = [1 if not isinstance(d, int) or d <= 0 else d for d in

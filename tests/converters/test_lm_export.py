@@ -9,6 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from converters import export
+from converters.passes.metadata import layer_records
 from sgsc_export import CompressedModel
 
 
@@ -54,7 +55,7 @@ def test_every_profile_runs_in_onnxruntime(lm_artifact, tmp_path, profile, min_a
         for level in ("disabled", "all"):
             if level in measured:  # absent only when no activation could be quantised
                 assert measured[level]["flip_bound"] <= measured["bounds"]["max_flip_bound"], split
-    layers = json.loads(meta["sgsc.layers"])
+    layers = layer_records(meta["sgsc.layers"])
     assert {r["activation"] for r in layers} <= {"int8", "float"}
     assert next(r for r in layers if r["name"] == "tok")["activation"] == "float"  # a Gather has no input QDQ
     assert [r.activation for r in res.table.rows] == [r["activation"] for r in layers]

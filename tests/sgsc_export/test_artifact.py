@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from sgsc_export import ArtifactError, CompressedModel
+from sgsc_export.train.freeze import to_half
 from sgsc_export.train.loop import predict
 
 
@@ -56,7 +57,8 @@ def test_weights_are_exactly_integers_times_scale(digits_artifact):
         bits = cm.quant[f"{n}.bits"].to(torch.int64)
         shape = (-1,) + (1,) * (wi.dim() - 1)
         assert torch.equal(params[f"{n}.weight"], wi.float() * scale.reshape(shape))
-        assert torch.equal(scale, torch.exp2(cm.quant[f"{n}.exponent"]))
+        live = wi.reshape(len(scale), -1).ne(0).any(1)  # a row of zeros takes the others' median scale
+        assert torch.equal(scale[live], torch.exp2(cm.quant[f"{n}.exponent"])[live].half().float())
         lo = -(2 ** (bits - 1).clamp_min(0)).reshape(shape)
         hi = (2 ** (bits - 1).clamp_min(0) - 1).reshape(shape)
         flat = wi.to(torch.int64)
@@ -64,6 +66,32 @@ def test_weights_are_exactly_integers_times_scale(digits_artifact):
         assert torch.all((flat >= lo) | dead) and torch.all((flat <= hi) | dead)
         assert torch.count_nonzero(flat * dead) == 0
         assert bits.tolist() == layer["bits"]
+
+
+def test_float_parameters_are_stored_at_float16_precision(digits_artifact):
+    cm = CompressedModel.load(digits_artifact)
+    weights = {f"{layer['name']}.weight" for layer in cm.layers}
+    floats = {k: v for k, v in cm.state.items() if v.is_floating_point() and k not in weights}
+    assert floats  # the biases at least
+    for k, v in floats.items():
+        assert torch.equal(v, v.half().float()), k
+    for layer in cm.layers:
+        scale = cm.quant[f"{layer['name']}.scale"]
+        assert torch.equal(scale, scale.half().float())
+
+
+def test_to_half_rounds_only_what_float16_holds_in_its_normal_range():
+    t = torch.tensor([0.1, -3.0, 0.0, 1000.0])
+    assert torch.equal(to_half(t), t.half().float()) and not torch.equal(to_half(t), t)
+    for out_of_range in ([0.1, 1e-6], [0.1, 7e4]):  # a tiny variance, a huge value: the tensor as it is
+        t = torch.tensor(out_of_range)
+        assert to_half(t) is t
+    tiny = torch.tensor([0.1, 3e-6])  # added to an activation, a subnormal's 2^-25 step is nothing
+    assert torch.equal(to_half(tiny, additive=True), tiny.half().float()) and to_half(tiny) is tiny
+    huge = torch.tensor([1.0, float("inf")])
+    assert to_half(huge, additive=True) is huge
+    i = torch.tensor([3, 4])
+    assert to_half(i) is i
 
 
 def test_rebuilt_module_reproduces_reference_logits(digits_artifact):

@@ -17,7 +17,7 @@ from sgsc_export.method.heads import remove_dead_heads_
 from sgsc_export.method.nn import layer_kind, prepare_, quantized_layers
 from sgsc_export.method.packed import QGRU, QLSTM, QMultiheadAttention, QWeight
 from sgsc_export.method.pruning import refresh_in_alive_
-from sgsc_export.train.freeze import freeze
+from sgsc_export.train.freeze import freeze, to_half
 
 RNNS = [(cls, batch_first, layers, bidirectional) for cls in (nn.GRU, nn.LSTM)
         for batch_first, layers, bidirectional in ((True, 1, False), (False, 2, True), (True, 2, False))]
@@ -32,6 +32,16 @@ def _kill_rows_(layers: dict[str, nn.Module]) -> None:
     with torch.no_grad():
         for layer in layers.values():
             layer.b.view(-1)[::3] = -1.0  # every third row at zero bits
+
+
+def _half_exact_(model: nn.Module) -> None:
+    """Integer exponents (2^e exact in float16) and float16-exact parameters: ``freeze``'s rounding to float16
+    (``to_half``) then changes nothing, and the frozen module must reproduce the twin exactly."""
+    with torch.no_grad():
+        for layer in quantized_layers(model).values():
+            layer.e.copy_(layer.e.round())
+        for p in model.parameters():
+            p.copy_(to_half(p))
 
 
 def _reference(module: nn.Module, twin: nn.Module) -> nn.Module:
@@ -61,6 +71,7 @@ def test_recurrent_twin_quantises_every_row_and_freezes_to_its_float_module(cls,
         assert layer.b.shape == (gates * 6, 1)  # one bit-depth per row: a gate of a hidden unit
     assert float_weights(model) == []
     _kill_rows_(qlayers)
+    _half_exact_(model)
     ref = _reference(rnn, twin)
     x = torch.randn((3, 7, 5) if batch_first else (7, 3, 5))
     y, _ = twin(x)
@@ -106,6 +117,7 @@ def test_attention_twin_quantises_in_proj_rows_and_masks_their_bias(kdim):
     tensors = ["in_proj_weight"] if kdim is None else ["q_proj_weight", "k_proj_weight", "v_proj_weight"]
     assert set(quantized_layers(model)) == {"0.out_proj", *(f"0.{n}" for n in tensors)}
     _kill_rows_({n: twin.get_submodule(n) for n in tensors})
+    _half_exact_(model)
     ref = _reference(attn, twin)
     alive = torch.cat([twin.get_submodule(n).channel_alive() for n in tensors]).float()
     with torch.no_grad():

@@ -149,3 +149,43 @@ def test_a_convs_default_strides_dilations_and_pads_are_not_stored():
     weights_to_packed(ctx)
     conv = next(n for n in ctx.model.graph if n.op_type == "Conv")
     assert list(conv.attributes["pads"].value) == [1, 1, 1, 1]
+
+
+def test_float_tensors_float16_holds_exactly_share_one_half_blob():
+    """Float initializers whose values float16 holds exactly (the artifact rounds them so) are stored once in
+    ``pk.half`` and read back by Cast → Split (→ Reshape): the same outputs, fewer bytes; a tensor float16
+    does not hold exactly, or a small one, stays float32 as it was."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from converters.passes import compact
+
+    rng = np.random.default_rng(0)
+    bias = rng.normal(size=32).astype(np.float16).astype(np.float32)
+    table = rng.normal(size=(2, 3, 16)).astype(np.float16).astype(np.float32)
+    exact32 = rng.normal(size=32).astype(np.float32)  # not float16-exact
+    small = np.array([[0.5], [0.25]], np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "bias"], ["a"]), helper.make_node("Mul", ["a", "exact32"], ["b"]),
+         helper.make_node("Mul", ["b", "small"], ["c"]), helper.make_node("Add", ["t", "table"], ["d"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 32]),
+         helper.make_tensor_value_info("t", TensorProto.FLOAT, [2, 3, 16])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [2, 32]),
+         helper.make_tensor_value_info("d", TensorProto.FLOAT, [2, 3, 16])],
+        [numpy_helper.from_array(v, n) for v, n in
+         ((bias, "bias"), (exact32, "exact32"), (small, "small"), (table, "table"))])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model = ir.serde.deserialize_model(proto)
+    compact._half_floats(model.graph)
+    out = ir.serde.serialize_model(model)
+    inits = {t.name: t for t in out.graph.initializer}
+    assert inits["pk.half"].data_type == TensorProto.FLOAT16 and inits["pk.half"].dims == [32 + 96]
+    assert inits["exact32"].data_type == inits["small"].data_type == TensorProto.FLOAT
+    assert "bias" not in inits and "table" not in inits
+    feeds = {"x": rng.normal(size=(2, 32)).astype(np.float32),
+             "t": rng.normal(size=(2, 3, 16)).astype(np.float32)}
+    sessions = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+                for m in (proto, out)]
+    run = [s.run(None, feeds) for s in sessions]
+    assert all(np.array_equal(a, b) for a, b in zip(*run))
+    assert len(out.SerializeToString()) < len(proto.SerializeToString())

@@ -22,9 +22,10 @@ artifact rounds them so (``sgsc_export.train.freeze``) — are one float16 tenso
 and Split (``_half_floats``). The unpacking is all int32 arithmetic (no unsigned shifts, whose rounding
 engines differ on; ``Div`` of non-negative integers is floor everywhere), on constants, so onnxruntime folds
 it away at session creation and what runs is the same int8 → DequantizeLinear as ``portable``
-(tests/converters check the optimised graph). A reader is ~40 nodes, a layer two or three (Reshape, DequantizeLinear, a Transpose
-for a MatMul weight): the graph's bytes stay small beside the payload (issue 17's budget: Σ bits/8 + 4 B a
-channel + 10 % + 2 KiB). Node names, intermediate shapes and attributes equal to their default are dropped.
+(tests/converters check the optimised graph). A reader is ~40 nodes, a layer two or three (Reshape,
+DequantizeLinear, a Transpose for a MatMul weight): the graph's bytes stay small beside the payload (issue
+17's budget: Σ bits/8 + 4 B a channel + 10 % + 2 KiB). Node names, intermediate shapes and attributes equal to
+their default are dropped.
 
 Precondition: ``locate_weights`` ran (each weight is the float initializer it found); opset ≥ 13 (Split's
 sizes as an input). Postcondition: every quantised weight is read from the blob (its share:

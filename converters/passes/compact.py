@@ -234,12 +234,20 @@ def _half_floats(graph: ir.Graph) -> None:
         half = flat.astype(np.float16)
         if np.array_equal(half.astype(np.float32).view(np.uint32), flat.view(np.uint32)):
             members.append((name, value, half, array.shape))
+    _pool(graph, members, "pk.half", ir.DataType.FLOAT)
+
+
+def _pool(graph: ir.Graph, members: list[tuple[str, ir.Value, np.ndarray, tuple[int, ...]]], blob_name: str,
+          to: ir.DataType) -> None:
+    """Replace each member initializer (name, value, its values in the pool's narrow dtype, its shape) by its
+    piece of one ``blob_name`` tensor: ``Cast(to)`` → ``Split`` → a Reshape where the shape is not 1-D. The
+    nodes read only initializers and go first in the graph."""
     if not members:
         return
-    editor = GraphEditor(graph, "h.")
+    editor = GraphEditor(graph, f"{blob_name}.")
     first = next(iter(graph))
-    blob = editor.constant(np.concatenate([m[2] for m in members]), "pk.half", shared=True)
-    wide = editor.op("Cast", [blob], first, to=ir.DataType.FLOAT)
+    blob = editor.constant(np.concatenate([m[2].reshape(-1) for m in members]), blob_name, shared=True)
+    wide = editor.op("Cast", [blob], first, to=to)
     sizes = editor.constant(np.array([m[2].size for m in members], np.int64), "n")
     pieces = editor.node("Split", [wide, sizes], first, len(members), axis=0) if len(members) > 1 else [wide]
     for (name, value, _, shape), piece in zip(members, pieces):
@@ -283,14 +291,20 @@ _SPATIAL_DEFAULTS = {"strides": 1, "dilations": 1, "pads": 0}
 _SPATIAL_OPS = {"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool", "LpPool"}
 
 
+_KERNEL_FROM_W = {"Conv", "ConvTranspose"}  # "If not present, should be inferred from input W"
+
+
 def _spatial_default(op_type: str, name: str, value) -> bool:
+    if name == "kernel_shape":
+        return op_type in _KERNEL_FROM_W  # a valid model's kernel_shape is W's spatial shape
     return (op_type in _SPATIAL_OPS and name in _SPATIAL_DEFAULTS and isinstance(value, list)
             and all(v == _SPATIAL_DEFAULTS[name] for v in value))
 
 
 def _slim(graph: ir.Graph, opset: int) -> None:
     """Drop what the format does not need: node names, intermediate shapes, attributes equal to their
-    default (the schema's, or ``_SPATIAL_DEFAULTS``: a Conv's unit strides and dilations, zero pads); and give
+    default (the schema's, or ``_SPATIAL_DEFAULTS``: a Conv's unit strides and dilations, zero pads), a Conv's
+    ``kernel_shape`` (the spec infers it from W); and give
     every value but the graph's inputs and outputs a short name (``_short_names``)."""
     for node in graph:
         node.name = None

@@ -20,6 +20,7 @@ from sgsc_export.errors import ArtifactError, ConfigError, DataError, ModelError
 from sgsc_export.method.nn import is_quantized, twin_class
 from sgsc_export.tasks import Task, get_task
 from sgsc_export.train.preservation_set import criteria_names
+from sgsc_export.train.target import total_steps
 
 __all__ = ["check_checkpoint_fits", "check_inputs", "check_state_fits", "first_line"]
 
@@ -118,7 +119,7 @@ def check_checkpoint_fits(ckpt: dict[str, Any], path: Path | None, data: Any, co
     """The checkpoint's step and preservation set are possible for this run and data (indices, labels,
     criteria)."""
     step = ckpt["train_state"].get("step")
-    total = config.steps + config.finetune_steps
+    total = total_steps(config)  # the most a run takes (a trial's retry included)
     pres = ckpt["preservation"]
     idx, labels, criteria = (pres[k].numpy() for k in ("indices", "labels", "criteria"))
     fixed = getattr(data, "x_preservation", None)

@@ -27,10 +27,10 @@ from sgsc_export.method.objective import sgsc_loss, size_term, stored_size_bits
 from sgsc_export.method.pruning import Plan, refresh_in_alive_, remove_dead_channels_, revive_, slice_like
 from sgsc_export.tasks import CLASSIFICATION, Task
 from sgsc_export.train.checks import first_line
-from sgsc_export.train.target import Target, next_scale, smoothed
+from sgsc_export.train.target import Target, next_scale, smoothed, total_steps
 
-__all__ = ["NORM_SAMPLES", "TrainState", "accuracy", "compress_loop", "norm_calibration_indices", "predict",
-           "recalibrate_norms_", "train_float"]
+__all__ = ["NEAR", "NORM_SAMPLES", "TRIAL_GAIN", "TrainState", "accuracy", "compress_loop",
+           "norm_calibration_indices", "predict", "recalibrate_norms_", "train_float"]
 
 
 @torch.no_grad()
@@ -158,7 +158,11 @@ def _reset_moments(optimizer: torch.optim.Optimizer, layers: dict[str, nn.Module
 def _cosine_lr(config: CompressConfig, step: int) -> float:
     """Weights' learning rate at ``step``: a cosine from ``lr`` to ``lr · lr_min_factor`` per phase
     (stateless)."""
-    start, length = (0, config.steps) if step < config.steps else (config.steps, config.finetune_steps)
+    if step < config.steps:
+        start, length = 0, config.steps
+    else:  # a fine-tune phase: the first, or the retry after a trial (``_choose``), each its own cosine
+        length = max(1, config.finetune_steps)
+        start = config.steps + (step - config.steps) // length * length
     t = (step - start) / max(1, length)
     lo = config.lr * config.lr_min_factor
     return float(lo + (config.lr - lo) * 0.5 * (1 + np.cos(np.pi * t)))
@@ -255,15 +259,18 @@ def _snapshot(model: nn.Module, state: TrainState, bits: float, drop: float, pre
 
 
 def _keep(model: nn.Module, state: TrainState, bits: float, drop: float, met: bool,
-          preservation: float, met_alone: bool) -> None:
+          preservation: float, met_alone: bool, near: bool = False) -> None:
     """Remember this compression-phase check's model where it is a better candidate than the one held for its
     role: ``smallest_met`` (the fewest stored bits among the checks that met the target, ``met``:
-    ``Target.candidate``) and ``most_accurate`` (the lowest drop; ties: fewer bits)."""
+    ``Target.candidate``), ``smallest_near`` (the fewest among those within ``NEAR`` × the target, ``near``:
+    the trial ``_choose`` may fine-tune first) and ``most_accurate`` (the lowest drop; ties: fewer bits)."""
     kept = state.kept
     best = kept.get("most_accurate")
     roles = []
     if met and ("smallest_met" not in kept or bits < kept["smallest_met"]["bits"]):
         roles.append("smallest_met")
+    if near and ("smallest_near" not in kept or bits < kept["smallest_near"]["bits"]):
+        roles.append("smallest_near")
     if best is None or drop < best["drop"] or (drop == best["drop"] and bits < best["bits"]):
         roles.append("most_accurate")
     if roles:  # one copy of the model, shared by the roles it wins (it is never changed in place)
@@ -282,23 +289,44 @@ def _load_snapshot(model: nn.Module, links: dict[str, Link], state: TrainState, 
     return make_optimizer(model, config)
 
 
+def _describe(role: str, snap: dict[str, Any]) -> dict[str, Any]:
+    return {"compression": role, "compression_step": snap["step"], "bits": snap["bits"],
+            "validation_drop": snap["drop"]}
+
+
 def _choose(model: nn.Module, links: dict[str, Link], state: TrainState, optimizer: torch.optim.Optimizer,
             config: CompressConfig) -> torch.optim.Optimizer:
     """End of the compression phase: continue with the smallest model that met the target, else the most
     accurate one. The fine-tune phase then trains it to its end (its learning rate annealed): the model kept
     is the fine-tuned one, not re-chosen on the validation split (a choice among checks on a few hundred
     samples would pick the luckiest one, and often the one not fine-tuned at all) unless it ends past the
-    target (``_fall_back``)."""
+    target (``_fall_back``, then ``_end_first_fine_tune``).
+
+    With a fine-tune phase, two candidates: the one fine-tuned first, and the one held back for a second
+    phase where the first ends past the target (``state.kept["retry"]``, its role in
+    ``state.choice["pending"]``). The trial (``smallest_near``: the fewest bits within ``NEAR`` × the target,
+    where it stores at most ``TRIAL_GAIN`` of the smallest met check's) goes first, the smallest met check
+    after it; without a trial the smallest met check goes first, the most accurate check after it (where it is
+    another check, with a lower drop)."""
     kept = state.kept
     role = "smallest_met" if "smallest_met" in kept else "most_accurate"
     snap = kept.get(role)
+    near, best = kept.get("smallest_near"), kept.get("most_accurate")
     state.kept = {}
     if snap is None:
         return optimizer
-    state.choice = {"compression": role, "compression_step": snap["step"], "bits": snap["bits"],
-                    "validation_drop": snap["drop"]}
+    second: tuple[str, dict[str, Any]] | None = None
+    if config.finetune_steps and near is not None and near["bits"] <= TRIAL_GAIN * snap["bits"]:
+        second, role, snap = (role, snap), "smallest_near", near
+    elif (config.finetune_steps and role == "smallest_met" and best is not None
+          and best["step"] != snap["step"] and best["drop"] < snap["drop"]):
+        second = ("most_accurate", best)
+    state.choice = _describe(role, snap)
+    if second is not None:
+        state.choice["pending"] = second[0]
+        state.kept["retry"] = second[1]
     if role == "smallest_met" and snap["met"]:  # the fine-tune phase's first model that meets the target
-        state.kept = {"finetune_met": snap}  # (``_fall_back``), where the check alone met it
+        state.kept["finetune_met"] = snap  # (``_fall_back``), where the check alone met it
     if snap["step"] != state.step:
         optimizer = _load_snapshot(model, links, state, snap, config)
     return optimizer
@@ -315,11 +343,35 @@ def _fall_back(model: nn.Module, links: dict[str, Link], state: TrainState, opti
     steps)."""
     snap = state.kept.pop("finetune_met", None)
     if snap is None or snap["preservation"] < state.history[-1]["preservation_accuracy"]:
-        return optimizer
+        return optimizer, False
     state.choice = {**state.choice, "finetune_fallback_step": snap["step"],
                     "finetune_fallback_drop": snap["drop"]}
-    return _load_snapshot(model, links, state, snap, config)
+    return _load_snapshot(model, links, state, snap, config), True
 
+
+def _end_first_fine_tune(model: nn.Module, links: dict[str, Link], state: TrainState,
+                         optimizer: torch.optim.Optimizer, config: CompressConfig,
+                         met: bool) -> torch.optim.Optimizer:
+    """End of the first fine-tune phase, with a candidate held back (``_choose``): keep what it fine-tuned
+    where its last model, or a fine-tune check of it (``_fall_back``), meets the target; else put the
+    held-back candidate in and fine-tune it for a second phase (``state.choice["retry"]``: the run takes
+    ``finetune_steps`` more; the first attempt is under ``choice["tried"]``)."""
+    finetuned_drop = state.history[-1]["validation_drop"]
+    if not met:
+        optimizer, met = _fall_back(model, links, state, optimizer, config)
+    role, second = state.choice.pop("pending"), state.kept.pop("retry")
+    if met:
+        state.kept = {}
+        return optimizer
+    tried = {k: state.choice[k] for k in ("compression", "compression_step", "bits", "validation_drop")}
+    state.choice = {**_describe(role, second), "tried": [{**tried, "finetuned_drop": finetuned_drop}],
+                    "retry": True}
+    state.kept = {"finetune_met": second} if role == "smallest_met" and second["met"] else {}
+    return _load_snapshot(model, links, state, second, config)
+
+
+NEAR = 2.0  # a compression check within NEAR × max_drop may be the trial that ``_choose`` fine-tunes first,
+TRIAL_GAIN = 0.95  # where it stores at most this fraction of the safe candidate's bits
 
 # the largest teacher-logit table kept in memory; above it the teacher runs on every batch instead
 TEACHER_TABLE_BYTES = 256 * 2**20
@@ -377,16 +429,16 @@ def compress_loop(
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
     xp, yp = torch.as_tensor(x_pres), torch.as_tensor(y_pres)
     fp32_bits = 32 * n_start
-    total_steps = config.steps + config.finetune_steps
+    total = total_steps(config, state)
     layers = quantized_layers(model)
     distill = teacher is not None and config.distill > 0
-    table = teacher_table(teacher, xt, config, task, total_steps - state.step) if distill else None
+    table = teacher_table(teacher, xt, config, task, total - state.step) if distill else None
     cal = torch.as_tensor(norm_calibration_indices(len(xt)))
     x_cal, y_cal = xt[cal], yt[cal]
     model.train()
     refresh_in_alive_(model, links)
-    with _progress(total_steps, "compress", progress, initial=state.step) as bar:
-        while state.step < total_steps:
+    with _progress(total, "compress", progress, initial=state.step) as bar:
+        while state.step < total:
             finetune = state.step >= config.steps
             optimizer.param_groups[0]["lr"] = _cosine_lr(config, state.step)
             for layer in layers.values():
@@ -426,7 +478,7 @@ def compress_loop(
             state.step += 1
             bar.update(1)
 
-            if state.step % config.restore_every == 0 or state.step in (config.steps, total_steps):
+            if state.step % config.restore_every == 0 or state.step in (config.steps, total):
                 recalibrate_norms_(model, x_cal, y_cal, config.batch_size, task)
                 pres_acc = task.accuracy(predict(model, xp), y_pres)
                 bits = stored_size_bits(model)
@@ -446,11 +498,11 @@ def compress_loop(
                         mean_pres = smoothed(state.history, "preservation_accuracy", pres_acc, finetune)
                         record["smoothed_drop"] = mean_drop
                         _keep(model, state, bits, mean_drop, target.candidate(mean_drop, mean_pres), pres_acc,
-                              target.candidate(drop, pres_acc))
+                              target.candidate(drop, pres_acc), target.candidate(mean_drop, mean_pres, NEAR))
                         state.gamma_log_scale = next_scale(state.gamma_log_scale, mean_drop, target.max_drop,
                                                            config.dual_lr)
-                    elif target.candidate(drop, pres_acc) and state.step < total_steps:
-                        state.kept = {"finetune_met": _snapshot(model, state, bits, drop, pres_acc, True)}
+                    elif target.candidate(drop, pres_acc) and state.step < total:
+                        state.kept["finetune_met"] = _snapshot(model, state, bits, drop, pres_acc, True)
                 state.history.append(record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", pres=f"{pres_acc:.3f}",
                                 bits=f"{record['avg_bits']:.2f}", ratio=f"{record['ratio']:.4f}")
@@ -475,12 +527,17 @@ def compress_loop(
             if target is not None and state.step == config.steps:
                 optimizer = _choose(model, links, state, optimizer, config)
                 layers = quantized_layers(model)
-            if target is not None and state.step == total_steps and config.finetune_steps:
-                last = state.history[-1]  # the check at the last step
-                if not target.candidate(last["validation_drop"], last["preservation_accuracy"]):
-                    optimizer = _fall_back(model, links, state, optimizer, config)
-                    layers = quantized_layers(model)
-            due = state.step % config.checkpoint_every == 0 and state.step < total_steps
+            if target is not None and state.step == total and config.finetune_steps:
+                last = state.history[-1]  # the check at the phase's last step
+                met = target.candidate(last["validation_drop"], last["preservation_accuracy"])
+                if "pending" in state.choice:
+                    optimizer = _end_first_fine_tune(model, links, state, optimizer, config, met)
+                    total = total_steps(config, state)
+                    bar.total = total
+                elif not met:
+                    optimizer, _ = _fall_back(model, links, state, optimizer, config)
+                layers = quantized_layers(model)
+            due = state.step % config.checkpoint_every == 0 and state.step < total
             if checkpoint is not None and due:
                 checkpoint(state, optimizer)
     for layer in layers.values():

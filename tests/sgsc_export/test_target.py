@@ -231,8 +231,14 @@ def test_a_fine_tune_that_ends_past_the_target_falls_back_to_its_last_check_that
     monkeypatch.setattr(loop, "_snapshot", lambda model, state, bits, drop, pres, met: real_snapshot(
         model, state, bits, drop, 0.0 if state.step > cfg.steps else pres, met))
     worse = _run(cfg, _split_with_validation())
-    assert "finetune_fallback_step" not in worse.manifest["target"]["choice"]
-    assert all(np.array_equal(v, worse.quant[k]) for k, v in plain.quant.items())  # the last model, kept
+    choice = worse.manifest["target"]["choice"]
+    assert "finetune_fallback_step" not in choice
+    # no fallback: the most accurate compression check, held back, is fine-tuned for a second phase
+    checks = [r for r in worse.history["records"] if not r["finetune"]]
+    best = min(checks, key=lambda r: (r["smoothed_drop"], r["quantized_bits"]))
+    assert choice["retry"] and choice["compression"] == "most_accurate"
+    assert choice["compression_step"] == best["step"] and choice["tried"][0]["finetuned_drop"] == 500.0
+    assert worse.history["records"][-1]["step"] == cfg.steps + 2 * cfg.finetune_steps
 
 
 def test_the_fine_tune_falls_back_to_the_compression_check_only_where_its_own_drop_met_the_target():
@@ -249,3 +255,110 @@ def test_the_fine_tune_falls_back_to_the_compression_check_only_where_its_own_dr
         loop._choose(None, {}, state, None, cfg)  # the check is the current model: nothing is loaded
         assert state.choice["compression"] == "smallest_met" and state.choice["validation_drop"] == 0.3
         assert ("finetune_met" in state.kept) is met_alone
+
+
+def _snap(step: int, bits: float, drop: float, met: bool) -> dict:
+    return {"step": step, "bits": bits, "drop": drop, "preservation": 1.0, "met": met, "state": {},
+            "removed": {}, "dead_prev": {}}
+
+
+def test_a_smaller_check_near_the_target_is_fine_tuned_first_with_the_safe_one_held_back():
+    """``_choose``: a check within NEAR × the target that stores at most TRIAL_GAIN of the smallest met
+    check's bits is the trial, fine-tuned first; the met one is held back for a second phase. One that saves
+    less is no trial."""
+    from sgsc_export.train import loop
+
+    cfg = CompressConfig(finetune_steps=10)
+    safe = _snap(7, 100.0, 0.3, True)  # every snapshot at the current step: nothing is loaded
+    for near_bits, trial in ((loop.TRIAL_GAIN * 100.0, True), (loop.TRIAL_GAIN * 100.0 + 1, False)):
+        state = loop.TrainState(step=7)
+        near = _snap(7, near_bits, 0.8, False)
+        state.kept = {"smallest_met": safe, "most_accurate": safe, "smallest_near": near}
+        loop._choose(None, {}, state, None, cfg)
+        if trial:
+            assert state.choice["compression"] == "smallest_near" and state.choice["bits"] == near_bits
+            assert state.choice["pending"] == "smallest_met" and state.kept == {"retry": safe}
+        else:  # the most accurate check is the chosen one: nothing is held back
+            assert state.choice == {"compression": "smallest_met", "compression_step": 7, "bits": 100.0,
+                                    "validation_drop": 0.3}
+            assert state.kept == {"finetune_met": safe}
+    state = loop.TrainState(step=7)
+    best = _snap(5, 150.0, 0.1, True)  # held back, not loaded
+    state.kept = {"smallest_met": safe, "most_accurate": best}
+    loop._choose(None, {}, state, None, cfg)
+    assert state.choice["compression"] == "smallest_met" and state.choice["pending"] == "most_accurate"
+    assert state.kept == {"retry": best, "finetune_met": safe}
+    state = loop.TrainState(step=7)
+    state.kept = {"smallest_met": safe, "most_accurate": best, "smallest_near": _snap(7, 50.0, 0.8, False)}
+    loop._choose(None, {}, state, None, CompressConfig(finetune_steps=0))  # no fine-tune: nothing to try
+    assert state.choice["compression"] == "smallest_met" and "pending" not in state.choice
+
+
+def _scripted_compression_drops(monkeypatch, fine_tune_drop):
+    """Drops the loop sees: 0, 0, 250, 250 pp at the four compression checks (means 0, 0, 83, 167: the
+    first three meet a 100 pp target, all four are within 2×), then ``fine_tune_drop(n)`` at the n-th
+    fine-tune check (None: the real one)."""
+    from sgsc_export.train import target as target_mod
+
+    real, calls = target_mod.Target.drop, []
+
+    def scripted(self, value):
+        calls.append(value)
+        n = len(calls)
+        if n <= 4:
+            return (0.0, 0.0, 250.0, 250.0)[n - 1]
+        d = fine_tune_drop(n - 4)
+        return real(self, value) if d is None else d
+
+    monkeypatch.setattr(target_mod.Target, "drop", scripted)
+
+
+def _expected_trial(records, cfg):
+    from sgsc_export.train import loop
+
+    checks = [r for r in records if not r["finetune"]]
+    met = min((r for r in checks if r["smoothed_drop"] <= cfg.max_drop), key=lambda r: r["quantized_bits"])
+    near = min(checks, key=lambda r: r["quantized_bits"])
+    return met, near, near["quantized_bits"] <= loop.TRIAL_GAIN * met["quantized_bits"]
+
+
+def test_a_trial_that_misses_the_target_after_its_fine_tune_gives_way_to_the_safe_check(monkeypatch):
+    """The trial's fine-tune ends past the target (scripted: 500 pp at both its checks) and none of its
+    checks met it: the smallest met compression check is put back and fine-tuned for a second phase; the
+    manifest says so (``tried``, ``retry``) and the run took ``finetune_steps`` more."""
+    from sgsc_export.train import loop
+
+    monkeypatch.setattr(loop, "TRIAL_GAIN", 1.0)  # any near check at most as large: a trial on this draw
+    cfg = CompressConfig(steps=40, finetune_steps=20, restore_every=10, float_epochs=1, gamma=1.0,
+                         init_bits=4.0, max_drop=100.0, seed=2)
+    _scripted_compression_drops(monkeypatch, lambda n: 500.0 if n <= 2 else None)
+    art = _run(cfg, _split_with_validation())
+    records = art.history["records"]
+    met, near, trial = _expected_trial(records, cfg)
+    assert trial
+    choice = art.manifest["target"]["choice"]
+    assert choice["tried"] == [{"compression": "smallest_near", "compression_step": near["step"],
+                                "bits": near["quantized_bits"], "validation_drop": near["smoothed_drop"],
+                                "finetuned_drop": 500.0}]
+    assert choice["retry"] is True and "pending" not in choice
+    assert choice["compression"] == "smallest_met" and choice["compression_step"] == met["step"]
+    assert [r["step"] for r in records if r["finetune"]] == [50, 60, 70, 80]
+    assert records[-1]["alive"] == met["alive"] and art.manifest["target"]["met"]
+
+
+def test_a_trial_that_meets_the_target_after_its_fine_tune_is_kept(monkeypatch):
+    from sgsc_export.train import loop
+
+    monkeypatch.setattr(loop, "TRIAL_GAIN", 1.0)
+    cfg = CompressConfig(steps=40, finetune_steps=20, restore_every=10, float_epochs=1, gamma=1.0,
+                         init_bits=4.0, max_drop=100.0, seed=2)
+    _scripted_compression_drops(monkeypatch, lambda n: None)
+    art = _run(cfg, _split_with_validation())
+    records = art.history["records"]
+    met, near, trial = _expected_trial(records, cfg)
+    assert trial
+    choice = art.manifest["target"]["choice"]
+    assert choice == {"compression": "smallest_near", "compression_step": near["step"],
+                      "bits": near["quantized_bits"], "validation_drop": near["smoothed_drop"]}
+    assert [r["step"] for r in records if r["finetune"]] == [50, 60]
+    assert records[-1]["alive"] == near["alive"] and art.manifest["target"]["met"]

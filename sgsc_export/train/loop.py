@@ -356,7 +356,9 @@ def _end_first_fine_tune(model: nn.Module, links: dict[str, Link], state: TrainS
     where its last model, or a fine-tune check of it (``_fall_back``), meets the target; else put the
     held-back candidate in and fine-tune it for a second phase (``state.choice["retry"]``: the run takes
     ``finetune_steps`` more; the first attempt is under ``choice["tried"]``)."""
-    finetuned_drop = state.history[-1]["validation_drop"]
+    last = state.history[-1]
+    finetuned = {"finetuned_drop": last["validation_drop"],
+                 "finetuned_preservation_accuracy": last["preservation_accuracy"]}
     if not met:
         optimizer, met = _fall_back(model, links, state, optimizer, config)
     role, second = state.choice.pop("pending"), state.kept.pop("retry")
@@ -364,8 +366,7 @@ def _end_first_fine_tune(model: nn.Module, links: dict[str, Link], state: TrainS
         state.kept = {}
         return optimizer
     tried = {k: state.choice[k] for k in ("compression", "compression_step", "bits", "validation_drop")}
-    state.choice = {**_describe(role, second), "tried": [{**tried, "finetuned_drop": finetuned_drop}],
-                    "retry": True}
+    state.choice = {**_describe(role, second), "tried": [{**tried, **finetuned}], "retry": True}
     state.kept = {"finetune_met": second} if role == "smallest_met" and second["met"] else {}
     return _load_snapshot(model, links, state, second, config)
 

@@ -339,7 +339,8 @@ def test_a_trial_that_misses_the_target_after_its_fine_tune_gives_way_to_the_saf
     choice = art.manifest["target"]["choice"]
     assert choice["tried"] == [{"compression": "smallest_near", "compression_step": near["step"],
                                 "bits": near["quantized_bits"], "validation_drop": near["smoothed_drop"],
-                                "finetuned_drop": 500.0}]
+                                "finetuned_drop": 500.0,
+                                "finetuned_preservation_accuracy": records[5]["preservation_accuracy"]}]
     assert choice["retry"] is True and "pending" not in choice
     assert choice["compression"] == "smallest_met" and choice["compression_step"] == met["step"]
     assert [r["step"] for r in records if r["finetune"]] == [50, 60, 70, 80]

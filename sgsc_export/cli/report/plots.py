@@ -195,6 +195,11 @@ def target_over_training(manifest: dict[str, Any], history: dict[str, Any]) -> b
     if ringed:
         ax.scatter([r["step"] for r in ringed], [r["validation_drop"] for r in ringed], s=120,
                    facecolors="none", edgecolors="black", zorder=3, label="kept")
+    tried = {t.get("compression_step") for t in choice.get("tried", []) if isinstance(t, dict)}
+    first = [r for r in records if r["step"] in tried and not r.get("finetune")]
+    if first:  # fine-tuned first, past the target after it: the held-back candidate was fine-tuned instead
+        ax.scatter([r["step"] for r in first], [r["validation_drop"] for r in first], s=120,
+                   facecolors="none", edgecolors="#999999", zorder=3, label="tried first, not kept")
     fine = [r["step"] for r in records if r.get("finetune")]
     if fine:
         ax.axvspan(min(fine), max(fine), color="#eeeeee", label="fine-tuning (γ = 0)")

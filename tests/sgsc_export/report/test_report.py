@@ -79,3 +79,15 @@ def test_report_loads_in_headless_chromium(toy_run, tmp_path):
     console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line
                or "Content Security Policy" in line]
     assert not console, console
+
+
+def test_the_target_plot_rings_the_kept_check_and_the_one_tried_first():
+    from sgsc_export.cli.report.plots import target_over_training
+
+    records = [{"step": s, "validation_drop": d, "finetune": s > 30} for s, d in
+               ((10, 0.1), (20, 0.3), (30, 0.9), (40, 0.6), (50, 0.2))]
+    manifest = {"target": {"unit": "pp", "max_drop": 0.5, "met": True, "drop": 0.2,
+                           "gamma_trajectory": [[10, 0.5], [20, 0.8], [30, 1.3]],
+                           "choice": {"compression": "smallest_met", "compression_step": 20, "retry": True,
+                                      "tried": [{"compression": "smallest_near", "compression_step": 30}]}}}
+    assert target_over_training(manifest, {"records": records}).startswith(PNG)

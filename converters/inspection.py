@@ -148,6 +148,38 @@ def inspect_model(path: str | os.PathLike) -> SizeTable:
         raise ExportError(f"{p}: cannot inspect this ONNX file ({type(exc).__name__}: {text})") from None
 
 
+def _widths_from_blob(bits: onnx.TensorProto | None, records: dict[str, dict], found: list) -> None:
+    """A compact file's records carry no bits histogram nor learned bits: every channel's width is in
+    ``pk.bits`` (two to a byte, the layers in the order of ``sgsc.layers``). Fill them in from there where the
+    widths and the decoded weights agree (each channel's integers fit its width, the channel counts add up);
+    otherwise leave the records as they are (the table then reads the integers themselves)."""
+    if bits is None or not records or any("bits_histogram" in r for r in records.values()):
+        return
+    if bits.data_type != onnx.TensorProto.UINT8:
+        return
+    packed = numpy_helper.to_array(bits).reshape(-1)
+    widths = np.stack([packed & 15, packed >> 4], 1).reshape(-1).astype(np.int64)
+    decoded = {name: (values, axis) for name, values, axis, _, _ in found}
+    filled, start = {}, 0
+    for weight in records:
+        if weight not in decoded:
+            return
+        values, axis = decoded[weight]
+        ax = (axis if values.ndim > 1 else 0) % max(values.ndim, 1)
+        c = values.shape[ax] if values.ndim else 1
+        w = widths[start:start + c]
+        start += c
+        if len(w) != c or (w > 8).any() or (packing.channel_bits(values, ax) > w).any():
+            return
+        per = values.size // max(c, 1)
+        filled[weight] = ({str(b): int(n) for b, n in enumerate(np.bincount(w, minlength=9)) if n},
+                          int(w.sum()) * per)
+    if start > len(widths) or widths[start:].any():
+        return
+    for weight, (hist, learned) in filled.items():
+        records[weight].update(bits_histogram=hist, learned_bits=learned)
+
+
 def _table(p: Path, model: onnx.ModelProto) -> SizeTable:
     graph = model.graph
     meta = {m.key: m.value for m in model.metadata_props}
@@ -193,6 +225,7 @@ def _table(p: Path, model: onnx.ModelProto) -> SizeTable:
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
         extra = {n for n in node.input[1:] if n in inits}
         found.append((node.output[0], values, axis, container, used | extra))
+    _widths_from_blob(inits.get("pk.bits"), records, found)
     owners: dict[str, int] = {}
     for _, _, _, _, used in found:
         for n in used:
@@ -200,7 +233,7 @@ def _table(p: Path, model: onnx.ModelProto) -> SizeTable:
     rows = []
     for name, values, axis, container, used in found:
         rec = records.get(name)
-        if rec is not None:
+        if rec is not None and "bits_histogram" in rec and "learned_bits" in rec:
             hist, learned, stored = rec["bits_histogram"], int(rec["learned_bits"]), int(rec["stored_bytes"])
             label = rec.get("name", name)
         else:

@@ -193,7 +193,8 @@ def _pack(ctx: ExportContext) -> None:
                 w_int = editor.op("Transpose", [w_int], before, perm=perm)
             replace_with_dq(ctx, layer, w_int, GraphEditor(graph, f"{layer.name}."))
             layer.container = "packed"
-            layer.stored_bytes = -(-layer_bits[i] // 8) + -(-len(widths[i]) // 2) + layer.scale.nbytes
+            scale_bytes = layer.scale.size * (2 if _half(layer.scale) is not None else 4)  # ``_half_floats``
+            layer.stored_bytes = -(-layer_bits[i] // 8) + -(-len(widths[i]) // 2) + scale_bytes
         chan0 += n_chan
         base += sum(layer_bits[i] for i in members)
     _finish(graph, ctx.opset)
@@ -230,11 +231,20 @@ def _half_floats(graph: ir.Graph) -> None:
     exactly stays float32."""
     members = []
     for name, value, array in _constants(graph, ir.DataType.FLOAT, _HALF_MIN):
-        flat = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
-        half = flat.astype(np.float16)
-        if np.array_equal(half.astype(np.float32).view(np.uint32), flat.view(np.uint32)):
+        half = _half(array)
+        if half is not None:
             members.append((name, value, half, array.shape))
     _pool(graph, members, "pk.half", ir.DataType.FLOAT)
+
+
+def _half(array: np.ndarray) -> np.ndarray | None:
+    """``array`` flat as float16 where float16 holds every value exactly (and it is large enough to pool);
+    else None."""
+    flat = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
+    if flat.size < _HALF_MIN:
+        return None
+    half = flat.astype(np.float16)
+    return half if np.array_equal(half.astype(np.float32).view(np.uint32), flat.view(np.uint32)) else None
 
 
 def _pool(graph: ir.Graph, members: list[tuple[str, ir.Value, np.ndarray, tuple[int, ...]]], blob_name: str,

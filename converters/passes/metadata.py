@@ -47,10 +47,10 @@ def encode_layers(records: list[dict]) -> str:
     columns = {}
     for key in _COLUMNS:
         values = [r.get(key) for r in records]
-        if key == "bits_histogram":
-            values = [_counts(h) for h in values]
         if all(v is None for v in values):
             continue
+        if key == "bits_histogram":
+            values = [_counts(h) for h in values]
         shared = key in _SHARED and values and all(v == values[0] for v in values)
         columns[key] = values[0] if shared else values
     columns["layers"] = len(records)
@@ -92,6 +92,14 @@ def layer_records(value: str) -> list[dict]:
     return records
 
 
+def _without_widths(record: dict, profile: str) -> dict:
+    """A compact file stores every channel's width (``pk.bits``): its records leave out what those give, the
+    bits histogram and the learned bits (``converters.inspection`` reads them back from the widths)."""
+    if profile != "compact":
+        return record
+    return {k: v for k, v in record.items() if k not in ("bits_histogram", "learned_bits")}
+
+
 class AddMetadata(Pass):
     name = "add_metadata"
 
@@ -107,7 +115,7 @@ class AddMetadata(Pass):
         props = {
             "sgsc.profile": ctx.profile,
             "sgsc.opset": str(ctx.opset),
-            LAYERS_KEY: encode_layers([layer.record() for layer in ctx.layers]),
+            LAYERS_KEY: encode_layers([_without_widths(layer.record(), ctx.profile) for layer in ctx.layers]),
             "sgsc.manifest_sha256": ctx.manifest_sha256,
             "sgsc.version": ctx.version,
             "sgsc.preservation_sha256": str((m.get("preservation") or {}).get("sha256", "")),

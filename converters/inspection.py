@@ -72,6 +72,7 @@ _EVAL_OPS = frozenset(
         "ConstantOfShape",
         "CumSum",
         "Div",
+        "Expand",
         "Flatten",
         "Gather",
         "Identity",

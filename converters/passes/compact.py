@@ -111,8 +111,10 @@ def _groups(layers: list[LayerWeight], limit: int) -> list[list[int]]:
     return groups
 
 
-def _zeros(op: Callable[..., ir.Value], n: ir.Value) -> ir.Value:
-    return op("ConstantOfShape", n, value=ir.tensor(np.array([0], dtype=np.int32)))
+def _zeros(op: Callable[..., ir.Value], zero: ir.Value, n: ir.Value) -> ir.Value:
+    """int32 zeros of shape ``n``: the shared ``[0]`` expanded (a ConstantOfShape's value attribute is a
+    tensor of its own in every node: 28 bytes more)."""
+    return op("Expand", zero, n)
 
 
 def _pack(ctx: ExportContext) -> None:
@@ -163,12 +165,12 @@ def _pack(ctx: ExportContext) -> None:
         # K per channel: a step at each layer's first channel, summed up
         layer_starts = np.cumsum([0] + [len(widths[i]) for i in members[:-1]]).astype(np.int64)
         k_delta = np.diff(np.array([0] + [per[i] for i in members], dtype=np.int64)).astype(np.int32)
-        k = op("CumSum", op("ScatterElements", _zeros(op, const(np.array([n_chan], np.int64))),
+        k = op("CumSum", op("ScatterElements", _zeros(op, s["i0"], const(np.array([n_chan], np.int64))),
                             const(layer_starts), const(k_delta), axis=0), s["zero"])
         # width of each value: w repeated K times (see the module docstring)
         starts = op("CumSum", k, s["zero"], exclusive=1)
         step = op("Sub", w, op("Concat", s["i0"], op("Slice", w, s["s0"], s["e1"]), axis=0))
-        zeros = _zeros(op, const(np.array([n_val], np.int64)))
+        zeros = _zeros(op, s["i0"], const(np.array([n_val], np.int64)))
         width = op("CumSum", op("ScatterElements", zeros, starts, step, axis=0), s["zero"])
         pos = op("CumSum", width, s["zero"], exclusive=1)
         if base:
@@ -304,6 +306,22 @@ _SPATIAL_OPS = {"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool"
 _KERNEL_FROM_W = {"Conv", "ConvTranspose"}  # "If not present, should be inferred from input W"
 
 
+def _same_without(node: ir.Node, name: str, value) -> bool:
+    """Attributes whose value is not the default but computes what the default does here: a Reshape's
+    ``allowzero`` = 1 with a constant shape that has no 0 in it; an AveragePool's ``count_include_pad`` = 1
+    with no padding (no pads, or all 0, ``auto_pad`` NOTSET, no ``ceil_mode``)."""
+    if node.op_type == "Reshape" and name == "allowzero":
+        shape = node.inputs[1].const_value if len(node.inputs) > 1 and node.inputs[1] is not None else None
+        return shape is not None and bool((shape.numpy() != 0).all())
+    if node.op_type == "AveragePool" and name == "count_include_pad":
+        attrs = node.attributes
+        pads = attrs["pads"].value if "pads" in attrs else []
+        auto = attrs["auto_pad"].value if "auto_pad" in attrs else "NOTSET"
+        ceil = attrs["ceil_mode"].value if "ceil_mode" in attrs else 0
+        return not any(pads) and auto == "NOTSET" and not ceil
+    return False
+
+
 def _spatial_default(op_type: str, name: str, value) -> bool:
     if name == "kernel_shape":
         return op_type in _KERNEL_FROM_W  # a valid model's kernel_shape is W's spatial shape
@@ -313,9 +331,9 @@ def _spatial_default(op_type: str, name: str, value) -> bool:
 
 def _slim(graph: ir.Graph, opset: int) -> None:
     """Drop what the format does not need: node names, intermediate shapes, attributes equal to their
-    default (the schema's, or ``_SPATIAL_DEFAULTS``: a Conv's unit strides and dilations, zero pads), a Conv's
-    ``kernel_shape`` (the spec infers it from W); and give
-    every value but the graph's inputs and outputs a short name (``_short_names``)."""
+    default (the schema's, or ``_SPATIAL_DEFAULTS``: a Conv's unit strides and dilations, zero pads) or
+    computing what it does here (``_same_without``), a Conv's ``kernel_shape`` (the spec infers it from W);
+    and give every value but the graph's inputs and outputs a short name (``_short_names``)."""
     for node in graph:
         node.name = None
         for out in node.outputs:
@@ -335,6 +353,8 @@ def _slim(graph: ir.Graph, opset: int) -> None:
                 if value == onnx.helper.get_attribute_value(spec.default_value):
                     del node.attributes[name]
             elif _spatial_default(node.op_type, name, value):
+                del node.attributes[name]
+            if name in node.attributes and _same_without(node, name, value):
                 del node.attributes[name]
     _short_names(graph)
 

@@ -25,6 +25,7 @@ from tests.converters.sessions import safe_session as _session
 PROFILES = ("portable", "compact", "ort-int8")
 UNPACK_OPS = {
     "ConstantOfShape",
+    "Expand",
     "ScatterElements",
     "Mod",
     "Split",

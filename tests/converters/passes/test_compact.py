@@ -190,3 +190,35 @@ def test_float_tensors_float16_holds_exactly_share_one_half_blob():
     run = [s.run(None, feeds) for s in sessions]
     assert all(np.array_equal(a, b) for a, b in zip(*run))
     assert len(out.SerializeToString()) < len(proto.SerializeToString())
+
+
+def test_attributes_that_change_nothing_here_are_not_stored():
+    """A Reshape's allowzero = 1 with a constant shape without 0, an AveragePool's count_include_pad = 1
+    without padding: the file leaves them out and computes the same; where they matter they stay."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from converters.passes import compact
+
+    def model(shape, pads):
+        nodes = [helper.make_node("Reshape", ["x", "shape"], ["r"], allowzero=1),
+                 helper.make_node("AveragePool", ["r"], ["y"], kernel_shape=[2, 2], count_include_pad=1,
+                                  pads=pads)]
+        out = [2, 3, 1 + pads[0] + pads[2], 1 + pads[1] + pads[3]]
+        x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 12])
+        y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, out)
+        graph = helper.make_graph(nodes, "g", [x_info], [y_info],
+                                  [numpy_helper.from_array(np.array(shape, np.int64), "shape")])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+
+    x = np.random.default_rng(0).normal(size=(2, 12)).astype(np.float32)
+    for pads, kept in (([0, 0, 0, 0], set()), ([1, 1, 1, 1], {"count_include_pad"})):
+        proto = model([2, 3, 2, 2], pads)
+        m = ir.serde.deserialize_model(type(proto).FromString(proto.SerializeToString()))
+        compact._finish(m.graph, 21)
+        out = ir.serde.serialize_model(m)
+        reshape, pool = out.graph.node
+        assert not reshape.attribute and {a.name for a in pool.attribute} - {"kernel_shape", "pads"} == kept
+        runs = [ort.InferenceSession(p.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+            None, {"x": x})[0] for p in (proto, out)]
+        assert np.array_equal(*runs)

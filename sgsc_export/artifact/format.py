@@ -238,6 +238,9 @@ def _check_layers(layers: Any) -> None:
         for key in ("channels_kept", "channels_before", "channels_removed", "channels_masked", "stored_bits"):
             if key in layer:
                 _int(layer[key], f"{where}.{key}", 0, 2**62)
+        reason = layer.get("masked_reason")
+        if reason is not None and not (isinstance(reason, str) and len(reason) <= 500):
+            raise _bad(f"{where}.masked_reason", "null or a line of text", reason)
         if "channels_kept" in layer and layer["channels_kept"] != shape[0]:
             raise ArtifactError(f"manifest.json: {where}.channels_kept is {layer['channels_kept']} but "
                                 f"weight_shape has {shape[0]} channels; the manifest is inconsistent, re-run "

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-__all__ = ["Link", "find_links", "fold_batchnorm_", "trace"]
+__all__ = ["NOT_TRACED", "Link", "find_links", "fold_batchnorm_", "trace"]
 
 
 def _linear_output_is_2d(node: fx.Node) -> bool:
@@ -93,13 +93,26 @@ def _called_once(gm: fx.GraphModule) -> set[str]:
     return {name for name, n in calls.items() if n == 1}
 
 
-def find_links(model: nn.Module, gm: fx.GraphModule | None = None) -> dict[str, Link]:
-    """Producer name → Link for every Conv/Linear whose output channels have one unambiguous consumer."""
+NOT_TRACED = "the model cannot be traced by torch.fx: no removal at all"
+
+
+def find_links(model: nn.Module, gm: fx.GraphModule | None = None,
+               blocked: dict[str, str] | None = None) -> dict[str, Link]:
+    """Producer name → Link for every Conv/Linear whose output channels have one unambiguous consumer.
+
+    ``blocked``, when given, receives for every other Conv/Linear why its zero-bit channels stay masked (the
+    manifest's ``layers[].masked_reason``)."""
+    blocked = {} if blocked is None else blocked
     gm = gm if gm is not None else trace(model)
     if gm is None:
+        layers = (nn.Conv1d, nn.Conv2d, nn.Linear)
+        blocked.update({n: NOT_TRACED for n, m in model.named_modules() if isinstance(m, layers)})
         return {}
     modules = dict(model.named_modules())
     once = _called_once(gm)
+    shared = {name for name, m in modules.items() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))
+              and name not in once}
+    blocked.update(dict.fromkeys(shared, "called more than once (its weights serve every call)"))
     modules = {name: m for name, m in modules.items() if name in once}  # a shared module links nothing
     links: dict[str, Link] = {}
     for node in gm.graph.nodes:
@@ -107,47 +120,66 @@ def find_links(model: nn.Module, gm: fx.GraphModule | None = None) -> dict[str, 
         if not isinstance(producer, (nn.Conv1d, nn.Conv2d, nn.Linear)):
             continue
         if _is_conv(producer) and producer.groups != 1:
+            blocked[node.target] = "a grouped or depthwise convolution (each channel reads its own group)"
             continue
         link = _follow(node, node.target, producer, modules)
-        if link is not None:
+        if isinstance(link, Link):
             links[node.target] = link
+        else:
+            blocked[node.target] = link
     return links
 
 
-def _follow(node: fx.Node, name: str, producer: nn.Module, modules: dict[str, nn.Module]) -> Link | None:
+def _op_name(node: fx.Node) -> str:
+    target = node.target
+    name = target if isinstance(target, str) else getattr(target, "__name__", str(target))
+    return {"add": "a residual add", "iadd": "a residual add", "cat": "a concatenation",
+            "concat": "a concatenation", "mul": "a product", "output": "the model's output"}.get(
+        name, f"{name}, which is not channel-wise")
+
+
+def _follow(node: fx.Node, name: str, producer: nn.Module, modules: dict[str, nn.Module]) -> Link | str:
+    """The link from ``node``, or why there is none (one line)."""
     through: list[str] = []
     flattened = False
     cur = node
     while True:
         users = list(cur.users)
         if len(users) != 1:
-            return None
+            return ("its output is read more than once (a residual branch)" if users
+                    else "its output is unused")
         nxt = users[0]
+        if nxt.op == "output":
+            return "its channels are the model's outputs"
         if nxt.args[:1] != (cur,) or any(a is cur for a in list(nxt.args[1:]) + list(nxt.kwargs.values())):
-            return None  # the value must be the first and only tensor argument
+            return f"its output meets another tensor in {_op_name(nxt)}"  # the first and only tensor argument
         if nxt.op == "call_module":
             m = modules.get(nxt.target)
-            if m is None:  # called more than once
-                return None
+            if m is None:
+                return f"the next module ({nxt.target}) is called more than once"
             if isinstance(m, (nn.Conv1d, nn.Conv2d)) and not flattened and _is_conv(producer):
                 if m.groups != 1:
-                    return None
+                    return f"the consumer {nxt.target} is a grouped or depthwise convolution"
                 return Link(name, nxt.target, through, 1)
             if isinstance(m, nn.Linear) and (flattened or isinstance(producer, nn.Linear)):
                 n_out = producer.weight.shape[0]
                 if m.in_features % n_out:
-                    return None
+                    return f"the consumer {nxt.target}'s inputs do not split evenly over its channels"
                 return Link(name, nxt.target, through, m.in_features // n_out)
             if isinstance(m, _PASS_MODULES):
                 pass
             elif isinstance(m, _ACT_MODULES):
                 if not _zero_preserving(m):
-                    return None
+                    return f"{type(m).__name__} ({nxt.target}) does not map 0 to 0"
             elif (isinstance(m, nn.Flatten) and _is_conv(producer) and not flattened
                   and m.start_dim == 1 and m.end_dim == -1):
                 flattened = True
+            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+                return f"a BatchNorm not folded into it ({nxt.target}) maps a dead channel's 0 to β − μ·γ/σ"
+            elif isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
+                return f"a {type(m).__name__} over its channels ({nxt.target}) mixes them"
             else:
-                return None
+                return f"the next module ({nxt.target}, {type(m).__name__}) is not channel-wise"
         elif (nxt.op == "call_function" and nxt.target in _PASS_FUNCTIONS
               or nxt.op == "call_method" and nxt.target in _PASS_METHODS):
             pass
@@ -157,7 +189,7 @@ def _follow(node: fx.Node, name: str, producer: nn.Module, modules: dict[str, nn
               and not nxt.kwargs):
             flattened = True
         else:
-            return None
+            return f"its output goes through {_op_name(nxt)}"
         cur = nxt
 
 

@@ -66,6 +66,24 @@ def _write_errors(out: Path | None) -> Iterator[None]:
         raise ArtifactError(f"cannot write the artifact to {out}: {first_line(exc)}") from None
 
 
+def _masked_reason(model: nn.Module, name: str, layer: nn.Module, links: dict[str, Any],
+                   blocked: dict[str, str]) -> str:
+    """Why ``layer``'s zero-bit channels stay in the model as masked channels (one line)."""
+    if name in blocked:
+        return blocked[name]
+    kind = layer_kind(layer)
+    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else None
+    if kind in ("GRU", "LSTM"):
+        return "rows of a recurrent layer (the recurrence reads every gate row)"
+    if kind == "MultiheadAttention" or isinstance(parent, nn.MultiheadAttention):
+        return "rows of an attention layer (removed only as a whole head: its q, k and v rows)"
+    if kind == "Embedding":
+        return "rows of an embedding (every token keeps its vector)"
+    if name in links:
+        return "removal was refused: it would have changed the output"
+    return "no producer → consumer chain was found for it"
+
+
 def _prepare(model: nn.Module, config: CompressConfig, example: torch.Tensor):
     model.eval()
     gm = trace(model)
@@ -73,9 +91,10 @@ def _prepare(model: nn.Module, config: CompressConfig, example: torch.Tensor):
     left_float = prepare_(model, config)
     if not quantized_layers(model):
         raise ModelError("the model has no Conv1d/Conv2d/Linear layer to compress (or all were excluded)")
-    links = find_links(model)
+    blocked: dict[str, str] = {}
+    links = find_links(model, blocked=blocked)
     n_start = sum(layer.weight.numel() for layer in quantized_layers(model).values())
-    return folded, left_float, links, n_start, gm is not None
+    return folded, left_float, links, blocked, n_start, gm is not None
 
 
 def reinitialise_(model: nn.Module) -> list[str]:
@@ -180,7 +199,7 @@ def compress(
             p.requires_grad_(False)
 
     # 3. fold, quantise, train
-    folded, left_float, links, n_start, traced = _prepare(
+    folded, left_float, links, blocked, n_start, traced = _prepare(
         model, config, torch.as_tensor(np.ascontiguousarray(data.x_train[:2])))
     floats = float_weights(model)  # not quantised: stored at 32 bits, counted in the all-weights ratio
     n_float = sum(e["count"] for e in floats)
@@ -265,6 +284,8 @@ def compress(
             "channels_before": start_channels[name], "channels_kept": int(layer.weight.shape[0]),
             "channels_removed": removed.get(name, 0) + state.removed.get(name, 0),
             "channels_masked": int((bits == 0).sum()),
+            "masked_reason": (_masked_reason(model, name, layer, links, blocked) if int((bits == 0).sum())
+                              else None),
             "stored_bits": int((bits.double() * layer.weights_per_channel().double()).sum()),
         })
 

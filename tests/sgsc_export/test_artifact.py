@@ -68,6 +68,13 @@ def test_weights_are_exactly_integers_times_scale(digits_artifact):
         assert bits.tolist() == layer["bits"]
 
 
+def test_every_layer_with_masked_channels_says_why_they_were_not_removed(digits_artifact):
+    cm = CompressedModel.load(digits_artifact)
+    for layer in cm.layers:
+        assert (layer["masked_reason"] is None) == (layer["channels_masked"] == 0), layer["name"]
+        assert layer["masked_reason"] is None or isinstance(layer["masked_reason"], str)
+
+
 def test_float_parameters_are_stored_at_float16_precision(digits_artifact):
     cm = CompressedModel.load(digits_artifact)
     weights = {f"{layer['name']}.weight" for layer in cm.layers}

@@ -213,3 +213,39 @@ def test_dense_block_prunes_only_where_removal_is_exact():
     y = m(x)
     assert remove_dead_channels_(m, links) == {"body.2": 1}
     torch.testing.assert_close(m(x), y)
+
+
+class _Blocked(nn.Module):
+    """One of each structure that keeps a layer's zero-bit channels masked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(1, 4, 3, padding=1)
+        self.res = nn.Conv2d(4, 4, 3, padding=1)
+        self.cat = nn.Conv2d(4, 4, 1)
+        self.bn_after = nn.Conv2d(8, 4, 1)
+        self.bn = nn.BatchNorm2d(4)
+        self.pre = nn.BatchNorm2d(4)  # not after a conv: stays (between bn_after's output and dw)
+        self.dw = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        a = torch.relu(self.a(x))
+        r = a + self.res(a)
+        c = torch.cat([r, self.cat(r)], 1)
+        b = self.pre(torch.relu(self.bn_after(c)))
+        return self.fc(self.dw(b).mean((2, 3)))
+
+
+def test_every_layer_without_a_link_says_why():
+    model = _Blocked().eval()
+    blocked = {}
+    links = find_links(model, blocked=blocked)
+    assert set(links) | set(blocked) == {"a", "res", "cat", "bn_after", "dw", "fc"}
+    assert not set(links) & set(blocked)
+    assert blocked["a"] == "its output is read more than once (a residual branch)"
+    assert blocked["res"] == "its output meets another tensor in a residual add"
+    assert blocked["cat"] == "its output meets another tensor in a concatenation"
+    assert "a BatchNorm not folded into it (pre)" in blocked["bn_after"]
+    assert blocked["dw"] == "a grouped or depthwise convolution (each channel reads its own group)"
+    assert blocked["fc"] == "its channels are the model's outputs"

@@ -85,9 +85,15 @@ def _manifest_fields(run: Path) -> dict[str, Any]:
     try:
         m = json.loads((run / "manifest.json").read_text())
     except (OSError, ValueError):
-        return dict.fromkeys(("channels_before", "channels_removed", "channels_masked", "float_layers",
-                              "stored_ratio", "sgsc_float_acc", "target_met", "validation_drop"))
+        return dict.fromkeys(("channels_before", "channels_removed", "channels_masked", "masked_reasons",
+                              "float_layers", "stored_ratio", "sgsc_float_acc", "target_met",
+                              "validation_drop"))
     layers = m.get("layers")
+    reasons: dict[str, int] = {}
+    for x in layers if isinstance(layers, list) else []:
+        if isinstance(x, dict) and x.get("channels_masked"):
+            why = str(x.get("masked_reason"))
+            reasons[why] = reasons.get(why, 0) + int(x["channels_masked"])
 
     def total(key: str) -> int | None:
         if not isinstance(layers, list) or not all(isinstance(x, dict) and key in x for x in layers):
@@ -95,7 +101,8 @@ def _manifest_fields(run: Path) -> dict[str, Any]:
         return int(sum(x[key] for x in layers))
 
     return {"channels_before": total("channels_before"), "channels_removed": total("channels_removed"),
-            "channels_masked": total("channels_masked"), "float_layers": m.get("float_layers"),
+            "channels_masked": total("channels_masked"), "masked_reasons": reasons,
+            "float_layers": m.get("float_layers"),
             "stored_ratio": (m.get("totals") or {}).get("ratio"),
             "sgsc_float_acc": ((m.get("metrics") or {}).get("float") or {}).get("test_accuracy"),
             "target_met": (m.get("target") or {}).get("met"),
@@ -268,6 +275,12 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"| {_num((r.get('drop_pp') or {}).get('compact'))} | {_num(r.get('compact_bytes'))} "
             f"| {_num(r.get('compact_over_ptq'))} | {ch} | {fl_text} "
             f"| {secs} | {target} | {' / '.join(gate.get(p) or '–' for p in PROFILES)} | {err} |")
+    why_lines = [f"- {model} / {ds}: " + "; ".join(f"{why}: {n}" for why, n in
+                                                   sorted(r["masked_reasons"].items(), key=lambda kv: -kv[1]))
+                 for (model, ds), r in sorted(newest.items()) if r.get("masked_reasons")]
+    if why_lines:
+        lines += ["", "Masked channels by reason (`layers[].masked_reason` of each artifact: why they were "
+                  "not removed), channels:", "", *why_lines]
     return "\n".join(lines) + "\n"
 
 

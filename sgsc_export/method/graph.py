@@ -113,7 +113,9 @@ def find_links(model: nn.Module, gm: fx.GraphModule | None = None,
     shared = {name for name, m in modules.items() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))
               and name not in once}
     blocked.update(dict.fromkeys(shared, "called more than once (its weights serve every call)"))
-    modules = {name: m for name, m in modules.items() if name in once}  # a shared module links nothing
+    # a shared module links nothing, except one without parameters or buffers (a ReLU a block calls twice):
+    # it holds nothing that removal would slice
+    modules = {name: m for name, m in modules.items() if name in once or _stateless(m)}
     links: dict[str, Link] = {}
     for node in gm.graph.nodes:
         producer = modules.get(node.target) if node.op == "call_module" else None
@@ -128,6 +130,11 @@ def find_links(model: nn.Module, gm: fx.GraphModule | None = None,
         else:
             blocked[node.target] = link
     return links
+
+
+def _stateless(m: nn.Module) -> bool:
+    return isinstance(m, _PASS_MODULES + _ACT_MODULES) and not any(True for _ in m.parameters()) and not any(
+        True for _ in m.buffers())
 
 
 def _op_name(node: fx.Node) -> str:

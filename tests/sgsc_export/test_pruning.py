@@ -249,3 +249,38 @@ def test_every_layer_without_a_link_says_why():
     assert "a BatchNorm not folded into it (pre)" in blocked["bn_after"]
     assert blocked["dw"] == "a grouped or depthwise convolution (each channel reads its own group)"
     assert blocked["fc"] == "its channels are the model's outputs"
+
+
+class _SharedReLU(nn.Module):
+    """A block that calls one ReLU module twice, as torchvision's BasicBlock does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.relu(self.conv2(self.relu(self.conv1(x))))
+        return self.fc(h.mean((2, 3)))
+
+
+def test_a_stateless_module_called_twice_does_not_break_the_chain():
+    """A ReLU holds nothing removal would slice: conv1 → relu → conv2 links although the block calls the same
+    ReLU module twice, and removing conv1's dead channels leaves the output unchanged."""
+    torch.manual_seed(0)
+    model = _SharedReLU().eval()
+    prepare_(model, CompressConfig(init_bits=4))
+    links = find_links(model)
+    assert links["conv1"].consumer == "conv2"
+    layers = quantized_layers(model)
+    with torch.no_grad():
+        layers["conv1"].b[:2] = -1.0  # two channels at zero bits
+    refresh_in_alive_(model, links)
+    x = torch.randn(3, 1, 6, 6)
+    with torch.no_grad():
+        before = model(x)
+        assert remove_dead_channels_(model, links)["conv1"] == 2
+        refresh_in_alive_(model, links)
+        assert torch.allclose(model(x), before, atol=1e-6)

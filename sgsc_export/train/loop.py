@@ -333,11 +333,12 @@ def _choose(model: nn.Module, links: dict[str, Link], state: TrainState, optimiz
 
 
 def _fall_back(model: nn.Module, links: dict[str, Link], state: TrainState, optimizer: torch.optim.Optimizer,
-               config: CompressConfig) -> torch.optim.Optimizer:
+               config: CompressConfig) -> tuple[torch.optim.Optimizer, bool]:
     """End of the fine-tune phase, its last model past the target: keep the latest fine-tune check that met it
     (the same size: bits are frozen), if one did and it keeps the preservation set at least as well as the
     last model. A fallback never trades the hard samples the gate checks for the validation split: the zoo's
-    GRU on digits fell back to a check 4.4 pp down on them. The fine-tuned model is kept whenever it meets
+    GRU on digits fell back to a check 4.4 pp down on them (the bool: whether it fell back). The fine-tuned
+    model is kept whenever it meets
     the target; only where it does not is the run's result a check it would otherwise have trained past (on
     digits' 143 validation samples, one sample is 0.7 pp: the README's default run lost two in its last
     steps)."""

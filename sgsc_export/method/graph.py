@@ -80,6 +80,9 @@ def _zero_preserving(fn) -> bool:
             return False
 
 
+_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)  # the producers a link starts from
+
+
 def _is_conv(m: nn.Module) -> bool:
     return isinstance(m, (nn.Conv1d, nn.Conv2d))
 
@@ -105,13 +108,11 @@ def find_links(model: nn.Module, gm: fx.GraphModule | None = None,
     blocked = {} if blocked is None else blocked
     gm = gm if gm is not None else trace(model)
     if gm is None:
-        layers = (nn.Conv1d, nn.Conv2d, nn.Linear)
-        blocked.update({n: NOT_TRACED for n, m in model.named_modules() if isinstance(m, layers)})
+        blocked.update({n: NOT_TRACED for n, m in model.named_modules() if isinstance(m, _LAYERS)})
         return {}
     modules = dict(model.named_modules())
     once = _called_once(gm)
-    shared = {name for name, m in modules.items() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))
-              and name not in once}
+    shared = {name for name, m in modules.items() if isinstance(m, _LAYERS) and name not in once}
     blocked.update(dict.fromkeys(shared, "called more than once (its weights serve every call)"))
     # a shared module links nothing, except one without parameters or buffers (a ReLU a block calls twice):
     # it holds nothing that removal would slice
@@ -119,7 +120,7 @@ def find_links(model: nn.Module, gm: fx.GraphModule | None = None,
     links: dict[str, Link] = {}
     for node in gm.graph.nodes:
         producer = modules.get(node.target) if node.op == "call_module" else None
-        if not isinstance(producer, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+        if not isinstance(producer, _LAYERS):
             continue
         if _is_conv(producer) and producer.groups != 1:
             blocked[node.target] = "a grouped or depthwise convolution (each channel reads its own group)"
@@ -133,15 +134,15 @@ def find_links(model: nn.Module, gm: fx.GraphModule | None = None,
 
 
 def _stateless(m: nn.Module) -> bool:
-    return isinstance(m, _PASS_MODULES + _ACT_MODULES) and not any(True for _ in m.parameters()) and not any(
-        True for _ in m.buffers())
+    return (isinstance(m, _PASS_MODULES + _ACT_MODULES) and next(m.parameters(), None) is None
+            and next(m.buffers(), None) is None)
 
 
 def _op_name(node: fx.Node) -> str:
     target = node.target
     name = target if isinstance(target, str) else getattr(target, "__name__", str(target))
     return {"add": "a residual add", "iadd": "a residual add", "cat": "a concatenation",
-            "concat": "a concatenation", "mul": "a product", "output": "the model's output"}.get(
+            "concat": "a concatenation", "mul": "a product"}.get(
         name, f"{name}, which is not channel-wise")
 
 

@@ -67,8 +67,9 @@ def _scale(layer: _QMixin, wi: torch.Tensor) -> torch.Tensor:
     return to_half(scale)
 
 
-def _integers(name: str, layer: _QMixin, quant: dict[str, torch.Tensor]) -> nn.Parameter:
-    """Record ``layer``'s integer state under ``name`` in ``quant``; return its weight, integers × scale."""
+def _integers(name: str, layer: _QMixin, quant: dict[str, torch.Tensor], made: set[int]) -> nn.Parameter:
+    """Record ``layer``'s integer state under ``name`` in ``quant``; return its weight, integers × scale,
+    whose id goes into ``made``."""
     wi = layer.integer_weight()
     scale = _scale(layer, wi)
     bits = core.stored_bits(layer.b).reshape(-1)
@@ -78,7 +79,9 @@ def _integers(name: str, layer: _QMixin, quant: dict[str, torch.Tensor]) -> nn.P
     quant[f"{name}.bits"] = bits.to(torch.uint8).contiguous()
     quant[f"{name}.mask"] = (bits > 0).to(torch.uint8).contiguous()
     shape = (-1,) + (1,) * (wi.dim() - 1)
-    return nn.Parameter(wi.to(torch.float32) * scale.reshape(shape))
+    weight = nn.Parameter(wi.to(torch.float32) * scale.reshape(shape))
+    made.add(id(weight))  # integers × scale exactly: not rounded again (``freeze``)
+    return weight
 
 
 def _plain(twin: nn.Module) -> nn.Module:
@@ -96,12 +99,12 @@ def _replace(module: nn.Module, name: str, new: nn.Module) -> nn.Module:
     return module
 
 
-def _freeze_packed(name: str, twin: PackedTwin, quant: dict[str, torch.Tensor]) -> nn.Module:
+def _freeze_packed(name: str, twin: PackedTwin, quant: dict[str, torch.Tensor], made: set[int]) -> nn.Module:
     plain = _plain(twin)
     qweights = twin.qweights()
     params = {}
     for pname in twin.float_order:
-        params[pname] = (_integers(f"{name}.{pname}" if name else pname, qweights[pname], quant)
+        params[pname] = (_integers(f"{name}.{pname}" if name else pname, qweights[pname], quant, made)
                          if pname in qweights else twin._parameters[pname])
     if isinstance(twin, QMultiheadAttention) and twin.in_proj_bias is not None:
         params["in_proj_bias"] = nn.Parameter(twin.qbias().detach().clone())
@@ -124,11 +127,12 @@ def freeze(qmodel: nn.Module) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """
     module = copy.deepcopy(qmodel)
     quant: dict[str, torch.Tensor] = {}
+    integers: set[int] = set()  # ids of the weights equal to integers × scale
     for name, layer in quantized_layers(module).items():
         if isinstance(layer, QWeight):
             continue  # its module's twin, below
         plain = _plain(layer)
-        plain._parameters = {"weight": _integers(name, layer, quant)}
+        plain._parameters = {"weight": _integers(name, layer, quant, integers)}
         if "bias" in layer._parameters:  # Conv/Linear (None when bias=False); an Embedding has none
             bias = None if layer.bias is None else nn.Parameter(layer.qbias().detach().clone())
             plain._parameters["bias"] = bias
@@ -136,8 +140,7 @@ def freeze(qmodel: nn.Module) -> tuple[nn.Module, dict[str, torch.Tensor]]:
         module = _replace(module, name, plain)
     twins = [(n, m) for n, m in module.named_modules() if isinstance(m, PackedTwin)]
     for name, twin in twins:
-        module = _replace(module, name, _freeze_packed(name, twin, quant))
-    integers = {id(p) for p in _integer_weights(module, quant)}
+        module = _replace(module, name, _freeze_packed(name, twin, quant, integers))
     for owner in module.modules():
         for store in (owner._parameters, owner._buffers):
             for key, t in store.items():
@@ -148,10 +151,3 @@ def freeze(qmodel: nn.Module) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     module.eval()
     return module, quant
 
-
-def _integer_weights(module: nn.Module, quant: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-    """The parameters equal to integers × scale (``quant``'s layers): not rounded again."""
-    params = dict(module.named_parameters(remove_duplicate=False))
-    names = [k[: -len(".weight_int")] for k in quant if k.endswith(".weight_int")]
-    found = [params.get(n, params.get(f"{n}.weight")) for n in names]  # a twin's tensor, or a layer's weight
-    return [p for p in found if p is not None]

@@ -187,7 +187,8 @@ def smoothed(history: list[dict[str, Any]], key: str, value: float, finetune: bo
 
 
 def total_steps(config: Any, state: Any = None) -> int:
-    """The run's steps: compression, fine-tune, and a second fine-tune where the trial missed the target
-    (``train.loop: _end_trial``, ``state.choice["retry"]``); with no ``state``, the most a run can take."""
+    """The run's steps: compression, fine-tune, and a second fine-tune where the first candidate missed the
+    target (``train.loop: _end_first_fine_tune``, ``state.choice["retry"]``); with no ``state``, the most a
+    run can take."""
     retry = state is None or bool(state.choice.get("retry"))
     return config.steps + config.finetune_steps * (2 if retry else 1)

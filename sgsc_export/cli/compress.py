@@ -96,16 +96,14 @@ def compress_cmd(dataset: str, data_dir: Path | None, preservation_file: Path | 
 def _compress(dataset, data_dir, preservation_file, model_spec, weights, out, resume, threads, quiet,
               options, preset_name) -> None:
     from sgsc_export._outputs import check_out_dir
+    from sgsc_export._threads import limit_threads
     from sgsc_export.cli.tables import compress_summary, layer_table
     from sgsc_export.datasets.images import load_dataset
     from sgsc_export.models import build_model, default_factory, default_kwargs, load_weights
     from sgsc_export.presets import preset
     from sgsc_export.train.compress import compress as run
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    limit_threads(threads)
     t0 = time.perf_counter()
     check_out_dir(out)  # before any work: a bad --out must not cost a data load and a float training
     if resume and not (out / "checkpoints" / "last.pt").is_file():

@@ -25,6 +25,7 @@ from typing import Any
 
 from sgsc_export import __version__
 from sgsc_export._outputs import check_out_dir, check_outputs, lock_run_dir, write_atomic_many
+from sgsc_export._threads import limit_threads
 from sgsc_export.cli.compress import compress_inputs
 from sgsc_export.cli.pipeline.cache import StageCache, file_sha256, hash_json, write_atomic
 from sgsc_export.cli.pipeline.config import VALIDATION, PipelineConfig
@@ -99,10 +100,7 @@ def _compress(cfg: PipelineConfig, out: Path, cache: StageCache, echo: Echo) -> 
     from sgsc_export.train.compress import compress
 
     config = cfg.compress_config()
-    if cfg.torch_threads:
-        import torch
-
-        torch.set_num_threads(cfg.torch_threads)
+    limit_threads(cfg.torch_threads)
     data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed)
     spec = cfg.model or default_factory(cfg.dataset.split(":")[0])
     kwargs = default_kwargs(data) if cfg.model is None else {}

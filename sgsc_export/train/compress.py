@@ -187,7 +187,6 @@ def compress(
         target = Target.against(float_val, max_drop, task, validation)
         if task.name == "classification" and len(y_pres):
             target.float_preservation = task.accuracy(float_pres, y_pres)
-            target.preservation_n = len(y_pres)
         if pretrained and validation["source"] == "held out" and not resume:
             print(f"warning: the accuracy target is measured on {len(validation['y'])} samples held out of "
                   "x_train, which the given float weights were trained on, so their drop is overstated; "

@@ -14,7 +14,6 @@ from sgsc_export.train.target import (
     GAMMA_MAX_SCALE,
     GAMMA_MIN_SCALE,
     SMOOTH_CHECKS,
-    Target,
     hold_out,
     next_scale,
     smoothed,
@@ -56,25 +55,6 @@ def test_dual_ascent_raises_gamma_with_room_and_lowers_it_past_the_target():
     assert next_scale(0.0, 0.0, 0.5, 0.0) == 0.0  # dual_lr 0: γ fixed
     assert next_scale(10.0, 0.0, 0.5, 1.0) == pytest.approx(math.log(GAMMA_MAX_SCALE))
     assert next_scale(-10.0, 9.0, 0.5, 1.0) == pytest.approx(math.log(GAMMA_MIN_SCALE))
-
-
-def test_the_preservation_set_allows_one_sample_where_one_is_more_than_the_target():
-    from sgsc_export.tasks import CLASSIFICATION
-
-    def target(n: int, max_drop: float = 0.5) -> Target:
-        t = Target(max_drop, CLASSIFICATION, np.zeros((1, 1)), np.zeros(1), 1.0, 0, float_preservation=1.0)
-        t.preservation_n = n
-        return t
-
-    assert target(1000).preservation_tolerance == 0.5  # one sample is 0.1 pp: the target itself
-    assert target(129).preservation_tolerance == pytest.approx(100 / 129)  # one sample: 0.78 pp
-    assert target(20).preservation_tolerance == 1.0  # one sample (5 pp) capped at 2 × the target
-    assert target(0).preservation_tolerance == 0.5
-    t = target(129)
-    assert t.candidate(0.0, 128 / 129) and not t.candidate(0.0, 127 / 129)  # one of 129 lost, not two
-    assert not t.candidate(0.6, 1.0)  # the validation split's target is the user's: unchanged
-    assert t.candidate(0.0, 127 / 129, scale=2.0)  # the trial's allowance doubles both
-    assert not target(1000).candidate(0.0, 0.994)  # 0.6 pp of 1,000 samples: past the target
 
 
 def test_the_controller_reads_the_mean_of_the_last_checks_of_the_same_phase():

@@ -39,6 +39,9 @@ def load_state_resizing_(model: nn.Module, state: dict[str, torch.Tensor], train
             owner._parameters[attr] = nn.Parameter(value.detach().clone(), requires_grad=grad)
         w = owner._parameters.get("weight")
         if isinstance(owner, (nn.Conv1d, nn.Conv2d)) and w is not None:
+            depthwise = owner.groups > 1 and owner.groups == owner.out_channels == owner.in_channels
+            if depthwise and w.shape[1] == 1:
+                owner.groups = w.shape[0]  # a depthwise convolution stays one: its channels left in threes
             owner.out_channels, owner.in_channels = w.shape[0], w.shape[1] * owner.groups
         elif isinstance(owner, nn.Linear) and w is not None:
             owner.out_features, owner.in_features = w.shape

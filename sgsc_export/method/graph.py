@@ -8,7 +8,18 @@ a BatchNorm that was not folded into its producer (it maps a dead channel's 0 to
 consumer reads), a module called more than once (its weights serve every call; slicing them for one call
 changes the others) — breaks the chain, and the producer's zero-bit channels are kept as masked channels
 instead of removed. A model that fx cannot trace gets no links at all (said in the manifest), which is always
-safe. Removal across these structures is issue 11; here every recorded link is exact.
+safe.
+
+A depthwise convolution (groups = in = out channels: output channel c reads input channel c alone) links too,
+as a group of three: where its input is one producer's output through such a chain (``Link.upstream``), a
+zero-bit depthwise channel c outputs 0 whatever it reads, so it leaves with the consumer's input c *and* the
+upstream producer's channel c, which nothing else reads (an inverted-residual block's expand → depthwise →
+project). The reverse does not hold: a zero-bit upstream channel under a live depthwise channel gives that
+channel's bias, a constant the consumer reads, so it stays until the depthwise channel reaches zero bits (the
+size term keeps pushing it: its weights read nothing, so only the size term moves their bits).
+
+Removal across the other structures (residual sums, concatenations, grouped convolutions, norms over
+channels) is issue 17; every recorded link is exact.
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-__all__ = ["NOT_TRACED", "Link", "find_links", "fold_batchnorm_", "trace"]
+__all__ = ["NOT_TRACED", "Link", "find_links", "fold_batchnorm_", "is_depthwise", "trace"]
 
 
 def _linear_output_is_2d(node: fx.Node) -> bool:
@@ -47,12 +58,17 @@ class Link:
 
     ``per_channel`` is how many consumer input slots one producer channel feeds: 1 for Conv→Conv and
     Linear→Linear, H·W after a flatten.
+
+    ``upstream``: where the producer is a depthwise convolution (each output channel c reads input channel c
+    alone), the Conv/Linear whose output channel c is that input, through a chain of its own; removing the
+    depthwise channel c removes that channel of ``upstream`` with it (its only reader is gone).
     """
 
     producer: str
     consumer: str
     through: list[str] = field(default_factory=list)
     per_channel: int = 1
+    upstream: str | None = None
 
 
 class _Tracer(fx.Tracer):
@@ -87,6 +103,11 @@ def _is_conv(m: nn.Module) -> bool:
     return isinstance(m, (nn.Conv1d, nn.Conv2d))
 
 
+def is_depthwise(m: nn.Module) -> bool:
+    """A convolution whose output channel c reads input channel c alone (groups = in = out channels)."""
+    return _is_conv(m) and m.groups > 1 and m.groups == m.in_channels == m.out_channels
+
+
 def _called_once(gm: fx.GraphModule) -> set[str]:
     """The modules the traced forward calls exactly once."""
     calls: dict[str, int] = {}
@@ -118,18 +139,42 @@ def find_links(model: nn.Module, gm: fx.GraphModule | None = None,
     # it holds nothing that removal would slice
     modules = {name: m for name, m in modules.items() if name in once or _stateless(m)}
     links: dict[str, Link] = {}
+    feeds: dict[str, str] = {}  # depthwise convolution → the producer whose channels are its inputs
+    depthwise: list[fx.Node] = []
     for node in gm.graph.nodes:
         producer = modules.get(node.target) if node.op == "call_module" else None
         if not isinstance(producer, _LAYERS):
             continue
+        if is_depthwise(producer):
+            depthwise.append(node)
+            continue
         if _is_conv(producer) and producer.groups != 1:
-            blocked[node.target] = "a grouped or depthwise convolution (each channel reads its own group)"
+            blocked[node.target] = "a grouped convolution (each channel reads a group of input channels)"
             continue
         link = _follow(node, node.target, producer, modules)
-        if isinstance(link, Link):
+        if isinstance(link, Link) and is_depthwise(modules[link.consumer]):
+            feeds[link.consumer] = node.target
+            blocked[node.target] = (f"it feeds the depthwise convolution {link.consumer}: its channels go "
+                                    f"only with that convolution's zero-bit channels")
+        elif isinstance(link, Link):
             links[node.target] = link
         else:
             blocked[node.target] = link
+    for node in depthwise:  # after every producer: the one that feeds each depthwise convolution is known
+        upstream = feeds.get(node.target)
+        if upstream is None:
+            blocked[node.target] = ("a depthwise convolution whose input channels do not come from one "
+                                    "Conv/Linear through channel-wise steps (removing one would leave its "
+                                    "input in place)")
+            continue
+        link = _follow(node, node.target, modules[node.target], modules)
+        if isinstance(link, Link):
+            link.upstream = upstream
+            links[node.target] = link
+        else:
+            blocked[node.target] = link
+            blocked[upstream] = (f"it feeds the depthwise convolution {node.target}, whose channels stay "
+                                 f"({link})")
     return links
 
 
@@ -166,9 +211,9 @@ def _follow(node: fx.Node, name: str, producer: nn.Module, modules: dict[str, nn
             if m is None:
                 return f"the next module ({nxt.target}) is called more than once"
             if isinstance(m, (nn.Conv1d, nn.Conv2d)) and not flattened and _is_conv(producer):
-                if m.groups != 1:
-                    return f"the consumer {nxt.target} is a grouped or depthwise convolution"
-                return Link(name, nxt.target, through, 1)
+                if m.groups != 1 and not (is_depthwise(m) and m.in_channels == producer.out_channels):
+                    return f"the consumer {nxt.target} is a grouped convolution"
+                return Link(name, nxt.target, through, 1)  # a depthwise one: ``find_links`` makes it a feed
             if isinstance(m, nn.Linear) and (flattened or isinstance(producer, nn.Linear)):
                 n_out = producer.weight.shape[0]
                 if m.in_features % n_out:

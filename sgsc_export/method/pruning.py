@@ -3,8 +3,10 @@
 A zero-bit channel outputs exactly 0 (its bias is masked, see :mod:`sgsc_export.method.nn`), and every step on
 the link between producer and consumer maps 0 to 0, so removing the channel and the consumer's inputs that
 read it leaves the network's output unchanged (``sgsc_export.method.graph`` records only such links: a
-BatchNorm on the way, which would map 0 elsewhere, is folded into the producer or breaks the link). Channels
-without an unambiguous consumer stay in place as masked zero-bit channels.
+BatchNorm on the way, which would map 0 elsewhere, is folded into the producer or breaks the link). A
+depthwise producer's channel takes its input channel with it, and the upstream producer's channel that was
+that input (``Link.upstream``: nothing else reads it). Channels without an unambiguous consumer stay in place
+as masked zero-bit channels.
 """
 
 from __future__ import annotations
@@ -61,6 +63,16 @@ def _slice_param(module: nn.Module, name: str, index: torch.Tensor, dim: int, pl
         module.register_buffer(name, new)
 
 
+def _slice_outputs(layer: nn.Module, name: str, keep: torch.Tensor, plan: Plan | None) -> None:
+    """Keep only output channels ``keep`` of a Conv/Linear (and their b, e)."""
+    for p in ("weight", "bias", "b", "e"):
+        _slice_param(layer, p, keep, 0, plan, name)
+    if isinstance(layer, nn.Linear):
+        layer.out_features = len(keep)
+    else:
+        layer.out_channels = len(keep)
+
+
 @torch.no_grad()
 def remove_dead_channels_(model: nn.Module, links: dict[str, Link],
                           only: dict[str, torch.Tensor] | None = None,
@@ -81,12 +93,11 @@ def remove_dead_channels_(model: nn.Module, links: dict[str, Link],
         if bool(alive.all()) or not bool(alive.any()):
             continue  # nothing to remove, or removing everything would leave an empty tensor
         keep = torch.nonzero(alive).reshape(-1)
-        for p in ("weight", "bias", "b", "e"):
-            _slice_param(producer, p, keep, 0, plan, name)
-        if isinstance(producer, nn.Linear):
-            producer.out_features = len(keep)
-        else:
-            producer.out_channels = len(keep)
+        _slice_outputs(producer, name, keep, plan)
+        if link.upstream is not None:  # a depthwise producer: its input channels go with its outputs
+            _slice_param(producer, "in_alive", keep, 0)
+            producer.in_channels = producer.groups = len(keep)
+            _slice_outputs(model.get_submodule(link.upstream), link.upstream, keep, plan)
         consumer = model.get_submodule(link.consumer)
         within = torch.arange(link.per_channel, device=keep.device)
         cols = (keep[:, None] * link.per_channel + within).reshape(-1)

@@ -316,7 +316,8 @@ def compress(
         "float_layers": left_float,
         "float_weights": floats,
         "traced": traced,
-        "links": {k: {"consumer": v.consumer, "through": v.through, "per_channel": v.per_channel}
+        "links": {k: {"consumer": v.consumer, "through": v.through, "per_channel": v.per_channel,
+                      **({"upstream": v.upstream} if v.upstream else {})}
                   for k, v in links.items()},
         "layers": layers,
         "totals": {"weights_start": n_start, "fp32_bits": 32 * n_start, "quantized_bits": bits_total,

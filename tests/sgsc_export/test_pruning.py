@@ -247,7 +247,7 @@ def test_every_layer_without_a_link_says_why():
     assert blocked["res"] == "its output meets another tensor in a residual add"
     assert blocked["cat"] == "its output meets another tensor in a concatenation"
     assert "a BatchNorm not folded into it (pre)" in blocked["bn_after"]
-    assert blocked["dw"] == "a grouped or depthwise convolution (each channel reads its own group)"
+    assert blocked["dw"].startswith("a depthwise convolution whose input channels do not come from one ")
     assert blocked["fc"] == "its channels are the model's outputs"
 
 
@@ -284,3 +284,81 @@ def test_a_stateless_module_called_twice_does_not_break_the_chain():
         assert remove_dead_channels_(model, links)["conv1"] == 2
         refresh_in_alive_(model, links)
         assert torch.allclose(model(x), before, atol=1e-6)
+
+
+class _InvertedResidual(nn.Module):
+    """MobileNetV2's block: 1×1 expand → BN → ReLU6 → 3×3 depthwise → BN → ReLU6 → 1×1 project → BN, + x."""
+
+    def __init__(self, c: int = 4, hidden: int = 8) -> None:
+        super().__init__()
+        self.expand, self.bn1 = nn.Conv2d(c, hidden, 1), nn.BatchNorm2d(hidden)
+        self.dw, self.bn2 = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden), nn.BatchNorm2d(hidden)
+        self.project, self.bn3 = nn.Conv2d(hidden, c, 1), nn.BatchNorm2d(c)
+        self.act = nn.ReLU6()
+        self.fc = nn.Linear(c, 3)
+
+    def forward(self, x):
+        h = self.act(self.bn2(self.dw(self.act(self.bn1(self.expand(x))))))
+        return self.fc((x + self.bn3(self.project(h))).mean((2, 3)))
+
+
+def _block(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    m = _InvertedResidual()
+    for bn in (m.bn1, m.bn2, m.bn3):
+        _shifted_bn(bn)
+    return m.eval()
+
+
+def test_a_depthwise_channel_leaves_with_its_input_channel_and_the_expand_channel_that_fed_it():
+    """Issue 17: the expand → depthwise → project group. A zero-bit depthwise channel outputs 0 whatever it
+    reads, so it goes with the project conv's input and the expand conv's channel (nothing else reads it); a
+    zero-bit expand channel under a live depthwise channel stays (the depthwise bias is a constant the project
+    conv reads). The output is bit-identical, the depthwise conv stays depthwise, and the artifact's rebuild
+    follows."""
+    from sgsc_export.artifact.rebuild import load_state_resizing_
+
+    m = _block()
+    fold_batchnorm_(m)
+    prepare_(m, CompressConfig(init_bits=6))
+    m.eval()
+    blocked = {}
+    links = find_links(m, blocked=blocked)
+    assert links["dw"].consumer == "project" and links["dw"].upstream == "expand"
+    assert blocked["expand"].startswith("it feeds the depthwise convolution dw")
+    _kill(m, "dw", [1, 4])
+    _kill(m, "expand", [2])  # under a live depthwise channel: stays
+    refresh_in_alive_(m, links)
+    x = torch.randn(5, 4, 6, 6)
+    before, before_bits = m(x), stored_size_bits(m)
+    assert remove_dead_channels_(m, links) == {"dw": 2}
+    refresh_in_alive_(m, links)
+    assert torch.equal(m(x), before)
+    assert m.expand.weight.shape == (6, 4, 1, 1) and m.dw.weight.shape == (6, 1, 3, 3)
+    assert m.dw.groups == m.dw.in_channels == m.dw.out_channels == 6 and m.project.weight.shape == (4, 6, 1, 1)
+    assert stored_size_bits(m) < before_bits  # the expand channels that fed them were stored, and are gone
+    assert int((~dict(quantized_layers(m))["expand"].channel_alive()).sum()) == 1  # masked, not removed
+
+    fresh = _block()
+    fold_batchnorm_(fresh)
+    prepare_(fresh, CompressConfig(init_bits=6))
+    load_state_resizing_(fresh, m.state_dict())
+    assert fresh.dw.groups == 6 and torch.equal(fresh.eval()(x), before)
+
+
+def test_a_depthwise_conv_after_a_residual_sum_keeps_its_channels():
+    """Its input is not one producer's channels: no link, and the reason says so."""
+
+    class _AfterAdd(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(1, 4, 1), nn.Conv2d(1, 4, 1)
+            self.dw, self.fc = nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.Conv2d(4, 2, 1)
+
+        def forward(self, x):
+            return self.fc(self.dw(self.a(x) + self.b(x)))
+
+    blocked = {}
+    links = find_links(_AfterAdd().eval(), blocked=blocked)
+    assert "dw" not in links and "a" not in links
+    assert "depthwise convolution whose input channels do not come from one" in blocked["dw"]

@@ -109,7 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--work", type=Path, help="work directory (default: a temporary one)")
     ap.add_argument("--results", type=Path, default=RESULTS / "home_defaults.jsonl")
+    ap.add_argument("--summary-only", action="store_true", help="rewrite the .md from the results file")
     args = ap.parse_args(argv)
+    md = args.results.with_suffix(".md")
+    if args.summary_only:
+        rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
+        commits = ", ".join(sorted({r.get("commit", "?") for r in rows}))
+        dates = sorted(r.get("date", "") for r in rows)
+        md.write_text(f"# Home tasks at the defaults (`python -m benchmarks.home_defaults`, {dates[0]} to "
+                      f"{dates[-1]}, {commits})\n\n" + _summary(rows))
+        print(md.read_text())
+        return 0
     work = args.work or Path(tempfile.mkdtemp(prefix="sgsc-home-"))
     units = [(ds, int(s)) for ds in args.datasets.split(",") for s in args.seeds.split(",")]
     units.sort(key=lambda u: ("names", "mnist", "digits").index(u[0]))  # longest first
@@ -127,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
             f.flush()
             print(json.dumps({k: row.get(k) for k in ("dataset", "seed", "rc", "compact_metric",
                                                       "compact_bytes", "target_met", "gate")}), flush=True)
-    md = args.results.with_suffix(".md")
     md.write_text(f"# Home tasks at the defaults (`python -m benchmarks.home_defaults`, {meta['date']}, "
                   f"{commit})\n\n" + _summary(rows))
     print(md.read_text())

@@ -335,7 +335,8 @@ def test_a_depthwise_channel_leaves_with_its_input_channel_and_the_expand_channe
     refresh_in_alive_(m, links)
     assert torch.equal(m(x), before)
     assert m.expand.weight.shape == (6, 4, 1, 1) and m.dw.weight.shape == (6, 1, 3, 3)
-    assert m.dw.groups == m.dw.in_channels == m.dw.out_channels == 6 and m.project.weight.shape == (4, 6, 1, 1)
+    assert m.dw.groups == m.dw.in_channels == m.dw.out_channels == 6
+    assert m.project.weight.shape == (4, 6, 1, 1)
     assert stored_size_bits(m) < before_bits  # the expand channels that fed them were stored, and are gone
     assert int((~dict(quantized_layers(m))["expand"].channel_alive()).sum()) == 1  # masked, not removed
 

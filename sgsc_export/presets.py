@@ -16,8 +16,8 @@ from sgsc_export.errors import ConfigError
 __all__ = ["PRESETS", "preset"]
 
 PRESETS: dict[str, CompressConfig] = {
-    "digits": CompressConfig(steps=1000, finetune_steps=300, gamma=0.5, init_bits=6.0, distill=1.0, lr=1e-3,
-                             lr_exponent=None,
+    "digits": CompressConfig(steps=1000, finetune_steps=300, gamma=0.5, lam=1.0, init_bits=6.0, distill=1.0,
+                             lr=1e-3, lr_exponent=None,
                              float_epochs=10, restore_every=50, prune_every=200, checkpoint_every=500,
                              preservation_batch_size=128),
     # the character-level language model. λ = 1 memorises the 1,000 preservation names at the expense of
@@ -27,8 +27,8 @@ PRESETS: dict[str, CompressConfig] = {
                             checkpoint_every=500, finetune_steps=300, distill=0.0, lr_exponent=None,
                             preservation_batch_size=128),
     # γ = 0.1 has the best validation accuracy, but its file is over 1/6 of PTQ INT8's (the size budget)
-    "mnist": CompressConfig(steps=3000, finetune_steps=1000, gamma=0.2, init_bits=6.0, distill=1.0, lr=1e-3,
-                            lr_exponent=None,
+    "mnist": CompressConfig(steps=3000, finetune_steps=1000, gamma=0.2, lam=1.0, init_bits=6.0, distill=1.0,
+                            lr=1e-3, lr_exponent=None,
                             float_epochs=5, batch_size=64, preservation_batch_size=64, restore_every=100,
                             prune_every=200, checkpoint_every=500),
 }

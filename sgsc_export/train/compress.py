@@ -34,7 +34,7 @@ from sgsc_export.train.checks import check_checkpoint_fits, check_inputs, check_
 from sgsc_export.train.freeze import freeze
 from sgsc_export.train.loop import TrainState, accuracy, compress_loop, make_optimizer, predict, train_float
 from sgsc_export.train.preservation_set import preservation_entry, preservation_samples, select_preservation
-from sgsc_export.train.target import DEFAULT_MAX_DROP, Target, hold_out
+from sgsc_export.train.target import Target, hold_out
 
 __all__ = ["compress", "reinitialise_", "train_reference"]
 
@@ -148,6 +148,7 @@ def compress(
     if not isinstance(config, CompressConfig):
         raise ConfigError(f"config must be a CompressConfig, got {type(config).__name__}")
     task = get_task(getattr(data, "task", "classification"))
+    config = config.for_task(task.name)  # λ and max_drop where left at None: the manifest records the values
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         check_out_dir(out)
@@ -183,8 +184,7 @@ def compress(
     target = None
     if validation is not None:
         float_val = predict(model, validation["x"])
-        max_drop = config.max_drop if config.max_drop is not None else DEFAULT_MAX_DROP[task.name]
-        target = Target.against(float_val, max_drop, task, validation)
+        target = Target.against(float_val, config.max_drop, task, validation)
         if task.name == "classification" and len(y_pres):
             target.float_preservation = task.accuracy(float_pres, y_pres)
         if pretrained and validation["source"] == "held out" and not resume:

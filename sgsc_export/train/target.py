@@ -1,8 +1,8 @@
 """The accuracy target (``max_drop``): a validation split held out of training, and the γ controller.
 
 A user says how much of the task's headline metric they accept to lose against the float model — percentage
-points of accuracy for classification (``DEFAULT_MAX_DROP``: 0.5), nats of loss for a language model (0.02) —
-and the compression strength follows from it. The measurement is a **validation split**: ``validation_size``
+points of accuracy for classification (0.5), nats of loss for a language model (0.02; ``TASK_DEFAULTS``)
+— and the compression strength follows from it. The measurement is a **validation split**: ``validation_size``
 training samples (default ``min(10 %, 1000)``) drawn with the run's seed and held out of everything else the
 run trains or selects on (the float reference, the preservation set, the compression steps). The test split is
 never used to decide anything.
@@ -67,10 +67,9 @@ import numpy as np
 from sgsc_export.errors import ConfigError
 from sgsc_export.tasks import Task
 
-__all__ = ["DEFAULT_MAX_DROP", "GAMMA_MAX_SCALE", "GAMMA_MIN_SCALE", "SMOOTH_CHECKS", "Target", "hold_out",
+__all__ = ["GAMMA_MAX_SCALE", "GAMMA_MIN_SCALE", "SMOOTH_CHECKS", "Target", "hold_out",
            "next_scale", "smoothed", "total_steps", "validation_count"]
 
-DEFAULT_MAX_DROP = {"classification": 0.5, "language_model": 0.02}
 UNITS = {"classification": "pp", "language_model": "nats"}
 GAMMA_MIN_SCALE, GAMMA_MAX_SCALE = 1e-3, 100.0
 SMOOTH_CHECKS = 3  # W: the checks the controller and the choice average (see the module docstring)

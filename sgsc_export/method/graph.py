@@ -18,12 +18,37 @@ project). The reverse does not hold: a zero-bit upstream channel under a live de
 channel's bias, a constant the consumer reads, so it stays until the depthwise channel reaches zero bits (the
 size term keeps pushing it: its weights read nothing, so only the size term moves their bits).
 
-Removal across the other structures (residual sums, concatenations, grouped convolutions, norms over
-channels) is issue 17; every recorded link is exact.
+**Channel groups across residual sums and branches** (``_group``). Where a producer's output is read more than
+once or meets another tensor in an add, its channel c is coupled to channel c of every tensor it is summed
+with: the group is the set of tensors joined by residual adds and channel-wise steps that map 0 to 0, its
+*producers* the Conv/Linear layers whose outputs enter it (a ResNet stage: the stem or downsample conv and
+every block's last conv, BatchNorms folded), its *consumers* the Conv/Linear layers that read it (every
+block's first conv, a downsample conv, the head after a pool, a spatial mean or a flatten). When channel c is
+at zero bits in **every** producer, each tensor of the group is exactly 0 in channel c (a sum of zeros, mapped
+0 → 0), so channel c leaves every producer and every consumer's input at once and the output is unchanged. A
+producer's zero-bit channel whose partner still has that channel stays masked; the consumers' inputs count in
+the size term only while some producer has the channel (``refresh_in_alive_``), so killing a channel in the
+last producer pays for the whole group. A group is refused, whole, where any of its tensors goes anywhere else
+(a concatenation, a norm over channels, an unfolded BatchNorm, the model's output, a depthwise or grouped
+consumer, an input that is no layer's output such as the model's input): the reason is in the manifest.
+
+Torch-Pruning's DepGraph (Fang et al., CVPR 2023) builds the same coupling in general. Evaluated (torch-
+pruning 1.6.1 on torch 2.13, the ResNet of tests/sgsc_export/test_pruning.py): on the plain model its
+``DependencyGraph`` finds the stage group found here (the stem, every block's last conv and their BatchNorms,
+the convs reading them); on the same model with our quantised twins it traces into the quantiser's arithmetic
+(a group of 72 nodes for one channel: exp2, clamp and products of b and e), so each twin would need its own
+pruner, and its pruners slice by importance, changing the output by design, where we need only the groups that
+removal at zero bits leaves unchanged. So the groups here are read from the same torch.fx graph as the chains
+above, with the exactness rules of this module. What DepGraph does that this does not: it works from autograd,
+so a model fx cannot trace still gets groups (here: none, always safe).
+
+Removal across concatenations, grouped convolutions and norms over channels is still issue 17; every recorded
+link and group is exact.
 """
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 
 import torch
@@ -62,6 +87,10 @@ class Link:
     ``upstream``: where the producer is a depthwise convolution (each output channel c reads input channel c
     alone), the Conv/Linear whose output channel c is that input, through a chain of its own; removing the
     depthwise channel c removes that channel of ``upstream`` with it (its only reader is gone).
+
+    ``partners`` and ``other_consumers``: a channel group across residual adds and branches (the module
+    docstring): channel c leaves ``producer``, every partner and the inputs of every consumer at once, and
+    only where it is at zero bits in all the producers.
     """
 
     producer: str
@@ -69,6 +98,18 @@ class Link:
     through: list[str] = field(default_factory=list)
     per_channel: int = 1
     upstream: str | None = None
+    partners: list[str] = field(default_factory=list)
+    other_consumers: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def producers(self) -> list[str]:
+        """Every layer whose channel c this link's channel c is (a residual group's summands; else one)."""
+        return [self.producer, *self.partners]
+
+    @property
+    def consumers(self) -> list[tuple[str, int]]:
+        """``(consumer, per_channel)`` of every layer that reads the channels."""
+        return [(self.consumer, self.per_channel), *self.other_consumers]
 
 
 class _Tracer(fx.Tracer):
@@ -160,6 +201,7 @@ def find_links(model: nn.Module, gm: fx.GraphModule | None = None,
             links[node.target] = link
         else:
             blocked[node.target] = link
+    _add_groups(gm, modules, links, blocked, feeds)
     for node in depthwise:  # after every producer: the one that feeds each depthwise convolution is known
         upstream = feeds.get(node.target)
         if upstream is None:
@@ -176,6 +218,197 @@ def find_links(model: nn.Module, gm: fx.GraphModule | None = None,
             blocked[upstream] = (f"it feeds the depthwise convolution {node.target}, whose channels stay "
                                  f"({link})")
     return links
+
+
+_ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
+_MEAN_FUNCTIONS = {torch.mean}
+# the chain's reasons that a channel group across residual adds and branches may lift (``_add_groups``)
+_COUPLED = ("its output is read more than once", "its output meets another tensor in a residual add",
+            "its output goes through a residual add")
+
+
+def _tensor_args(node: fx.Node) -> list[fx.Node]:
+    return [a for a in (*node.args, *node.kwargs.values()) if isinstance(a, fx.Node)]
+
+
+def _reads_first_only(node: fx.Node) -> bool:
+    """``node`` reads one tensor, its first argument."""
+    return bool(node.args) and isinstance(node.args[0], fx.Node) and _tensor_args(node) == [node.args[0]]
+
+
+def _is_add(node: fx.Node) -> bool:
+    """A sum of two tensors, nothing else (no ``alpha``, no constant)."""
+    if node.kwargs or len(node.args) != 2 or not all(isinstance(a, fx.Node) for a in node.args):
+        return False
+    return (node.op == "call_function" and node.target in _ADD_FUNCTIONS
+            or node.op == "call_method" and node.target in ("add", "add_"))
+
+
+def _spatial_mean(node: fx.Node) -> bool:
+    """A mean over dimensions 2 and up only (``x.mean((2, 3))``): channel c of the result averages channel c
+    of a convolution's output."""
+    if not (node.op == "call_method" and node.target == "mean"
+            or node.op == "call_function" and node.target in _MEAN_FUNCTIONS) or not _reads_first_only(node):
+        return False
+    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    dims = (dims,) if isinstance(dims, int) else dims
+    return (isinstance(dims, (tuple, list)) and len(dims) > 0
+            and all(isinstance(d, int) and d >= 2 for d in dims)
+            and not set(node.kwargs) - {"dim", "keepdim"} and len(node.args) <= 2)
+
+
+def _channel_wise(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """A step that maps channel c to channel c and 0 to 0, reading one tensor (its first argument)."""
+    if not _reads_first_only(node):
+        return False
+    if node.op == "call_module":
+        m = modules.get(node.target)
+        return isinstance(m, _PASS_MODULES) or isinstance(m, _ACT_MODULES) and _zero_preserving(m)
+    return (node.op == "call_function" and node.target in _PASS_FUNCTIONS
+            or node.op == "call_method" and node.target in _PASS_METHODS)
+
+
+def _is_flatten(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if not _reads_first_only(node):
+        return False
+    if node.op == "call_module":
+        m = modules.get(node.target)
+        return isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1
+    return ((node.op == "call_function" and node.target in _FLATTEN_FUNCTIONS
+             or node.op == "call_method" and node.target == "flatten")
+            and tuple(node.args[1:]) in ((1,), (1, -1)) and not node.kwargs)
+
+
+def _what(node: fx.Node) -> str:
+    """A node, named for a reason line."""
+    if node.op == "call_module":
+        return f"{node.target} ({type(node.graph.owning_module.get_submodule(node.target)).__name__})"
+    return _op_name(node)
+
+
+def _group(start: fx.Node,
+           modules: dict[str, nn.Module]) -> tuple[list[fx.Node], dict[str, int], list[str]] | str:
+    """The channel group of ``start``'s output (the module docstring): its producer nodes, its consumers
+    (name → per_channel; -1: a flatten's, in_features / channels) and the channel-wise modules on the way; or
+    why there is none (one line)."""
+    members: dict[fx.Node, None] = {}  # insertion-ordered: the same group, in the same order, every time
+    producers: dict[fx.Node, None] = {}
+    consumers: dict[str, int] = {}
+    through: list[str] = []
+    kinds: set[str] = set()  # "conv"/"linear" producers; "spatial"/"last": what a consumer reads as channels
+    todo = [start]
+    while todo:
+        node = todo.pop()
+        if node in members:
+            continue
+        members[node] = None
+        m = modules.get(node.target) if node.op == "call_module" else None
+        # where this tensor comes from
+        if isinstance(m, _LAYERS):
+            if _is_conv(m) and m.groups != 1:
+                return f"a grouped or depthwise convolution ({node.target}) is summed into its channels"
+            producers[node] = None
+            kinds.add("conv" if _is_conv(m) else "linear")
+        elif _channel_wise(node, modules):
+            todo.append(node.args[0])
+            if node.op == "call_module":
+                through.append(str(node.target))
+        elif _is_add(node):
+            todo.extend(node.args)
+        elif node.op == "placeholder":
+            return "the model's input is summed into its channels"
+        else:
+            return f"its channels are also summed with the output of {_what(node)}"
+        # where it goes
+        for user in node.users:
+            um = modules.get(user.target) if user.op == "call_module" else None
+            if user.op == "output":
+                return "its channels are the model's outputs"
+            if _channel_wise(user, modules) or _is_add(user):
+                todo.append(user)
+            elif isinstance(um, _LAYERS) and _reads_first_only(user):
+                if _is_conv(um) and um.groups != 1:
+                    return f"the consumer {user.target} is a grouped or depthwise convolution"
+                consumers[str(user.target)] = 1
+                kinds.add("spatial" if _is_conv(um) else "last")
+            elif _spatial_mean(user) or _is_flatten(user, modules):
+                reader = _flat_reader(user, modules)
+                if reader.startswith(" "):
+                    return reader.strip()
+                consumers[reader] = -1 if _is_flatten(user, modules) else 1
+                kinds.add("spatial")  # channels at dim 1 of a [N, C, ...] tensor: a convolution's
+            elif user.op == "call_module" and um is None:
+                return f"the module {user.target} is called more than once"
+            else:
+                return f"its channels go through {_what(user)}"
+    if not (kinds <= {"conv", "spatial"} or kinds <= {"linear", "last"}):
+        return "its producers and consumers mix convolutions and Linear layers on one tensor"
+    return list(producers), consumers, through
+
+
+def _flat_reader(node: fx.Node, modules: dict[str, nn.Module]) -> str:
+    """The one Linear that reads ``node`` (a flatten or spatial mean of the group) through channel-wise steps,
+    or why there is none (with a leading space)."""
+    cur = node
+    while True:
+        users = list(cur.users)
+        if len(users) != 1:
+            return " a flattened or pooled copy of its channels is read more than once"
+        nxt = users[0]
+        m = modules.get(nxt.target) if nxt.op == "call_module" else None
+        if isinstance(m, nn.Linear) and _reads_first_only(nxt):
+            return str(nxt.target)
+        if not _channel_wise(nxt, modules):
+            return f" its flattened or pooled channels go through {_what(nxt)}"
+        cur = nxt
+
+
+def _add_groups(gm: fx.GraphModule, modules: dict[str, nn.Module], links: dict[str, Link],
+                blocked: dict[str, str], feeds: dict[str, str]) -> None:
+    """A link per channel group (``_group``) for the producers the chains left blocked for a residual add or a
+    second reader; keyed by the group's first producer in graph order."""
+    order = {node: i for i, node in enumerate(gm.graph.nodes)}
+    done: set[str] = set()
+    for node in gm.graph.nodes:
+        name = str(node.target) if node.op == "call_module" else None
+        if name is None or name in done or not blocked.get(name, "").startswith(_COUPLED):
+            continue
+        group = _group(node, modules)
+        if isinstance(group, str):
+            blocked[name] = f"{blocked[name]}; its channel group: {group}"
+            continue
+        producers, consumers, through = group
+        names = [str(p.target) for p in sorted(producers, key=order.__getitem__)]
+        done.update(names)
+        why = _group_refusal(names, consumers, modules, links, feeds)
+        if isinstance(why, str):
+            for n in names:
+                blocked[n] = f"{blocked.get(n, 'coupled to a residual add')}; its channel group: {why}"
+            continue
+        (first, per), rest = why[0], why[1:]
+        links[names[0]] = Link(names[0], first, through, per, partners=names[1:], other_consumers=rest)
+        for n in names:
+            blocked.pop(n, None)
+
+
+def _group_refusal(names: list[str], consumers: dict[str, int], modules: dict[str, nn.Module],
+                   links: dict[str, Link], feeds: dict[str, str]) -> list[tuple[str, int]] | str:
+    """The group's consumers ``(name, per_channel)`` in name order, or why the group is refused."""
+    if any(n in links or n in feeds.values() for n in names):
+        return "one of its layers is already linked elsewhere"
+    widths = {int(modules[n].weight.shape[0]) for n in names}
+    if len(widths) != 1:
+        return "its layers disagree on the channel count (a broadcast sum)"
+    width = widths.pop()
+    readers = []
+    for consumer, per in sorted(consumers.items()):
+        m = modules[consumer]
+        n_in = int(m.in_features if isinstance(m, nn.Linear) else m.in_channels)
+        per = n_in // width if per == -1 else per
+        if n_in != width * per:
+            return f"the consumer {consumer} does not read its channels whole"
+        readers.append((consumer, per))
+    return readers
 
 
 def _stateless(m: nn.Module) -> bool:

@@ -5,8 +5,10 @@ the link between producer and consumer maps 0 to 0, so removing the channel and 
 read it leaves the network's output unchanged (``sgsc_export.method.graph`` records only such links: a
 BatchNorm on the way, which would map 0 elsewhere, is folded into the producer or breaks the link). A
 depthwise producer's channel takes its input channel with it, and the upstream producer's channel that was
-that input (``Link.upstream``: nothing else reads it). Channels without an unambiguous consumer stay in place
-as masked zero-bit channels.
+that input (``Link.upstream``: nothing else reads it). A channel group across residual adds and branches
+(``Link.partners``, ``Link.other_consumers``) loses channel c only where it is at zero bits in every producer:
+then every tensor of the group is 0 in channel c. Channels without such a consumer stay in place as masked
+zero-bit channels.
 """
 
 from __future__ import annotations
@@ -38,11 +40,23 @@ def refresh_in_alive_(model: nn.Module, links: dict[str, Link]) -> None:
     """Mark, in each consumer's ``in_alive``, the input slots that read a live producer channel (attention
     output projections included, see :mod:`sgsc_export.method.heads`)."""
     for link in links.values():
-        consumer = model.get_submodule(link.consumer)
-        if is_quantized(consumer):
-            alive = _alive(model.get_submodule(link.producer)).to(consumer.in_alive.dtype)
-            consumer.in_alive.copy_(alive.repeat_interleave(link.per_channel))
+        alive = _group_alive(model, link)  # a channel group's: alive in any of its producers
+        for name, per_channel in link.consumers:
+            consumer = model.get_submodule(name)
+            if is_quantized(consumer):
+                consumer.in_alive.copy_(alive.to(consumer.in_alive.dtype).repeat_interleave(per_channel))
     refresh_head_in_alive_(model)
+
+
+def _group_alive(model: nn.Module, link: Link, only: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Channel c is alive while any producer of the link has it (``only``: removable channels per layer)."""
+    alive = None
+    for name in link.producers:
+        a = _alive(model.get_submodule(name))
+        if only is not None:
+            a = a | ~only.get(name, torch.zeros_like(a))
+        alive = a if alive is None else alive | a
+    return alive
 
 
 Plan = dict[str, list[tuple[int, torch.Tensor]]]  # qualified tensor name → [(dim, kept indices), ...]
@@ -86,29 +100,29 @@ def remove_dead_channels_(model: nn.Module, links: dict[str, Link],
     """
     removed: dict[str, int] = {}
     for name, link in links.items():
-        producer = model.get_submodule(name)
-        alive = _alive(producer)
-        if only is not None:
-            alive = alive | ~only.get(name, torch.zeros_like(alive))
+        alive = _group_alive(model, link, only)
         if bool(alive.all()) or not bool(alive.any()):
             continue  # nothing to remove, or removing everything would leave an empty tensor
         keep = torch.nonzero(alive).reshape(-1)
-        _slice_outputs(producer, name, keep, plan)
+        for producer_name in link.producers:  # a channel group: every summand loses the channel
+            _slice_outputs(model.get_submodule(producer_name), producer_name, keep, plan)
+            removed[producer_name] = int((~alive).sum())
         if link.upstream is not None:  # a depthwise producer: its input channels go with its outputs
+            producer = model.get_submodule(name)
             _slice_param(producer, "in_alive", keep, 0)
             producer.in_channels = producer.groups = len(keep)
             _slice_outputs(model.get_submodule(link.upstream), link.upstream, keep, plan)
-        consumer = model.get_submodule(link.consumer)
-        within = torch.arange(link.per_channel, device=keep.device)
-        cols = (keep[:, None] * link.per_channel + within).reshape(-1)
-        _slice_param(consumer, "weight", cols, 1, plan, link.consumer)
-        if is_quantized(consumer):
-            _slice_param(consumer, "in_alive", cols, 0)
-        if isinstance(consumer, nn.Linear):
-            consumer.in_features = len(cols)
-        else:
-            consumer.in_channels = len(cols)
-        removed[name] = int((~alive).sum())
+        for consumer_name, per_channel in link.consumers:
+            consumer = model.get_submodule(consumer_name)
+            within = torch.arange(per_channel, device=keep.device)
+            cols = (keep[:, None] * per_channel + within).reshape(-1)
+            _slice_param(consumer, "weight", cols, 1, plan, consumer_name)
+            if is_quantized(consumer):
+                _slice_param(consumer, "in_alive", cols, 0)
+            if isinstance(consumer, nn.Linear):
+                consumer.in_features = len(cols)
+            else:
+                consumer.in_channels = len(cols)
     return removed
 
 

@@ -79,6 +79,12 @@ def _masked_reason(model: nn.Module, name: str, layer: nn.Module, links: dict[st
         return "rows of an attention layer (removed only as a whole head: its q, k and v rows)"
     if kind == "Embedding":
         return "rows of an embedding (every token keeps its vector)"
+    partners = next((link.producers for link in links.values() if name in link.producers[1:]
+                     or name == link.producer and link.partners), None)
+    if partners is not None:
+        others = ", ".join(p for p in partners if p != name)
+        return (f"summed at a residual add with {others}: a channel leaves only where all of them have it at "
+                "zero bits")
     if name in links:
         return "removal was refused: it would have changed the output"
     return "no producer → consumer chain was found for it"
@@ -317,7 +323,10 @@ def compress(
         "float_weights": floats,
         "traced": traced,
         "links": {k: {"consumer": v.consumer, "through": v.through, "per_channel": v.per_channel,
-                      **({"upstream": v.upstream} if v.upstream else {})}
+                      **({"upstream": v.upstream} if v.upstream else {}),
+                      **({"partners": v.partners} if v.partners else {}),
+                      **({"other_consumers": [list(c) for c in v.other_consumers]} if v.other_consumers
+                         else {})}
                   for k, v in links.items()},
         "layers": layers,
         "totals": {"weights_start": n_start, "fp32_bits": 32 * n_start, "quantized_bits": bits_total,

@@ -147,16 +147,24 @@ class Residual(nn.Module):
         return self.head(h.mean((2, 3)))
 
 
-def test_residual_channels_stay_masked_not_removed():
+def test_a_residual_channel_leaves_only_when_every_summand_has_it_at_zero_bits():
+    """Issue 17: ``h + relu(b(h))`` couples channel c of ``a`` and ``b`` (a group read by ``b`` and, after a
+    spatial mean, by ``head``). Dead in ``a`` alone, channel 0 stays (b still writes it into the sum); dead in
+    both, it leaves both producers and both consumers' inputs, and the output does not change."""
     m = Residual().eval()
     prepare_(m)
     links = find_links(m)
-    assert "a" not in links and "b" not in links  # used twice / feeds an add
-    _kill(m, "a", [0])
-    y = m(torch.ones(1, 2, 5, 5))
-    assert remove_dead_channels_(m, links) == {}
-    assert m.a.weight.shape[0] == 4
-    torch.testing.assert_close(m(torch.ones(1, 2, 5, 5)), y)
+    assert set(links) == {"a"} and links["a"].producers == ["a", "b"]
+    assert links["a"].consumers == [("b", 1), ("head", 1)]
+    x = torch.randn(3, 2, 5, 5)
+    _kill(m, "a", [0, 2])
+    _kill(m, "b", [2])
+    refresh_in_alive_(m, links)
+    y = m(x)
+    assert remove_dead_channels_(m, links) == {"a": 1, "b": 1}  # channel 2 only: 0 is alive in b
+    refresh_in_alive_(m, links)
+    assert m.a.weight.shape[0] == m.b.weight.shape[0] == m.b.weight.shape[1] == m.head.weight.shape[1] == 3
+    torch.testing.assert_close(m(x), y, rtol=1e-6, atol=1e-6)  # the convolutions sum fewer zeros
 
 
 def test_sigmoid_breaks_the_chain():
@@ -243,8 +251,9 @@ def test_every_layer_without_a_link_says_why():
     links = find_links(model, blocked=blocked)
     assert set(links) | set(blocked) == {"a", "res", "cat", "bn_after", "dw", "fc"}
     assert not set(links) & set(blocked)
-    assert blocked["a"] == "its output is read more than once (a residual branch)"
-    assert blocked["res"] == "its output meets another tensor in a residual add"
+    group = "; its channel group: its channels go through a concatenation"  # r = a + res(a) feeds the cat
+    assert blocked["a"] == "its output is read more than once (a residual branch)" + group
+    assert blocked["res"] == "its output meets another tensor in a residual add" + group
     assert blocked["cat"] == "its output meets another tensor in a concatenation"
     assert "a BatchNorm not folded into it (pre)" in blocked["bn_after"]
     assert blocked["dw"].startswith("a depthwise convolution whose input channels do not come from one ")
@@ -363,3 +372,123 @@ def test_a_depthwise_conv_after_a_residual_sum_keeps_its_channels():
     links = find_links(_AfterAdd().eval(), blocked=blocked)
     assert "dw" not in links and "a" not in links
     assert "depthwise convolution whose input channels do not come from one" in blocked["dw"]
+
+
+class _Block(nn.Module):
+    """A ResNet basic block, with a 1×1 projection shortcut where the shape changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+        self.c2, self.b2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        self.short = (nn.Sequential() if stride == 1 and cin == cout else
+                      nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.b2(self.c2(self.act(self.b1(self.c1(x))))) + self.short(x))
+
+
+class _ResNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.l1 = nn.Sequential(_Block(8, 8, 1), _Block(8, 8, 1))
+        self.l2 = nn.Sequential(_Block(8, 12, 2), _Block(12, 12, 1))
+        self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(12, 3)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.l2(self.l1(self.stem(x)))), 1))
+
+
+def _resnet(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    m = _ResNet().eval()
+    for bn in m.modules():
+        if isinstance(bn, nn.BatchNorm2d):
+            _shifted_bn(bn)
+    fold_batchnorm_(m)
+    prepare_(m, CompressConfig(init_bits=6))
+    return m.eval()
+
+
+def test_a_resnet_stage_is_one_channel_group_across_its_adds():
+    """The stem and every block's last conv of a stage write the same channels (the identity shortcuts sum
+    them); each block's first conv, the next stage's first conv and its projection shortcut read them. A
+    channel dead in all of the stage's producers leaves every one of those tensors; dead in only some, it
+    stays masked; the model rebuilt from the state dict computes the same."""
+    from sgsc_export.artifact.rebuild import load_state_resizing_
+
+    m = _resnet()
+    blocked = {}
+    links = find_links(m, blocked=blocked)
+    assert links["stem.0"].producers == ["stem.0", "l1.0.c2", "l1.1.c2"]
+    assert links["stem.0"].consumers == [("l1.0.c1", 1), ("l1.1.c1", 1), ("l2.0.c1", 1), ("l2.0.short.0", 1)]
+    assert links["l2.0.c2"].producers == ["l2.0.c2", "l2.0.short.0", "l2.1.c2"]
+    assert links["l2.0.c2"].consumers == [("fc", 1), ("l2.1.c1", 1)]  # fc after pool and flatten
+    assert set(blocked) == {"fc"}
+    for name in ("stem.0", "l1.0.c2", "l1.1.c2"):
+        _kill(m, name, [1, 3])
+    _kill(m, "l1.0.c2", [5])  # its partners still write channel 5: it stays
+    for name in ("l2.0.c2", "l2.0.short.0", "l2.1.c2"):
+        _kill(m, name, [0])
+    refresh_in_alive_(m, links)
+    x = torch.randn(4, 1, 8, 8)
+    before, before_bits = m(x), stored_size_bits(m)
+    removed = remove_dead_channels_(m, links)
+    refresh_in_alive_(m, links)
+    assert removed == {"stem.0": 2, "l1.0.c2": 2, "l1.1.c2": 2, "l2.0.c2": 1, "l2.0.short.0": 1, "l2.1.c2": 1}
+    torch.testing.assert_close(m(x), before, rtol=1e-6, atol=1e-6)
+    assert m.stem[0].weight.shape[0] == m.l1[1].c2.weight.shape[0] == m.l2[0].c1.weight.shape[1] == 6
+    assert m.l2[0].short[0].weight.shape == (11, 6, 1, 1) and m.fc.weight.shape == (3, 11)
+    assert stored_size_bits(m) == before_bits  # dead channels and the inputs reading them were not counted
+    assert int((~dict(quantized_layers(m))["l1.0.c2"].channel_alive()).sum()) == 1  # masked, not removed
+
+    fresh = _resnet()
+    load_state_resizing_(fresh, m.state_dict())
+    torch.testing.assert_close(fresh.eval()(x), before, rtol=1e-6, atol=1e-6)
+
+
+def test_the_size_term_counts_a_groups_consumer_inputs_until_the_last_producer_drops_the_channel():
+    m = _resnet()
+    links = find_links(m)
+    stem = dict(quantized_layers(m))["stem.0"]
+    _kill(m, "stem.0", [2])
+    refresh_in_alive_(m, links)
+    assert bool(m.l1[0].c1.in_alive[2])  # l1's blocks still write channel 2 into the sum
+    for name in ("l1.0.c2", "l1.1.c2"):
+        _kill(m, name, [2])
+    refresh_in_alive_(m, links)
+    assert not any(bool(c.in_alive[2]) for c in (m.l1[0].c1, m.l1[1].c1, m.l2[0].c1, m.l2[0].short[0]))
+    assert not bool(stem.channel_alive()[2])
+
+
+class _Refused(nn.Module):
+    """Groups that removal would get wrong: the model's input summed in, a broadcast sum, a LayerNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(4, 4, 1), nn.Conv2d(4, 1, 1)
+        self.c, self.d = nn.Conv2d(4, 4, 1), nn.Linear(4, 4)
+        self.norm, self.e, self.fc = nn.LayerNorm(4), nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.a(x) + x          # the input is no layer's output
+        h = self.c(h) + self.b(h)  # 4 + 1 channels: a broadcast
+        t = h.mean((2, 3))
+        t = self.d(t)
+        t = t + self.e(self.norm(t))  # a LayerNorm reads the group
+        return self.fc(t)
+
+
+def test_a_group_is_refused_whole_where_removal_could_change_the_output():
+    blocked = {}
+    links = find_links(_Refused().eval(), blocked=blocked)
+    assert not {"a", "b", "c", "d", "e"} & set(links)
+    assert blocked["a"].endswith("its channel group: the model's input is summed into its channels")
+    assert "a broadcast sum" in blocked["c"] or "a broadcast sum" in blocked["b"]
+    assert blocked["d"].endswith("its channel group: its channels go through norm (LayerNorm)")
+
+
+def test_channel_groups_are_the_same_every_time():
+    assert repr(find_links(_resnet(0))) == repr(find_links(_resnet(1)))
